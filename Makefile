@@ -1,0 +1,39 @@
+# The README's commands. Each target does its own set-up: a virtual environment in .venv,
+# created once and reused; it is reinstalled only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench tensorboard clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## demo: set up, then train the linear-regression lesson and print the recovered slope and intercept
+demo: $(STAMP)
+	$(PY) -m experiments fit --config configs/linear_regression.yaml
+
+## test: set up, then run the linter and the whole test suite
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+## bench: the Lightning-vs-plain-loop overhead benchmark of benchmarks/RESULTS.md
+bench: $(STAMP)
+	$(PY) benchmarks/lesson_overhead.py
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir lightning_logs
+
+clean:
+	rm -rf lightning_logs

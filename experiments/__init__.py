@@ -1,0 +1,1 @@
+"""The command line that runs every lesson, and the callbacks the lessons share."""

@@ -1,0 +1,38 @@
+"""Lesson 神经网络实现 (first network): the seed's 10-5-1 network, ReLU then Sigmoid, MSE and SGD.
+
+Run: ``python -m experiments fit --config configs/first_network.yaml``
+
+Departures from the seed: the seed's "Construct the loss function" line is not commented out (a
+syntax error), and it prints the loss per epoch; here Lightning logs it as ``train/loss``. The data is
+drawn by ``RandomTensorDataModule`` instead of typed in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from modules.regression import OptimizerCallable, RegressionModule
+
+
+class FeedForwardNet(RegressionModule):
+    """``Linear(n_in, n_h) -> ReLU -> Linear(n_h, n_out) -> Sigmoid``, trained with MSE.
+
+    Args:
+        n_in: Input features.
+        n_h: Hidden units.
+        n_out: Outputs, each squashed to (0, 1).
+        optimizer: Builds the optimizer from the parameters; the seed's is SGD with lr 0.01.
+    """
+
+    def __init__(
+        self,
+        n_in: int = 10,
+        n_h: int = 5,
+        n_out: int = 1,
+        optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.01),
+    ) -> None:
+        super().__init__(optimizer)
+        self.save_hyperparameters(ignore=["optimizer"])
+        # nn.Sequential as in the seed, so a state_dict and the initial weights match it exactly.
+        self.net = nn.Sequential(nn.Linear(n_in, n_h), nn.ReLU(), nn.Linear(n_h, n_out), nn.Sigmoid())

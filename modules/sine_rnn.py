@@ -1,0 +1,112 @@
+"""Lesson 递归神经网络 (sine wave): the seed's hand-made recurrent cell, trained one point at a time.
+
+Run: ``python -m experiments fit --config configs/sine_rnn.yaml``
+
+The cell: ``context = tanh([x, context] @ w1)``, ``out = context @ w2``, with ``w1`` (7x6) ~ N(0, 0.4)
+and ``w2`` (6x1) ~ N(0, 0.3). Each point gives a loss ``(out - target)²/2``, a backward pass and a
+plain SGD update (lr 0.1), and the context is detached before the next point, as in the seed.
+
+Design: the seed makes 20 updates per epoch, 6,000 in 300 epochs. Making each point a Lightning
+training step would pay Lightning's per-step cost (hooks, logging, progress) 6,000 times. Instead one
+training step is one pass over the sequence (one batch), and inside it the step runs the seed's loop
+with manual optimisation: ``manual_backward`` and ``optimizer.step`` per point, so mixed precision and
+strategies still apply, while Lightning's loop runs 300 times.
+
+Departures from the seed: ``Variable``, ``init.normal`` and ``.data`` arithmetic become parameters,
+``nn.init.normal_`` and ``torch.optim.SGD`` (the same update, ``w -= lr * grad``); ``total_loss.data[0]``
+(an error on a 0-d tensor in current PyTorch) is logged as ``train/loss``; the initial context needs
+no gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from modules.regression import OptimizerCallable
+
+
+class SineRNN(LightningModule):
+    """The seed's recurrent cell over a sequence of scalars, predicting each next value.
+
+    Logged: ``train/loss`` (the seed's ``total_loss``: the sum over the sequence of ``(pred - y)²/2``),
+    ``val/loss`` (the same sum with the weights fixed) and ``val/mse`` (mean squared error of the
+    predictions, the lesson's bar). ``predict`` returns the predicted sequence.
+
+    Args:
+        hidden_size: Context neurons; the input is one value plus the context (the seed's 7 = 1 + 6).
+        output_size: Values predicted per step.
+        w1_std: Standard deviation of w1's normal initialisation.
+        w2_std: Standard deviation of w2's normal initialisation.
+        optimizer: Builds the optimizer; the seed's update is SGD with lr 0.1.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 6,
+        output_size: int = 1,
+        w1_std: float = 0.4,
+        w2_std: float = 0.3,
+        optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.1),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        # Updates happen per point inside training_step, not once per Lightning step.
+        self.automatic_optimization = False
+        self.optimizer = optimizer
+        self.hidden_size = hidden_size
+        # Drawn in the seed's order (w1 then w2) so the same seed gives the seed's weights.
+        self.w1 = nn.Parameter(nn.init.normal_(torch.empty(1 + hidden_size, hidden_size), 0.0, w1_std))
+        self.w2 = nn.Parameter(nn.init.normal_(torch.empty(hidden_size, output_size), 0.0, w2_std))
+
+    def initial_context(self) -> Tensor:
+        return torch.zeros(1, self.hidden_size, device=self.w1.device, dtype=self.w1.dtype)
+
+    def cell(self, value: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: ``value`` (1, 1) and ``context`` (1, hidden) to ``(out, new_context)``."""
+        context = torch.tanh(torch.cat((value, context), dim=1) @ self.w1)
+        return context @ self.w2, context
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Predictions ``(T, output_size)`` for a sequence ``x`` of shape ``(T, 1)``, from a zero context."""
+        context = self.initial_context()
+        outputs = []
+        for j in range(x.size(0)):
+            out, context = self.cell(x[j : j + 1], context)
+            outputs.append(out)
+        return torch.cat(outputs)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        optimizer = self.optimizers()
+        context = self.initial_context()
+        total_loss = x.new_zeros(())
+        for j in range(x.size(0)):
+            pred, context = self.cell(x[j : j + 1], context)
+            loss = (pred - y[j : j + 1]).pow(2).sum() / 2
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            # Truncated backpropagation through time of length one, as the seed.
+            context = context.detach()
+            total_loss += loss.detach()
+        self.log("train/loss", total_loss, on_step=False, on_epoch=True, prog_bar=True)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], phase: str) -> None:
+        x, y = batch
+        pred = self(x)
+        self.log(f"{phase}/loss", (pred - y).pow(2).sum() / 2, prog_bar=True)
+        self.log(f"{phase}/mse", (pred - y).pow(2).mean(), prog_bar=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        return self(batch[0])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer(self.parameters())
