@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
@@ -147,3 +147,16 @@ class PredictionWriter(BasePredictionWriter):
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(predictions, folder / self.filename)
         rank_zero_info(f"Predictions written to {folder / self.filename}")
+
+
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint that honours ``fast_dev_run`` at the end of training too.
+
+    Lightning 2.6's ``on_train_end`` writes ``last.ckpt`` even under ``fast_dev_run``, where logging is
+    off, so a smoke test would leave ``./checkpoints/last.ckpt`` in the working folder.
+    """
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run:
+            return
+        super().on_train_end(trainer, pl_module)

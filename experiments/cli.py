@@ -33,12 +33,12 @@ import torch
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import datamodules
 import modules
-from experiments.callbacks import PredictionWriter
+from experiments.callbacks import Checkpoint, PredictionWriter
 
 LOG_ROOT = "lightning_logs"
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
@@ -77,8 +77,8 @@ def find_checkpoint(log_root: Path, which: str) -> Path | None:
             return last
         # ModelCheckpoint records its best file in its state inside last.ckpt.
         state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-        for key, value in state.get("callbacks", {}).items():
-            if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+        for value in state.get("callbacks", {}).values():
+            if isinstance(value, dict) and value.get("best_model_path"):
                 best = Path(value["best_model_path"])
                 if best.is_file():
                     return best
@@ -112,7 +112,7 @@ class ExperimentCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",

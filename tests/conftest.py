@@ -1,0 +1,50 @@
+"""Fixtures shared by the test packages: run the CLI in-process inside a temporary folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from experiments.cli import ExperimentCLI
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+LESSONS = ["first_network", "linear_regression", "sine_rnn"]
+
+# Keeps in-process runs quiet and quick; none of these change what is computed.
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def config(lesson: str) -> str:
+    return str(CONFIGS / f"{lesson}.yaml")
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder, so lightning_logs/ is created there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def cli(in_tmp: Path) -> Callable[..., ExperimentCLI]:
+    """``cli("fit", "--config", ...)`` runs the experiments command in-process and returns the CLI."""
+
+    def run(*args: str) -> ExperimentCLI:
+        return ExperimentCLI(args=[*args, *QUIET])
+
+    return run
+
+
+class EpochHistory(Callback):
+    """Records a logged metric at the end of every training epoch."""
+
+    def __init__(self, key: str = "train/loss") -> None:
+        self.key = key
+        self.values: list[float] = []
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.values.append(trainer.callback_metrics[self.key].item())

@@ -1,0 +1,218 @@
+"""The experiments command: every lesson config through fit, validate, test and predict; the shared
+defaults (logs, checkpoints, saved config, seed); class selection by name; and the one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from experiments.callbacks import Checkpoint, PredictionWriter
+from experiments.cli import ExperimentCLI, main
+from tests.conftest import LESSONS, QUIET, REPO, config
+
+SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.check_val_every_n_epoch=1"]
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_fast_dev_run_of_each_subcommand(cli, lesson, subcommand):
+    run = cli(subcommand, "--config", config(lesson), "--trainer.fast_dev_run=true")
+    assert run.trainer.state.finished
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_fit_writes_logs_checkpoints_config_then_evaluation_loads_them(cli, in_tmp, lesson):
+    fit = cli("fit", "--config", config(lesson), *SHORT)
+    run = in_tmp / "lightning_logs" / lesson / "version_0"
+    assert Path(fit.trainer.log_dir) == Path("lightning_logs") / lesson / "version_0"
+    assert list(run.glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
+    saved = (run / "config.yaml").read_text()
+    assert "seed_everything: 42" in saved and "max_epochs: 2" in saved
+    trained = {k: v.clone() for k, v in fit.model.state_dict().items()}
+
+    for subcommand, which in [("validate", "last"), ("test", "best"), ("predict", "last")]:
+        evaluation = cli(subcommand, "--config", config(lesson), "--ckpt_path", which)
+        assert Path(evaluation.trainer.ckpt_path).resolve().parent == run.resolve() / "checkpoints"
+        if which == "last":
+            for key, value in evaluation.model.state_dict().items():
+                assert torch.equal(value, trained[key]), key
+    assert (
+        "val/loss"
+        in cli("validate", "--config", config(lesson), "--ckpt_path", "last").trainer.callback_metrics
+    )
+    predictions = torch.load(in_tmp / "lightning_logs" / lesson / "version_3" / "predictions.pt")
+    assert predictions.ndim == 2 and predictions.shape[1] == 1 and torch.isfinite(predictions).all()
+
+
+def test_tensorboard_holds_the_scalars(cli, in_tmp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli("fit", "--config", config("linear_regression"), *SHORT)
+    events = EventAccumulator(str(in_tmp / "lightning_logs" / "linear_regression" / "version_0")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "train/slope", "train/intercept"} <= tags
+    assert any(tag.startswith("lr-") for tag in tags)
+    assert {"fit/before_training", "fit/after_training"} <= set(events.Tags()["images"])
+
+
+def test_figures_are_saved_as_png(cli, in_tmp):
+    cli("fit", "--config", config("linear_regression"), *SHORT)
+    cli("fit", "--config", config("sine_rnn"), *SHORT)
+    figures = in_tmp / "lightning_logs"
+    for png in [
+        "linear_regression/version_0/figures/fit_before_training.png",
+        "linear_regression/version_0/figures/fit_after_training.png",
+        "sine_rnn/version_0/figures/predictions.png",
+    ]:
+        assert (figures / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_second_run_gets_a_new_version_and_keeps_the_first(cli, in_tmp):
+    cli("fit", "--config", config("first_network"), *SHORT)
+    first = (in_tmp / "lightning_logs/first_network/version_0/checkpoints/last.ckpt").read_bytes()
+    cli("fit", "--config", config("first_network"), *SHORT)
+    assert (in_tmp / "lightning_logs/first_network/version_1/config.yaml").is_file()
+    assert (in_tmp / "lightning_logs/first_network/version_0/checkpoints/last.ckpt").read_bytes() == first
+
+
+def test_same_fixed_folder_twice_overwrites_config_instead_of_failing(cli, in_tmp):
+    args = ["fit", "--config", config("first_network"), *SHORT, "--trainer.logger.init_args.version=fixed"]
+    cli(*args)
+    cli(*args)
+    assert (in_tmp / "lightning_logs/first_network/fixed/config.yaml").is_file()
+
+
+def test_shared_defaults(cli):
+    run = cli("fit", "--config", config("sine_rnn"), "--trainer.fast_dev_run=true")
+    callbacks = {type(c) for c in run.trainer.callbacks}
+    assert {Checkpoint, LearningRateMonitor, PredictionWriter} <= callbacks
+    assert run.trainer.checkpoint_callback.monitor == "val/mse"  # the lesson's own metric
+    assert run.config.fit.seed_everything == 42
+    default = cli("fit", "--config", config("first_network"), "--trainer.fast_dev_run=true")
+    assert default.trainer.checkpoint_callback.monitor == "val/loss"
+
+
+def test_classes_by_name_and_experiment_name_from_class(cli, in_tmp):
+    run = cli("fit", "--model", "FeedForwardNet", "--data", "RandomTensorDataModule", *SHORT)
+    assert type(run.model).__name__ == "FeedForwardNet"
+    assert isinstance(run.trainer.logger, TensorBoardLogger)
+    assert (
+        in_tmp / "lightning_logs" / "feed_forward_net" / "version_0" / "checkpoints" / "last.ckpt"
+    ).is_file()
+
+
+def test_optimizer_swapped_from_the_command_line(cli):
+    run = cli(
+        "fit",
+        "--config",
+        config("first_network"),
+        "--trainer.fast_dev_run=true",
+        "--model.optimizer=torch.optim.Adam",
+        "--model.optimizer.lr=0.05",
+    )
+    optimizer = run.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 0.05
+    seeds = cli("fit", "--config", config("first_network"), "--trainer.fast_dev_run=true").trainer.optimizers[
+        0
+    ]
+    assert isinstance(seeds, torch.optim.SGD) and seeds.param_groups[0]["lr"] == 0.01
+
+
+def test_model_help_documents_arguments(in_tmp, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model.help", "SineRNN"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model.hidden_size" in out and "Context neurons" in out and "torch.optim.SGD" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "--config", "missing.yaml"], "missing.yaml"),
+        (
+            ["fit", "--model", "Nope", "--data", "LineDataModule"],
+            'unknown class "Nope"; choose one of: FeedForwardNet',
+        ),
+        (
+            ["fit", "--config", config("linear_regression"), "--model.init_args.bogus=3"],
+            "'bogus' is not accepted",
+        ),
+        (["fit", "--config", config("linear_regression"), "--trainer.max_epochs=abc"], "trainer.max_epochs"),
+        (["fit", "--config", config("linear_regression"), "--trainer.bogus=1"], "--trainer.bogus"),
+        (["fit", "--config", config("linear_regression"), "--data.val_fraction=2"], "val_fraction must be"),
+        (
+            ["test", "--config", config("linear_regression"), "--ckpt_path=nowhere.ckpt"],
+            "not found: nowhere.ckpt",
+        ),
+        (["test", "--config", config("linear_regression"), "--ckpt_path=last"], "no checkpoint under"),
+        (["fit", "--config", "."], "."),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(in_tmp, capsys, monkeypatch, args, message):
+    monkeypatch.delenv("EXPERIMENTS_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, *QUIET])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_debug_variable_shows_the_traceback(in_tmp, monkeypatch):
+    monkeypatch.setenv("EXPERIMENTS_DEBUG", "1")
+    with pytest.raises(Exception, match="val_fraction"):
+        main(["fit", "--config", config("linear_regression"), "--data.val_fraction=2"])
+
+
+def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "EXPERIMENTS_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_python_dash_m_exit_status_and_message(tmp_path):
+    done = run_module("fit", "--config", "missing.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "missing.yaml" in done.stderr
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    # Lightning itself imports torchmetrics (and through it matplotlib and torchvision when installed);
+    # what the CLI adds on top must be only its own packages and the default logger's (tensorboard), not
+    # the lessons' optional libraries.
+    script = (
+        "import sys\n"
+        "import lightning.pytorch.cli, lightning.pytorch.loggers\n"
+        "before = {m.split('.')[0] for m in sys.modules}\n"
+        "from experiments.cli import main\n"
+        "try:\n    main(['fit', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} - before), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    added = set(eval(done.stderr.strip().splitlines()[-1]))
+    small = {"attr", "attrs", "docstring_parser", "typeshed_client", "tensorboard", "absl", "google"}
+    assert added - small == {"experiments", "modules", "datamodules"}
+
+
+def test_cli_class_is_importable_without_running():
+    assert ExperimentCLI.__doc__
