@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
@@ -36,14 +36,21 @@ def run_dir(trainer: Trainer) -> Path | None:
 
 @rank_zero_only
 def log_figure(trainer: Trainer, figure: Any, tag: str, png_name: str | None = None) -> None:
-    """Put ``figure`` in TensorBoard under ``tag`` and, if ``png_name``, save it in the run's ``figures/``."""
+    """Put ``figure`` in TensorBoard under ``tag`` and, if ``png_name``, save it in the run's ``figures/``.
+
+    The figure is rendered once and the same pixels go to both: matplotlib's draw is most of the cost.
+    """
+    import numpy as np
+
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3]
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+            logger.experiment.add_image(tag, image, global_step=trainer.global_step, dataformats="HWC")
     folder = run_dir(trainer)
     if png_name and folder is not None:
         (folder / "figures").mkdir(parents=True, exist_ok=True)
-        figure.savefig(folder / "figures" / f"{png_name}.png", dpi=100, bbox_inches="tight")
+        pyplot().imsave(folder / "figures" / f"{png_name}.png", image)
     pyplot().close(figure)
 
 
@@ -160,3 +167,20 @@ class Checkpoint(ModelCheckpoint):
         if trainer.fast_dev_run:
             return
         super().on_train_end(trainer, pl_module)
+
+
+class LearningRateLogger(LearningRateMonitor):
+    """LearningRateMonitor that stands aside when the run has no logger (``--trainer.logger false``,
+    ``fast_dev_run``) instead of failing the run, since every experiment carries it."""
+
+    def on_train_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)

@@ -33,12 +33,11 @@ import torch
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import datamodules
 import modules
-from experiments.callbacks import Checkpoint, PredictionWriter
+from experiments.callbacks import Checkpoint, LearningRateLogger, PredictionWriter
 
 LOG_ROOT = "lightning_logs"
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
@@ -124,7 +123,10 @@ class ExperimentCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(LearningRateLogger, "lr_monitor")
+        # Once per epoch: the lessons' schedulers step per epoch, and a write per step costs more than a
+        # step of the small lessons. --lr_monitor.logging_interval step for per-step schedules.
+        parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:

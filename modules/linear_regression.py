@@ -43,6 +43,7 @@ class LinearRegression(RegressionModule):
         return self.net.weight[0, 0].item(), self.net.bias[0].item()
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         slope, intercept = self.slope_intercept()
         self.log_dict({"train/slope": slope, "train/intercept": intercept})
 

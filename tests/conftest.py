@@ -40,11 +40,22 @@ def cli(in_tmp: Path) -> Callable[..., ExperimentCLI]:
 
 
 class EpochHistory(Callback):
-    """Records a logged metric at the end of every training epoch."""
+    """Records a metric logged once per training epoch.
+
+    Read when the next epoch starts and when training ends: a callback's ``on_train_epoch_end`` runs
+    before the module's, where lessons log their epoch loss.
+    """
 
     def __init__(self, key: str = "train/loss") -> None:
         self.key = key
         self.values: list[float] = []
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _record(self, trainer: Trainer) -> None:
         self.values.append(trainer.callback_metrics[self.key].item())
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self._record(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._record(trainer)

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from experiments.callbacks import Checkpoint, PredictionWriter
+from experiments.callbacks import Checkpoint, LearningRateLogger, PredictionWriter
 from experiments.cli import ExperimentCLI, main
 from tests.conftest import LESSONS, QUIET, REPO, config
 
@@ -94,11 +93,16 @@ def test_same_fixed_folder_twice_overwrites_config_instead_of_failing(cli, in_tm
 def test_shared_defaults(cli):
     run = cli("fit", "--config", config("sine_rnn"), "--trainer.fast_dev_run=true")
     callbacks = {type(c) for c in run.trainer.callbacks}
-    assert {Checkpoint, LearningRateMonitor, PredictionWriter} <= callbacks
+    assert {Checkpoint, LearningRateLogger, PredictionWriter} <= callbacks
     assert run.trainer.checkpoint_callback.monitor == "val/mse"  # the lesson's own metric
     assert run.config.fit.seed_everything == 42
     default = cli("fit", "--config", config("first_network"), "--trainer.fast_dev_run=true")
     assert default.trainer.checkpoint_callback.monitor == "val/loss"
+
+
+def test_runs_without_a_logger(cli, in_tmp):
+    run = cli("fit", "--config", config("linear_regression"), *SHORT, "--trainer.logger=false")
+    assert run.trainer.state.finished and run.trainer.logger is None
 
 
 def test_classes_by_name_and_experiment_name_from_class(cli, in_tmp):

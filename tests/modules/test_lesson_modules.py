@@ -108,7 +108,7 @@ def test_sine_rnn_training_step_updates_per_point_and_lowers_the_loss():
         limit_val_batches=0,
     )
     trainer.fit(module, dm)
-    # One training step (one epoch) is the seed's 20 per-point updates.
+    # One training step (one epoch) holds the seed's 20 per-point updates.
     assert trainer.global_step == 20
     with torch.no_grad():
         after = ((module(x) - y).pow(2).sum() / 2).item()

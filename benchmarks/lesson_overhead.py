@@ -1,0 +1,145 @@
+"""Wall time of each lesson as a Lightning experiment against the seed's plain PyTorch loop.
+
+    .venv/bin/python benchmarks/lesson_overhead.py [--repeats 5] [--lessons sine_rnn ...]
+
+Both run in this process on the same data: the experiment from the lesson's config through the CLI,
+with TensorBoard logging, checkpointing, the learning-rate monitor and the lesson's figures on (progress
+bar and model summary off, as in any non-interactive run); the plain loop is tests/seed_loops.py, the
+loop the parity tests check the experiment against. After one warm-up of each, runs alternate, and the
+medians are reported:
+
+- fit ratio: ``trainer.fit`` time / plain-loop time, in wall time and in this process's CPU time (which
+  a busy neighbour on a shared machine disturbs less);
+- end-to-end ratio: the same plus parsing the config and building the trainer, model and data;
+- overhead per step: (fit - plain) / Lightning training steps, in ms.
+
+The machine is a shared VM whose speed drifts from run to run; the runs alternate so that drift hits
+both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from experiments.cli import ExperimentCLI  # noqa: E402
+from tests import seed_loops  # noqa: E402
+
+FLAGS = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def plain_runners(lesson: str, dm) -> dict[str, Callable[[], object]]:
+    """The plain loops to compare with: the seed's; for sine_rnn also the same loop updating through
+    torch.optim.SGD, which is what the experiment runs (its optimiser is injected)."""
+    dm.setup("fit")
+    x, y = dm.splits["train"]
+    if lesson == "first_network":
+        return {"seed loop": lambda: seed_loops.first_network(x, y)}
+    if lesson == "linear_regression":
+        return {
+            "seed loop": lambda: seed_loops.linear_regression(
+                x, y, batch_size=dm.batch_size, shuffle_seed=dm.seed
+            )
+        }
+    return {
+        "seed loop (w -= lr * grad)": lambda: seed_loops.sine_rnn(x, y),
+        "seed loop, torch.optim.SGD": lambda: seed_loops.sine_rnn(x, y, update="sgd"),
+    }
+
+
+def timed(run: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of ``run()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def lightning_once(lesson: str) -> tuple[float, float, float, int, object]:
+    """(end-to-end wall s, fit wall s, fit CPU s, training steps, datamodule) of one experiment run."""
+    start = time.perf_counter()
+    cli = ExperimentCLI(args=["--config", str(REPO / "configs" / f"{lesson}.yaml"), *FLAGS], run=False)
+    built = time.perf_counter()
+    fit_wall, fit_cpu = timed(lambda: cli.trainer.fit(cli.model, cli.datamodule))
+    steps = cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    return built - start + fit_wall, fit_wall, fit_cpu, steps, cli.datamodule
+
+
+def measure(lesson: str, repeats: int) -> list[dict]:
+    *_, steps, dm = lightning_once(lesson)  # warm-up: imports, matplotlib, first TensorBoard writer
+    runners = plain_runners(lesson, dm)
+    plain: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+    fits: list[tuple[float, float, float]] = []
+    for run in runners.values():
+        run()
+    for _ in range(repeats):
+        for name, run in runners.items():
+            plain[name].append(timed(run))
+        total, fit_wall, fit_cpu, _, _ = lightning_once(lesson)
+        fits.append((total, fit_wall, fit_cpu))
+    total, fit_wall, fit_cpu = (statistics.median(v) for v in zip(*fits, strict=True))
+    rows = []
+    for name, values in plain.items():
+        wall, cpu = (statistics.median(v) for v in zip(*values, strict=True))
+        rows.append(
+            {
+                "lesson": lesson,
+                "baseline": name,
+                "plain": wall,
+                "fit": fit_wall,
+                "total": total,
+                "steps": steps,
+                "fit_ratio": fit_wall / wall,
+                "total_ratio": total / wall,
+                "cpu_ratio": fit_cpu / cpu,
+                "overhead_ms": (fit_wall - wall) / steps * 1e3,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--lessons", nargs="+", default=["first_network", "linear_regression", "sine_rnn"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # tiny models: threads only add noise
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, median of {args.repeats}"
+    )
+    columns = {
+        "lesson": "{lesson}",
+        "baseline": "{baseline}",
+        "plain (s)": "{plain:.3f}",
+        "Lightning fit (s)": "{fit:.3f}",
+        "fit ratio": "{fit_ratio:.2f}x",
+        "fit ratio, CPU time": "{cpu_ratio:.2f}x",
+        "end-to-end (s)": "{total:.3f}",
+        "end-to-end ratio": "{total_ratio:.2f}x",
+        "Lightning steps": "{steps}",
+        "overhead per step (ms)": "{overhead_ms:.2f}",
+    }
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    row = "| " + " | ".join(columns.values()) + " |"
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)  # the experiments' logs and checkpoints go here and are deleted afterwards
+        for lesson in args.lessons:
+            for result in measure(lesson, args.repeats):
+                print(row.format(**result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
