@@ -97,7 +97,8 @@ class ExperimentCLI(LightningCLI):
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 # name None means "the experiment's name", filled in after parsing.
-                "init_args": {"save_dir": LOG_ROOT, "name": None},
+                # default_hp_metric off: it only writes a placeholder "hp_metric" of -1 to every run.
+                "init_args": {"save_dir": LOG_ROOT, "name": None, "default_hp_metric": False},
             },
             **kwargs.pop("trainer_defaults", {}),
         }
@@ -226,6 +227,8 @@ def main(args: ArgsType = None) -> None:
     """Entry point of ``python -m experiments`` and the ``experiments`` script."""
     # Lightning 2.6 on torch 2.14 warns about its own use of a torch API on every run; not actionable.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Batch indices are only known for DataLoader samplers; nothing here uses them.
+    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices")
     try:
         ExperimentCLI(args=args)
     except USER_ERRORS as error:

@@ -52,6 +52,17 @@ def test_fit_writes_logs_checkpoints_config_then_evaluation_loads_them(cli, in_t
     assert predictions.ndim == 2 and predictions.shape[1] == 1 and torch.isfinite(predictions).all()
 
 
+def test_checkpoint_rebuilds_the_model_with_its_arguments(cli, in_tmp):
+    from modules import FeedForwardNet
+
+    fit = cli("fit", "--config", config("first_network"), *SHORT, "--model.n_h=7")
+    path = in_tmp / "lightning_logs/first_network/version_0/checkpoints/last.ckpt"
+    restored = FeedForwardNet.load_from_checkpoint(path)
+    assert restored.net[0].out_features == 7
+    for key, value in fit.model.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value), key
+
+
 def test_tensorboard_holds_the_scalars(cli, in_tmp):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -60,6 +71,7 @@ def test_tensorboard_holds_the_scalars(cli, in_tmp):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "val/loss", "train/slope", "train/intercept"} <= tags
     assert any(tag.startswith("lr-") for tag in tags)
+    assert "hp_metric" not in tags
     assert {"fit/before_training", "fit/after_training"} <= set(events.Tags()["images"])
 
 
