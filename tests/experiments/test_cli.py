@@ -171,7 +171,7 @@ def test_model_help_documents_arguments(in_tmp, capsys):
             "not found: nowhere.ckpt",
         ),
         (["test", "--config", config("linear_regression"), "--ckpt_path=last"], "no checkpoint under"),
-        (["fit", "--config", "."], "."),
+        (["fit", "--config", "."], "Path is not a file"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(in_tmp, capsys, monkeypatch, args, message):
@@ -183,6 +183,20 @@ def test_user_mistakes_give_one_line_and_exit_2(in_tmp, capsys, monkeypatch, arg
     assert len(err.splitlines()) == 1, err
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("model: [unclosed\n", "Problems parsing config"), ("modle:\n  class_path: x\n", "'modle.class_path'")],
+)
+def test_broken_config_files_give_one_line(in_tmp, capsys, monkeypatch, text, message):
+    monkeypatch.delenv("EXPERIMENTS_DEBUG", raising=False)
+    (in_tmp / "broken.yaml").write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "broken.yaml"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
 
 
 def test_debug_variable_shows_the_traceback(in_tmp, monkeypatch):
