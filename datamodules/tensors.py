@@ -51,6 +51,7 @@ class TensorBatches:
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        pin_memory: bool = False,
     ) -> None:
         if not tensors:
             raise ValueError("TensorBatches needs at least one tensor")
@@ -63,6 +64,9 @@ class TensorBatches:
         self.tensors = tensors
         self.batch_size = batch_size
         self.drop_last = drop_last
+        # Indexing makes a new tensor, so pinning the source would not help: each batch is pinned instead,
+        # which lets Lightning's copy to a GPU (non_blocking=True) overlap with compute.
+        self.pin_memory = pin_memory
         # Named `sampler` because that is where Lightning looks for `set_epoch`.
         self.sampler = EpochPermutation(size, shuffle, seed)
         # Lightning reads both attributes of any loader; there is no per-sample batch sampler here.
@@ -76,7 +80,8 @@ class TensorBatches:
         indices = self.sampler.indices()
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = indices[start : start + self.batch_size]
-            yield tuple(t[idx] for t in self.tensors)
+            batch = tuple(t[idx] for t in self.tensors)
+            yield tuple(t.pin_memory() for t in batch) if self.pin_memory else batch
 
 
 class InMemoryDataModule(LightningDataModule):

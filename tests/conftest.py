@@ -39,6 +39,39 @@ def cli(in_tmp: Path) -> Callable[..., ExperimentCLI]:
     return run
 
 
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    """A tiny MNIST in torchvision's IDX layout (64 training, 32 test images)."""
+    from tests.image_data import write_mnist
+
+    return write_mnist(tmp_path / "mnist_data")
+
+
+@pytest.fixture
+def cifar_integrity_bypassed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test-made CIFAR pickles cannot match torchvision's md5 sums; accept them in this test only."""
+    from torchvision.datasets import CIFAR10, cifar
+
+    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+
+
+@pytest.fixture
+def cifar_dir(tmp_path: Path, cifar_integrity_bypassed: None) -> Path:
+    """A tiny CIFAR-10 in torchvision's pickled layout (5 x 20 training, 30 test images)."""
+    from tests.image_data import write_cifar10
+
+    return write_cifar10(tmp_path / "cifar_data")
+
+
+@pytest.fixture
+def image_folder_dir(tmp_path: Path) -> Path:
+    """A class-per-folder JPEG dataset: train/ and test/, 3 classes, 16x16 RGB."""
+    from tests.image_data import write_image_folder
+
+    return write_image_folder(tmp_path / "folder_data")
+
+
 class EpochHistory(Callback):
     """Records a metric logged once per training epoch.
 

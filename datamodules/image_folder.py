@@ -1,0 +1,152 @@
+"""Any class-per-folder image dataset, decoded once and cached as one tensor file.
+
+Layout: ``<data_dir>/train/<class>/*`` and, when present, ``val/`` and ``test/`` with the same class
+folders; without ``val/`` a seeded part of ``train/`` is held out. The first run decodes every image
+(torchvision.io, JPEG/PNG/...) into one uint8 tensor per split and saves it under ``cache_dir``; later
+runs, and every epoch, decode nothing. The cache is keyed by the files' names, sizes and modification
+times and by ``image_size``, so changed data is decoded again.
+
+CIFAR-10 as JPEGs (``tar xzf cifar10_jpg.tar.gz -C data/``) trains with
+``--data ImageFolderDataModule --data.data_dir data/cifar10_jpg``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+from datamodules.images import DataNotFoundError, ImageClassificationDataModule
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+class ImageFolderDataModule(ImageClassificationDataModule):
+    """Images from ``train/<class>/``, ``val/<class>/`` and ``test/<class>/`` folders.
+
+    Args:
+        image_size: Resize every image to this square size; None keeps sizes, which must then agree.
+        grayscale: Decode to one channel instead of RGB.
+        cache_dir: Where decoded tensors are cached; default ``<data_dir>/.cache``. If it cannot be
+            written, the run goes on without a cache.
+        mean_std: Per-channel mean and std for ``normalize``; None computes them from the training split.
+        **kwargs: The arguments of ``ImageClassificationDataModule``.
+    """
+
+    def __init__(
+        self,
+        *args,
+        image_size: int | None = None,
+        grayscale: bool = False,
+        cache_dir: str | None = None,
+        mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.image_size = image_size
+        self.grayscale = grayscale
+        self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / ".cache"
+        self.mean_std = mean_std
+        self.classes = self._class_names()
+
+    def _class_names(self) -> list[str]:
+        train = self.data_dir / "train"
+        classes = sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else []
+        if not classes:
+            raise DataNotFoundError(
+                f"no class folders in data_dir={self.data_dir}: expected {train}/<class>/<image> (and "
+                "optionally val/ and test/ alike); for CIFAR-10 as JPEGs, extract cifar10_jpg.tar.gz there"
+            )
+        return classes
+
+    def _files(self, split: str) -> list[tuple[Path, int]]:
+        folder = self.data_dir / split
+        files = []
+        for label, name in enumerate(self.classes):
+            class_dir = folder / name
+            if class_dir.is_dir():
+                files += [(p, label) for p in sorted(class_dir.iterdir()) if p.suffix.lower() in EXTENSIONS]
+        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in self.classes)
+        if unknown:
+            raise DataNotFoundError(f"{folder} has classes absent from train/: {', '.join(unknown)}")
+        if not files:
+            raise DataNotFoundError(f"no images ({', '.join(EXTENSIONS)}) under {folder}/<class>/")
+        return files
+
+    def _cache_path(self, split: str, files: list[tuple[Path, int]]) -> Path:
+        key = hashlib.sha256(repr((self.image_size, self.grayscale, self.classes)).encode())
+        for path, label in files:
+            stat = path.stat()
+            key.update(
+                f"{path.relative_to(self.data_dir)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+            )
+        return self.cache_dir / f"{split}-{key.hexdigest()[:16]}.pt"
+
+    def _decode(self, files: list[tuple[Path, int]]) -> tuple[Tensor, Tensor]:
+        mode = ImageReadMode.GRAY if self.grayscale else ImageReadMode.RGB
+        images = []
+        for path, _ in files:
+            try:
+                image = decode_image(str(path), mode=mode)
+            except RuntimeError as error:
+                raise DataNotFoundError(f"cannot decode image {path}: {error}") from error
+            if self.image_size is not None:
+                image = v2.functional.resize(image, [self.image_size, self.image_size], antialias=True)
+            images.append(image)
+        sizes = {tuple(i.shape) for i in images}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"images under {self.data_dir} differ in size ({sorted(sizes)[:3]} ...); "
+                "set --data.image_size"
+            )
+        return torch.stack(images), torch.tensor([label for _, label in files], dtype=torch.long)
+
+    def _load(self, split: str) -> tuple[Tensor, Tensor]:
+        files = self._files(split)
+        cache = self._cache_path(split, files)
+        if cache.is_file():
+            cached = torch.load(cache, weights_only=True)
+            return cached["images"], cached["labels"]
+        images, labels = self._decode(files)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cache.with_suffix(".tmp")
+            torch.save({"images": images, "labels": labels}, temporary)
+            temporary.replace(cache)  # a half-written cache is never read
+        except OSError as error:
+            warnings.warn(
+                f"could not write the image cache {cache} ({error}); decoding again next run", stacklevel=2
+            )
+        return images, labels
+
+    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        if train:
+            return self._load("train")
+        split = "test" if (self.data_dir / "test").is_dir() else "val"
+        if not (self.data_dir / split).is_dir():
+            raise DataNotFoundError(f"no test/ or val/ folder in data_dir={self.data_dir} to test on")
+        return self._load(split)
+
+    def setup(self, stage: str) -> None:
+        has_val = (self.data_dir / "val").is_dir()
+        if stage in ("fit", "validate") and has_val and "train" not in self.splits and self.in_memory:
+            # A val/ folder replaces the held-out split.
+            self.splits["train"] = self._load("train")
+            self.splits["val"] = self._load("val")
+        super().setup(stage)
+
+    def per_sample_dataset(self, train: bool) -> Dataset:
+        split = "train" if train else ("test" if (self.data_dir / "test").is_dir() else "val")
+        steps = [v2.PILToTensor()]
+        if self.image_size is not None:
+            steps.append(v2.Resize([self.image_size, self.image_size], antialias=True))
+        if self.grayscale:
+            steps.insert(0, v2.Grayscale())
+        return datasets.ImageFolder(self.data_dir / split, transform=v2.Compose(steps))

@@ -1,0 +1,216 @@
+"""Image classification data held in memory as uint8 tensors, batched by indexing, augmented per batch.
+
+A dataset that fits in memory (MNIST: 47 MB, CIFAR-10: 180 MB as uint8) is decoded once into one
+``(N, C, H, W)`` uint8 tensor plus a label tensor. Batches are made by indexing it with a shuffled
+permutation (``TensorBatches``), so an epoch costs one indexing call per batch instead of a Python
+``__getitem__``, a PIL conversion and a collate per image. Batches travel to the device as uint8 (a
+quarter of float32's bytes) and become float, augmented and normalised there, in
+``on_after_batch_transfer``: on a GPU the augmentation runs on the GPU.
+
+Data that does not fit (``in_memory: false``) goes through the usual per-sample torchvision dataset and
+``DataLoader`` with workers, yielding the same uint8 batches, so the device-side steps are shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.tensors import TensorBatches
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset's files are absent or unreadable; the message names the folder, the files and the fix."""
+
+
+def random_crop_flip(images: Tensor, padding: int, flip: bool) -> Tensor:
+    """Per-image random crop (after zero padding by ``padding``) and horizontal flip of a batch.
+
+    torchvision.transforms.v2 applies one set of random parameters to a whole batched tensor; the usual
+    CIFAR augmentation draws them per image, so the offsets and flips are drawn per image here and
+    applied with one gather.
+    """
+    n, _, h, w = images.shape
+    if padding:
+        padded = F.pad(images, (padding, padding, padding, padding))
+        dy = torch.randint(0, 2 * padding + 1, (n, 1, 1, 1), device=images.device)
+        dx = torch.randint(0, 2 * padding + 1, (n, 1, 1, 1), device=images.device)
+        rows = dy + torch.arange(h, device=images.device).view(1, 1, h, 1)
+        cols = dx + torch.arange(w, device=images.device).view(1, 1, 1, w)
+        padded_w = w + 2 * padding
+        flat = padded.flatten(2)  # index rows and columns of every channel at once
+        index = (rows * padded_w + cols).expand(n, images.shape[1], h, w).flatten(2)
+        images = flat.gather(2, index).view_as(images)
+    if flip:
+        flipped = torch.rand(n, device=images.device) < 0.5
+        images = torch.where(flipped.view(n, 1, 1, 1), images.flip(-1), images)
+    return images
+
+
+class ImageClassificationDataModule(LightningDataModule):
+    """Shared machinery of the image datamodules; subclasses implement ``load_split``.
+
+    Args:
+        data_dir: Where the dataset lives (or is downloaded to).
+        val_split: Training images held out for validation: a count, or a fraction if below 1.
+        batch_size: Images per batch.
+        num_workers: Loader processes for the per-sample path (``in_memory: false``); the in-memory
+            path needs none.
+        seed: Seeds the validation split and the training shuffle.
+        normalize: Subtract the training set's per-channel mean and divide by its std; else x / 255.
+        download: Download the data when it is absent (needs the internet).
+        in_memory: Hold the whole dataset as one uint8 tensor (default); false for data that does not
+            fit in memory: per-sample dataset and DataLoader.
+        random_crop_padding: Training augmentation: random crop after zero padding by this many pixels.
+        horizontal_flip: Training augmentation: random horizontal flip.
+        pin_memory: Pin host batches so copies to a GPU are asynchronous (only when CUDA is available).
+    """
+
+    #: per-channel mean and std of the training set in [0, 1], when known; else computed.
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    #: names of the classes, index = label
+    classes: tuple[str, ...] | list[str]
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        val_split: float = 5000,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 42,
+        normalize: bool = True,
+        download: bool = False,
+        in_memory: bool = True,
+        random_crop_padding: int = 0,
+        horizontal_flip: bool = False,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if val_split < 0:
+            raise ValueError(f"val_split must be a count or a fraction >= 0, got {val_split}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.data_dir = Path(data_dir)
+        self.val_split = val_split
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.normalize = normalize
+        self.download = download
+        self.in_memory = in_memory
+        self.random_crop_padding = random_crop_padding
+        self.horizontal_flip = horizontal_flip
+        self.pin_memory = pin_memory
+        self.splits: dict[str, Any] = {}
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+
+    # --- what a subclass provides -------------------------------------------------------------------
+    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64 of the training or test set."""
+        raise NotImplementedError
+
+    def per_sample_dataset(self, train: bool) -> Dataset:
+        """The torchvision dataset for ``in_memory: false``, yielding (uint8 CHW tensor, label)."""
+        raise NotImplementedError
+
+    # --- splits ---------------------------------------------------------------------------------------
+    def _val_count(self, n: int) -> int:
+        count = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
+        if not 0 <= count < n:
+            raise ValueError(f"val_split={self.val_split} leaves no training images out of {n}")
+        return count
+
+    def _split_indices(self, n: int) -> tuple[Tensor, Tensor]:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        n_val = self._val_count(n)
+        return order[n_val:], order[:n_val]
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and "train" not in self.splits:
+            if self.in_memory:
+                images, labels = self.load_split(train=True)
+                train_idx, val_idx = self._split_indices(len(labels))
+                self.splits["train"] = (images[train_idx], labels[train_idx])
+                self.splits["val"] = (images[val_idx], labels[val_idx])
+            else:
+                dataset = self.per_sample_dataset(train=True)
+                train_idx, val_idx = self._split_indices(len(dataset))
+                self.splits["train"] = torch.utils.data.Subset(dataset, train_idx.tolist())
+                self.splits["val"] = torch.utils.data.Subset(dataset, val_idx.tolist())
+        if stage in ("test", "predict") and "test" not in self.splits:
+            self.splits["test"] = (
+                self.load_split(train=False) if self.in_memory else self.per_sample_dataset(False)
+            )
+
+    def _normalisation(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        # Resolved on first use, not in setup: Lightning restores a datamodule's state (the statistics a
+        # checkpoint's model was trained with) only after setup has run.
+        if self.mean is None:
+            if self.mean_std is None:
+                images = self.splits["train"][0] if "train" in self.splits else self.load_split(train=True)[0]
+                pixels = images.float().div_(255)
+                self.mean_std = (
+                    tuple(pixels.mean(dim=(0, 2, 3)).tolist()),
+                    tuple(pixels.std(dim=(0, 2, 3)).tolist()),
+                )
+            self.mean = torch.tensor(self.mean_std[0]).view(1, -1, 1, 1)
+            self.std = torch.tensor(self.mean_std[1]).view(1, -1, 1, 1)
+        if self.mean.device != device:
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self.mean, self.std
+
+    # --- loaders --------------------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> Any:
+        data = self.splits[split]
+        pin = self.pin_memory and torch.cuda.is_available()
+        if self.in_memory:
+            return TensorBatches(
+                *data, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed, pin_memory=pin
+            )
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> Any:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> Any:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> Any:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> Any:
+        return self._loader("test", shuffle=False)
+
+    # --- on the device --------------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 images -> float in [0, 1], training augmentation, normalisation; on the batch's device."""
+        images, labels = batch[0], batch[1]
+        images = images.float().div_(255)
+        if self.trainer is not None and self.trainer.training:
+            images = random_crop_flip(images, self.random_crop_padding, self.horizontal_flip)
+        if self.normalize:
+            mean, std = self._normalisation(images.device)
+            images = (images - mean) / std
+        return images, labels
+
+    def state_dict(self) -> dict[str, Any]:
+        # The normalisation is part of what a checkpoint's model expects, so it travels with it.
+        return {"mean_std": self.mean_std}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("mean_std") is not None:
+            self.mean_std = state_dict["mean_std"]

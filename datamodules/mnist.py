@@ -1,0 +1,52 @@
+"""MNIST (数据集 chapter) through torchvision.datasets.MNIST, held in memory as one uint8 tensor."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from datamodules.images import DataNotFoundError, ImageClassificationDataModule
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class MNISTDataModule(ImageClassificationDataModule):
+    """The 60,000 training images (5,000 held out for validation by default) and 10,000 test images.
+
+    Reads torchvision's layout, ``<data_dir>/MNIST/raw/`` with the four IDX files; ``download: true``
+    fetches them. Arguments are those of ``ImageClassificationDataModule``.
+    """
+
+    mean_std = ((0.1307,), (0.3081,))  # of the 60,000 training images, the usual constants
+    classes = tuple(str(d) for d in range(10))
+
+    def _dataset(self, train: bool, transform: v2.Transform | None = None) -> datasets.MNIST:
+        try:
+            return datasets.MNIST(self.data_dir, train=train, download=self.download, transform=transform)
+        except RuntimeError as error:
+            raise DataNotFoundError(
+                f"MNIST not found in data_dir={self.data_dir}: expected {self.data_dir / 'MNIST' / 'raw'}/ "
+                f"with {', '.join(MNIST_FILES)}; pass --data.download true to fetch it (needs the internet) "
+                f"or point --data.data_dir at a folder holding MNIST/raw/ ({error})"
+            ) from error
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self._dataset(train=True)
+            self._dataset(train=False)
+
+    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        dataset = self._dataset(train)
+        # torchvision has already parsed the IDX file into one (N, 28, 28) uint8 tensor.
+        return dataset.data.unsqueeze(1).contiguous(), dataset.targets.long()
+
+    def per_sample_dataset(self, train: bool) -> Dataset:
+        return self._dataset(train, transform=v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.uint8)]))

@@ -1,0 +1,111 @@
+"""The convnet chapter's ``fit()`` (Convents: 训练模型) as a LightningModule every image lesson shares.
+
+The seed's ``fit(epoch, model, data_loader, phase)`` switches the network between training and
+evaluation (dropout on and off), computes the NLL loss of log-softmax outputs, counts correct
+predictions and prints loss and accuracy per phase. Here Lightning runs the phases; this class owns the
+loss and one torchmetrics object per phase, logs ``train/loss``, ``train/acc``, ``val/loss``,
+``val/acc``, ``val/acc_best``, ``test/loss`` and ``test/acc`` once per epoch (a ``self.log`` per step
+costs more than a step of a small network), and ``predict`` returns class probabilities. A lesson only
+builds ``self.net``, a network that returns logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from modules.regression import OptimizerCallable
+
+# optimizer -> scheduler, as LightningCLI's LRSchedulerCallable; any torch scheduler class can be injected.
+LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
+
+
+class ImageClassifier(LightningModule):
+    """``self.net`` (images -> logits) trained with NLL of log-softmax (= cross-entropy).
+
+    Args:
+        num_classes: Classes to tell apart.
+        optimizer: Builds the optimizer from the parameters.
+        lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch.
+    """
+
+    net: torch.nn.Module
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.num_classes = num_classes
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], phase: str) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        # The seed's F.nll_loss(F.log_softmax(...)); cross_entropy is the same computation, fused.
+        loss = F.cross_entropy(logits, labels)
+        getattr(self, f"{phase}_loss").update(loss.detach(), weight=len(labels))
+        getattr(self, f"{phase}_acc").update(logits.detach(), labels)
+        return loss
+
+    def _log_phase(self, phase: str) -> None:
+        loss, acc = getattr(self, f"{phase}_loss"), getattr(self, f"{phase}_acc")
+        self.log_dict({f"{phase}/loss": loss.compute(), f"{phase}/acc": acc.compute()}, prog_bar=True)
+        loss.reset()
+        acc.reset()
+
+    def on_train_start(self) -> None:
+        # The sanity check must not count towards the best validation accuracy.
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_phase("train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self._log_phase("val")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(acc)
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_phase("test")
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        return self(batch[0]).softmax(dim=1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = {"scheduler": self.lr_scheduler(optimizer), "interval": "epoch", "monitor": "val/loss"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,85 @@
+"""The tutorial's two image networks: the CNN chapter's SimpleCNN and the convnet chapter's Keras model.
+
+Run:
+    python -m experiments fit --config configs/simple_cnn.yaml      # CIFAR-10
+    python -m experiments fit --config configs/mnist_convnet.yaml   # MNIST
+
+Departures from the seed: the CNN chapter's ``SimpleCNN`` is PyTorch and is kept layer for layer (its
+``forward`` reshapes with ``view(-1, 18 * 16 * 16)``, the same as ``flatten(1)``). The convnet chapter's
+序列处理 section trains its MNIST model with Keras, not PyTorch; ``MNISTConvNet`` is that model in
+PyTorch, with Keras's initialisation (Glorot-uniform weights, zero biases) and Keras's Adadelta
+settings (lr 1.0, rho 0.95, eps 1e-7) in the config. Keras's final softmax is left to the loss
+(``predict`` applies it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from modules.classifier import ImageClassifier, LRSchedulerCallable
+from modules.regression import OptimizerCallable
+
+
+class SimpleCNN(ImageClassifier):
+    """The CNN chapter's network: conv 3→18 (3x3, padding 1), ReLU, max-pool 2, fc 4608→64, ReLU, fc 64→10.
+
+    Layers are named ``conv1``, ``fc1``, ``fc2`` as in the seed, so feature extraction can name them.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.001, momentum=0.9),
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(num_classes, optimizer, lr_scheduler)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.net = nn.Sequential()
+        self.net.add_module("conv1", nn.Conv2d(3, 18, kernel_size=3, stride=1, padding=1))
+        self.net.add_module("relu1", nn.ReLU())
+        self.net.add_module("pool", nn.MaxPool2d(kernel_size=2, stride=2))
+        self.net.add_module("flatten", nn.Flatten())
+        self.net.add_module("fc1", nn.Linear(18 * 16 * 16, 64))
+        self.net.add_module("relu2", nn.ReLU())
+        self.net.add_module("fc2", nn.Linear(64, num_classes))
+
+
+class MNISTConvNet(ImageClassifier):
+    """The Keras MNIST convnet: Conv 32 3x3 ReLU, Conv 64 3x3 ReLU, MaxPool 2, Dropout 0.25, Flatten,
+    Dense 128 ReLU, Dropout 0.5, Dense 10. Layers ``conv_1``, ``conv_2``, ``dense_1``, ``dense_2``.
+
+    Args:
+        in_channels: Image channels (1 for MNIST).
+        image_size: Side of the square input (28 for MNIST).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        optimizer: OptimizerCallable = lambda params: torch.optim.Adadelta(
+            params, lr=1.0, rho=0.95, eps=1e-7
+        ),
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(num_classes, optimizer, lr_scheduler)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        side = (image_size - 4) // 2  # two valid 3x3 convolutions, then a 2x2 pool
+        self.net = nn.Sequential()
+        self.net.add_module("conv_1", nn.Conv2d(in_channels, 32, kernel_size=3))
+        self.net.add_module("relu_1", nn.ReLU())
+        self.net.add_module("conv_2", nn.Conv2d(32, 64, kernel_size=3))
+        self.net.add_module("relu_2", nn.ReLU())
+        self.net.add_module("pool", nn.MaxPool2d(2))
+        self.net.add_module("dropout_1", nn.Dropout(0.25))
+        self.net.add_module("flatten", nn.Flatten())
+        self.net.add_module("dense_1", nn.Linear(64 * side * side, 128))
+        self.net.add_module("relu_3", nn.ReLU())
+        self.net.add_module("dropout_2", nn.Dropout(0.5))
+        self.net.add_module("dense_2", nn.Linear(128, num_classes))
+        for module in self.net.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)  # Keras's glorot_uniform
+                nn.init.zeros_(module.bias)
