@@ -59,14 +59,14 @@ class ImageClassifier(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], phase: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], phase: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
         logits = self(images)
         # The seed's F.nll_loss(F.log_softmax(...)); cross_entropy is the same computation, fused.
         loss = F.cross_entropy(logits, labels)
         getattr(self, f"{phase}_loss").update(loss.detach(), weight=len(labels))
         getattr(self, f"{phase}_acc").update(logits.detach(), labels)
-        return loss
+        return loss, logits
 
     def _log_phase(self, phase: str) -> None:
         loss, acc = getattr(self, f"{phase}_loss"), getattr(self, f"{phase}_acc")
@@ -79,13 +79,15 @@ class ImageClassifier(LightningModule):
         self.val_acc_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
     def on_train_epoch_end(self) -> None:
         self._log_phase("train")
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        # The logits reach callbacks' on_validation_batch_end (predictions grid, confusion matrix), so
+        # they need no second forward pass.
+        return self._step(batch, "val")[1].detach()
 
     def on_validation_epoch_end(self) -> None:
         acc = self.val_acc.compute()
@@ -94,8 +96,8 @@ class ImageClassifier(LightningModule):
             self.val_acc_best.update(acc)
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")[1].detach()
 
     def on_test_epoch_end(self) -> None:
         self._log_phase("test")
