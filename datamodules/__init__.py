@@ -2,7 +2,7 @@
 
 from datamodules.cifar10 import CIFAR10DataModule
 from datamodules.image_folder import ImageFolderDataModule
-from datamodules.images import DataNotFoundError, ImageClassificationDataModule
+from datamodules.images import DataConfigError, DataNotFoundError, ImageClassificationDataModule
 from datamodules.line import LineDataModule
 from datamodules.mnist import MNISTDataModule
 from datamodules.random_tensors import RandomTensorDataModule
@@ -11,6 +11,7 @@ from datamodules.tensors import InMemoryDataModule, TensorBatches
 
 __all__ = [
     "CIFAR10DataModule",
+    "DataConfigError",
     "DataNotFoundError",
     "ImageClassificationDataModule",
     "ImageFolderDataModule",

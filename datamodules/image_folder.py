@@ -23,7 +23,7 @@ from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from datamodules.images import DataNotFoundError, ImageClassificationDataModule
+from datamodules.images import DataConfigError, DataNotFoundError, ImageClassificationDataModule
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -94,7 +94,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         images = []
         for path, _ in files:
             try:
-                image = decode_image(str(path), mode=mode)
+                with warnings.catch_warnings():
+                    # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    image = decode_image(str(path), mode=mode)
             except RuntimeError as error:
                 raise DataNotFoundError(f"cannot decode image {path}: {error}") from error
             if self.image_size is not None:
@@ -102,7 +105,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             images.append(image)
         sizes = {tuple(i.shape) for i in images}
         if len(sizes) > 1:
-            raise ValueError(
+            raise DataConfigError(
                 f"images under {self.data_dir} differ in size ({sorted(sizes)[:3]} ...); "
                 "set --data.image_size"
             )

@@ -29,6 +29,10 @@ class DataNotFoundError(FileNotFoundError):
     """A dataset's files are absent or unreadable; the message names the folder, the files and the fix."""
 
 
+class DataConfigError(ValueError):
+    """Data settings that cannot work with the data found (a split larger than the dataset, mixed sizes)."""
+
+
 def random_crop_flip(images: Tensor, padding: int, flip: bool) -> Tensor:
     """Per-image random crop (after zero padding by ``padding``) and horizontal flip of a batch.
 
@@ -124,7 +128,10 @@ class ImageClassificationDataModule(LightningDataModule):
     def _val_count(self, n: int) -> int:
         count = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
         if not 0 <= count < n:
-            raise ValueError(f"val_split={self.val_split} leaves no training images out of {n}")
+            raise DataConfigError(
+                f"val_split={self.val_split:g} leaves no training images out of {n}: "
+                "set --data.val_split to a smaller count or a fraction such as 0.1"
+            )
         return count
 
     def _split_indices(self, n: int) -> tuple[Tensor, Tensor]:

@@ -37,7 +37,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 import datamodules
 import modules
+from datamodules.images import DataConfigError
 from experiments.callbacks import Checkpoint, LearningRateLogger, PredictionWriter
+from modules.classifier import InputShapeError
 
 LOG_ROOT = "lightning_logs"
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
@@ -180,6 +182,8 @@ USER_ERRORS = (
     NotADirectoryError,
     PermissionError,
     MisconfigurationException,
+    InputShapeError,
+    DataConfigError,
 )
 
 

@@ -1,6 +1,6 @@
 """LightningModules, one file per lesson; importing the package registers them with the CLI."""
 
-from modules.classifier import ImageClassifier
+from modules.classifier import ImageClassifier, InputShapeError
 from modules.convnets import MNISTConvNet, SimpleCNN
 from modules.feedforward import FeedForwardNet
 from modules.linear_regression import LinearRegression
@@ -10,6 +10,7 @@ from modules.sine_rnn import SineRNN
 __all__ = [
     "FeedForwardNet",
     "ImageClassifier",
+    "InputShapeError",
     "LinearRegression",
     "MNISTConvNet",
     "RegressionModule",

@@ -29,6 +29,10 @@ from modules.regression import OptimizerCallable
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
 
 
+class InputShapeError(ValueError):
+    """Images of a shape the network cannot take; the message says which shape it needs and how to get it."""
+
+
 class ImageClassifier(LightningModule):
     """``self.net`` (images -> logits) trained with NLL of log-softmax (= cross-entropy).
 
@@ -39,6 +43,8 @@ class ImageClassifier(LightningModule):
     """
 
     net: torch.nn.Module
+    #: (channels, height, width) the network takes; None if any
+    input_shape: tuple[int, int, int] | None = None
 
     def __init__(
         self,
@@ -59,8 +65,19 @@ class ImageClassifier(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def check_input(self, images: Tensor) -> None:
+        """Fail with a readable message, not a matrix-multiply error deep in the network."""
+        if self.input_shape is not None and tuple(images.shape[1:]) != self.input_shape:
+            c, h, w = self.input_shape
+            got = "x".join(str(d) for d in images.shape[1:])
+            raise InputShapeError(
+                f"{type(self).__name__} takes {c}x{h}x{w} images, got {got}: resize the data "
+                f"(ImageFolderDataModule: --data.image_size {h}) or change the model's input size"
+            )
+
     def _step(self, batch: tuple[Tensor, Tensor], phase: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
+        self.check_input(images)
         logits = self(images)
         # The seed's F.nll_loss(F.log_softmax(...)); cross_entropy is the same computation, fused.
         loss = F.cross_entropy(logits, labels)
@@ -103,6 +120,7 @@ class ImageClassifier(LightningModule):
         self._log_phase("test")
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        self.check_input(batch[0])
         return self(batch[0]).softmax(dim=1)
 
     def configure_optimizers(self) -> Any:

@@ -27,6 +27,8 @@ class SimpleCNN(ImageClassifier):
     Layers are named ``conv1``, ``fc1``, ``fc2`` as in the seed, so feature extraction can name them.
     """
 
+    input_shape = (3, 32, 32)  # fc1's 4608 inputs are 18 channels of 16x16 after the pool
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -66,6 +68,7 @@ class MNISTConvNet(ImageClassifier):
     ) -> None:
         super().__init__(num_classes, optimizer, lr_scheduler)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.input_shape = (in_channels, image_size, image_size)
         side = (image_size - 4) // 2  # two valid 3x3 convolutions, then a 2x2 pool
         self.net = nn.Sequential()
         self.net.add_module("conv_1", nn.Conv2d(in_channels, 32, kernel_size=3))

@@ -1,0 +1,274 @@
+"""The convnet chapter's 可视化 (visualisation) lesson as callbacks: what a classifier sees and learns.
+
+Add them to an image lesson's ``trainer.callbacks`` (``configs/mnist_convnet.yaml`` does) and open
+TensorBoard's Images tab:
+
+- ``InputGrid``: the first training batch as the network receives it (``inputs``);
+- ``PredictionGrid``: validation images titled "true / predicted", mistakes in red (``val/predictions``);
+- ``FilterGrid``: the first convolution's filters (``filters/<layer>``);
+- ``ConfusionMatrix``: counts of true against predicted classes (``val/confusion_matrix``).
+
+They draw only on global rank zero and stand aside when the run writes no TensorBoard logs
+(``--trainer.logger false``, ``fast_dev_run``). The two validation figures also go to the run folder's
+``figures/`` as PNG files, overwritten each epoch so the last epoch's remain. matplotlib is imported on
+first use (``experiments.callbacks.pyplot``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.utils import make_grid
+
+from experiments.callbacks import log_figure, pyplot
+
+
+def logs_images(trainer: Trainer) -> bool:
+    """Whether this run writes TensorBoard logs; the same answer on every rank."""
+    # fast_dev_run swaps the loggers for a DummyLogger, so the type check alone covers it; said
+    # explicitly because drawing for a smoke run is wasted time.
+    return not trainer.fast_dev_run and any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
+
+
+def add_image(trainer: Trainer, tag: str, image: Tensor) -> None:
+    """Put a ``(C, H, W)`` image (uint8, or float in [0, 1]) in every TensorBoard log of the run."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, image, global_step=trainer.global_step)
+
+
+def wrong_predictions(predictions: Tensor, labels: Tensor) -> Tensor:
+    """Indices where ``predictions`` (class indices, or logits ``(N, classes)``) differ from ``labels``."""
+    if predictions.ndim == 2:
+        predictions = predictions.argmax(dim=1)
+    return (predictions != labels).nonzero().flatten()
+
+
+def unnormalize(images: Tensor, mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None) -> Tensor:
+    """Images back in [0, 1] for display: ``x * std + mean`` when normalised, then clamped."""
+    if mean_std is not None:
+        mean = torch.tensor(mean_std[0], dtype=images.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(mean_std[1], dtype=images.dtype).view(1, -1, 1, 1)
+        images = images * std + mean
+    return images.clamp(0, 1)
+
+
+def filter_image(weight: Tensor, pixels_per_weight: int = 8) -> Tensor:
+    """A convolution's weights ``(out, in, kh, kw)`` as one ``(3, H, W)`` grid in [0, 1].
+
+    Each filter is min-max scaled on its own: filters differ in magnitude, and one scale for all would
+    leave most of them flat grey. Three input channels are shown as colour, any other number by the
+    first channel alone. Weights are enlarged ``pixels_per_weight`` times (nearest), since a 3x3 kernel
+    is otherwise three pixels wide on screen.
+    """
+    weight = weight.detach().float().cpu()
+    if weight.shape[1] != 3:
+        weight = weight[:, :1]
+    low = weight.amin(dim=(1, 2, 3), keepdim=True)
+    high = weight.amax(dim=(1, 2, 3), keepdim=True)
+    weight = (weight - low) / (high - low).clamp_min(1e-12)
+    weight = weight.repeat_interleave(pixels_per_weight, dim=2).repeat_interleave(pixels_per_weight, dim=3)
+    return make_grid(weight, nrow=math.ceil(math.sqrt(len(weight))), padding=1, pad_value=0.5)
+
+
+def class_names(trainer: Trainer, count: int) -> list[str]:
+    """Names of classes ``0..count-1``: the datamodule's ``classes`` where it has them, else the indices."""
+    names = list(getattr(getattr(trainer, "datamodule", None), "classes", None) or [])
+    return [str(names[i]) if i < len(names) else str(i) for i in range(count)]
+
+
+class InputGrid(Callback):
+    """Draws the first training batch, as the loader yields it (before device-side augmentation and
+    normalisation), once when training starts: TensorBoard image ``inputs``.
+
+    Args:
+        num_images: Images of the batch to show, at most.
+    """
+
+    def __init__(self, num_images: int = 64) -> None:
+        self.num_images = num_images
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # on_train_start, not on_fit_start: the training loader exists only from here on.
+        if not trainer.is_global_zero or not logs_images(trainer) or trainer.train_dataloader is None:
+            return
+        # A shuffling DataLoader draws its seed from the global generator when iterated; forking keeps
+        # this extra look at the data from changing the run's random stream.
+        with torch.random.fork_rng(devices=[]):
+            batch = next(iter(trainer.train_dataloader), None)
+        images = batch[0] if isinstance(batch, (tuple, list)) and batch else None
+        if not isinstance(images, Tensor) or images.ndim != 4:
+            return  # several loaders, or batches that are not (images, labels): nothing to draw
+        images = images[: self.num_images].cpu()
+        # Float images have no fixed range; uint8 ones are shown as they are.
+        grid = make_grid(images, normalize=images.is_floating_point())
+        add_image(trainer, "inputs", grid)
+
+
+class PredictionGrid(Callback):
+    """Draws the first validation images with "true / predicted" class names as titles, wrong ones in
+    red with a red frame, at the end of each validation epoch: ``val/predictions``.
+
+    Needs a module whose ``validation_step`` returns the batch's logits (``ImageClassifier`` does).
+
+    Args:
+        num_images: Validation images to show, taken from the first batches.
+        columns: Images per row of the figure.
+    """
+
+    def __init__(self, num_images: int = 32, columns: int = 8) -> None:
+        self.num_images = num_images
+        self.columns = columns
+        self._kept: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def _wanted(self, trainer: Trainer) -> bool:
+        return trainer.is_global_zero and not trainer.sanity_checking and logs_images(trainer)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._kept = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
+            return
+        room = self.num_images - sum(len(labels) for _, labels, _ in self._kept)
+        if room <= 0:
+            return
+        images, labels = batch[0][:room], batch[1][:room]
+        predictions = outputs[:room].argmax(dim=1)
+        self._kept.append((images.detach().float().cpu(), labels.cpu(), predictions.cpu()))
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._kept or not self._wanted(trainer):
+            return
+        images, labels, predictions = (torch.cat(parts) for parts in zip(*self._kept, strict=True))
+        self._kept = []
+        datamodule = getattr(trainer, "datamodule", None)
+        normalized = getattr(datamodule, "normalize", False)
+        images = unnormalize(images, getattr(datamodule, "mean_std", None) if normalized else None)
+        wrong = set(wrong_predictions(predictions, labels).tolist())
+        names = class_names(trainer, int(max(labels.max(), predictions.max())) + 1)
+
+        plt = pyplot()
+        columns = min(self.columns, len(images))
+        rows = math.ceil(len(images) / columns)
+        # Constrained layout, unlike tight_layout, leaves room for the suptitle above the titles.
+        size = (1.6 * columns, 1.9 * rows + 0.5)
+        figure, axes = plt.subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
+        for i, ax in enumerate(axes.flat):
+            if i >= len(images):
+                ax.axis("off")
+                continue
+            image = images[i]
+            if image.shape[0] == 3:
+                ax.imshow(image.permute(1, 2, 0).numpy())
+            else:
+                ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            # Ticks off but spines kept (axis("off") would hide them): the spines are the red frame.
+            ax.set_xticks([])
+            ax.set_yticks([])
+            color = "red" if i in wrong else "black"
+            ax.set_title(f"{names[int(labels[i])]} / {names[int(predictions[i])]}", fontsize=8, color=color)
+            for spine in ax.spines.values():
+                spine.set_visible(i in wrong)
+                spine.set_color("red")
+                spine.set_linewidth(3)
+        figure.suptitle(
+            f"true / predicted, epoch {trainer.current_epoch}: {len(wrong)} of {len(images)} wrong"
+        )
+        log_figure(trainer, figure, "val/predictions", png_name="val_predictions")
+
+
+class FilterGrid(Callback):
+    """Draws the filters of the module's first ``nn.Conv2d`` at the end of each validation epoch:
+    ``filters/<layer name>`` (e.g. ``filters/net.conv_1``). Each filter is scaled to its own min and max;
+    with other than 3 input channels, only the first is shown.
+
+    Args:
+        pixels_per_weight: How many times to enlarge each weight on screen.
+    """
+
+    def __init__(self, pixels_per_weight: int = 8) -> None:
+        self.pixels_per_weight = pixels_per_weight
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking or not logs_images(trainer):
+            return
+        for name, module in pl_module.named_modules():
+            if isinstance(module, nn.Conv2d):
+                add_image(trainer, f"filters/{name}", filter_image(module.weight, self.pixels_per_weight))
+                return
+
+
+class ConfusionMatrix(Callback):
+    """Draws the validation epoch's confusion matrix as a heat map, true classes down and predicted ones
+    across, with the counts in the cells: ``val/confusion_matrix``.
+
+    Needs a module whose ``validation_step`` returns the batch's logits (``ImageClassifier`` does). The
+    number of classes is the logits' width.
+    """
+
+    def __init__(self) -> None:
+        self.metric: MulticlassConfusionMatrix | None = None
+
+    def _wanted(self, trainer: Trainer) -> bool:
+        # Not only rank zero: under DDP, compute() gathers every rank's counts, and all must take part.
+        return not trainer.sanity_checking and logs_images(trainer)
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
+            return
+        if self.metric is None:
+            self.metric = MulticlassConfusionMatrix(num_classes=outputs.shape[1]).to(pl_module.device)
+        self.metric.update(outputs.detach(), batch[1])
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.metric is None or not self._wanted(trainer):
+            return
+        counts = self.metric.compute().cpu()
+        self.metric.reset()
+        if trainer.is_global_zero:
+            self._draw(trainer, counts)
+
+    def _draw(self, trainer: Trainer, counts: Tensor) -> None:
+        n = len(counts)
+        names = class_names(trainer, n)
+        plt = pyplot()
+        side = max(4.0, 0.45 * n + 2)
+        figure, ax = plt.subplots(figsize=(side, side))
+        ax.imshow(counts.numpy(), cmap="Blues")
+        ax.set_xticks(range(n), names, rotation=90 if max(map(len, names)) > 2 else 0)
+        ax.set_yticks(range(n), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"epoch {trainer.current_epoch}, {int(counts.sum())} images")
+        # Beyond ~30 classes the numbers no longer fit their cells; the colours still read.
+        if n <= 30:
+            threshold = counts.max().item() / 2
+            for i, row in enumerate(counts.tolist()):
+                for j, count in enumerate(row):
+                    color = "white" if count > threshold else "black"
+                    ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
+        figure.tight_layout()
+        log_figure(trainer, figure, "val/confusion_matrix", png_name="confusion_matrix")

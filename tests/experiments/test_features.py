@@ -1,0 +1,149 @@
+"""The 特征提取 lesson: ``predict`` from a trained checkpoint writes named activations of the whole test set
+into one file; layer names are the network's module names; mistakes read as one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchvision import datasets
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+from datamodules import MNISTDataModule
+from experiments.cli import main
+from experiments.features import FeatureWriter, layer_nodes
+from modules import MNISTConvNet
+from tests.conftest import QUIET, config
+
+QUIET_TRAINER = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def test_predict_writes_the_named_features_of_the_checkpoint(cli, in_tmp, mnist_dir):
+    cli(
+        "fit", "--config", config("mnist_convnet"), "--data.data_dir", str(mnist_dir),
+        "--data.val_split", "16", "--data.batch_size", "16", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2",
+    )  # fmt: skip
+    predict = cli(
+        "predict", "--config", config("feature_extraction"), "--data.data_dir", str(mnist_dir),
+        "--data.batch_size", "16", "--ckpt_path", "last",
+    )  # fmt: skip
+    runs = in_tmp / "lightning_logs" / "mnist_convnet"
+    checkpoint = runs / "version_0" / "checkpoints" / "last.ckpt"
+    assert Path(predict.trainer.ckpt_path).resolve() == checkpoint.resolve()
+
+    saved = torch.load(runs / "version_1" / "features.pt")
+    assert set(saved) == {"features", "labels", "layers"}
+    assert saved["layers"] == ["conv_1", "conv_2"] == list(saved["features"])
+    conv_1, conv_2 = saved["features"]["conv_1"], saved["features"]["conv_2"]
+    assert conv_1.shape == (32, 32, 26, 26) and conv_2.shape == (32, 64, 24, 24)
+    assert conv_1.dtype == conv_2.dtype == torch.float32
+    # The 32 test images in file order, not shuffled, none dropped.
+    test = datasets.MNIST(mnist_dir, train=False)
+    assert saved["labels"].shape == (32,)
+    assert torch.equal(saved["labels"], test.targets.long())
+
+    # The trained weights (2 Adadelta steps at lr 1.0 from the same seed), on the images as the
+    # datamodule hands them over: x / 255, the config's normalize: false.
+    net = MNISTConvNet.load_from_checkpoint(checkpoint).net.eval()
+    images = test.data.unsqueeze(1).float() / 255
+    with torch.no_grad():
+        expected_1 = F.conv2d(images, net.conv_1.weight, net.conv_1.bias)
+        expected_2 = create_feature_extractor(net, return_nodes={"conv_1": "out"})(images)["out"]
+    torch.testing.assert_close(conv_1, expected_1)
+    torch.testing.assert_close(conv_2, expected_2)  # torchvision's "conv_1" is the module conv_2
+    untrained = MNISTConvNet().net.conv_1
+    assert not torch.allclose(untrained.weight, net.conv_1.weight)
+
+
+def test_float16_features_and_other_layers(in_tmp, mnist_dir):
+    model = MNISTConvNet()
+    data = MNISTDataModule(data_dir=str(mnist_dir), batch_size=16, normalize=False)
+    writer = FeatureWriter(["dense_1", "conv_2"], filename="half.pt", dtype="float16")
+    logger = TensorBoardLogger(in_tmp, name="run")
+    trainer = Trainer(logger=logger, callbacks=[writer], **QUIET_TRAINER)
+    trainer.predict(model, datamodule=data, return_predictions=False)
+
+    saved = torch.load(in_tmp / "run" / "version_0" / "half.pt")
+    assert saved["layers"] == ["dense_1", "conv_2"]
+    dense_1, conv_2 = saved["features"]["dense_1"], saved["features"]["conv_2"]
+    assert dense_1.dtype == conv_2.dtype == torch.float16
+    assert dense_1.shape == (32, 128) and conv_2.shape == (32, 64, 24, 24)
+    images = datasets.MNIST(mnist_dir, train=False).data.unsqueeze(1).float() / 255
+    with torch.no_grad():
+        expected = model.net[:8].eval()(images)  # conv_1 ... dense_1, dropout off
+    torch.testing.assert_close(dense_1.float(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_no_file_without_a_run_folder(in_tmp, mnist_dir):
+    data = MNISTDataModule(data_dir=str(mnist_dir), batch_size=16)
+    writer = FeatureWriter(["conv_1"])
+    trainer = Trainer(fast_dev_run=True, callbacks=[writer], **QUIET_TRAINER)
+    trainer.predict(MNISTConvNet(), datamodule=data, return_predictions=False)
+    assert not list(in_tmp.rglob("*.pt"))
+
+
+def test_unknown_layer_lists_the_layers(in_tmp, mnist_dir):
+    data = MNISTDataModule(data_dir=str(mnist_dir), batch_size=16)
+    trainer = Trainer(logger=False, callbacks=[FeatureWriter(["conv_1", "conv_3"])], **QUIET_TRAINER)
+    with pytest.raises(ValueError, match='no layer "conv_3"') as error:
+        trainer.predict(MNISTConvNet(), datamodule=data)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.endswith(
+        "input, conv_1, relu_1, conv_2, relu_2, pool, dropout_1, flatten, dense_1, relu_3, dropout_2, dense_2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--trainer.callbacks.init_args.layers=[conv_3]", 'no layer "conv_3" in MNISTConvNet.net'),
+        ("--trainer.callbacks.init_args.module=body", 'MNISTConvNet has no network "body"'),
+        ("--trainer.callbacks.init_args.dtype=int8", 'dtype "int8" is not a floating type'),
+    ],
+)
+def test_command_reports_mistakes_in_one_line(in_tmp, mnist_dir, capsys, flag, message):
+    args = ["predict", "--config", config("feature_extraction"), "--data.data_dir", str(mnist_dir), flag]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, *QUIET])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_layers_are_module_names_not_torchvision_node_names():
+    net = MNISTConvNet().net.eval()
+    # torchvision strips the "_1" of conv_1 and renumbers: its "conv_1" is the second convolution.
+    assert get_graph_node_names(net)[1][:4] == ["input", "conv", "relu", "conv_1"]
+    nodes = layer_nodes(net)
+    assert (nodes["conv_1"], nodes["conv_2"], nodes["dense_2"]) == ("conv", "conv_1", "dense_1")
+
+    class Body(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block_1 = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+            self.act = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.act(self.block_1(x)) + x)
+
+    module = nn.Module()
+    module.net = Body().eval()
+    # A module called twice: its own name is the first call, torchvision's act_1 the second; add is an
+    # operation; block_1 holds other modules and gives its last output.
+    assert list(layer_nodes(module.net)) == ["x", "block_1.0", "block_1.1", "act", "add", "act_1"]
+    writer = FeatureWriter(["block_1", "act", "act_1", "add"])
+    writer.on_predict_start(None, module)  # type: ignore[arg-type]
+    x = torch.randn(3, 4)
+    out = writer.extractor(x)
+    first = torch.relu(torch.tanh(module.net.block_1[0](x)))
+    torch.testing.assert_close(out["block_1"], torch.tanh(module.net.block_1[0](x)))
+    torch.testing.assert_close(out["act"], first)
+    torch.testing.assert_close(out["add"], first + x)
+    torch.testing.assert_close(out["act_1"], torch.relu(first + x))
