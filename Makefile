@@ -27,9 +27,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## bench: the Lightning-vs-plain-loop overhead benchmark of benchmarks/RESULTS.md
+## bench: the benchmarks of benchmarks/RESULTS.md; the MNIST ones need DATA=<folder holding MNIST/raw>
 bench: $(STAMP)
 	$(PY) benchmarks/lesson_overhead.py
+	@if [ -n "$(DATA)" ]; then \
+		$(PY) benchmarks/data_path.py --data-dir "$(DATA)" && \
+		$(PY) benchmarks/mnist_overhead.py --data-dir "$(DATA)"; \
+	else echo "skipping the MNIST benchmarks: set DATA=<folder holding MNIST/raw>"; fi
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir lightning_logs

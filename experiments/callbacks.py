@@ -184,3 +184,35 @@ class LearningRateLogger(LearningRateMonitor):
     def on_train_epoch_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:
             super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes ``last.ckpt`` at the end of every training epoch: the run's latest state, to resume from.
+
+    ModelCheckpoint's own ``save_last`` (Lightning 2.6) writes ``last.ckpt`` only when it also saves a
+    top-k checkpoint, so with a monitored metric ``last.ckpt`` stays at the best epoch, not the latest.
+    A ModelCheckpoint without a monitor and ``save_top_k=1`` keeps exactly the latest checkpoint.
+    """
+
+    def __init__(self, filename: str = "last", every_n_epochs: int = 1) -> None:
+        super().__init__(
+            filename=filename,
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        # With every_n_epochs > 1 the final epochs may not have been saved; the latest state must be.
+        if (
+            trainer.fast_dev_run
+            or self.dirpath is None
+            or self._last_global_step_saved == trainer.global_step
+        ):
+            return
+        path = Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        self._last_global_step_saved = trainer.global_step

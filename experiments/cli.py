@@ -9,8 +9,9 @@ What every lesson inherits, and any config or flag can override:
 - TensorBoard logs in ``lightning_logs/<experiment>/version_N``; ``<experiment>`` is the first config
   file's name (``linear_regression``), else the model class's name; set ``trainer.logger.init_args.name``
   to choose another.
-- ``checkpoint``: a ModelCheckpoint keeping ``last.ckpt`` and the best epoch on ``checkpoint.monitor``
-  (``val/loss`` unless the lesson's config says otherwise), in the run folder's ``checkpoints/``.
+- ``checkpoint``: a ModelCheckpoint keeping the best epoch on ``checkpoint.monitor`` (``val/loss``
+  unless the lesson's config says otherwise), and ``last_checkpoint``: ``last.ckpt``, rewritten every
+  epoch; both in the run folder's ``checkpoints/``.
 - ``lr_monitor``: the learning rate in TensorBoard. ``prediction_writer``: ``predict`` output saved as
   ``predictions.pt`` in the run folder.
 - ``seed_everything: 42``; the resolved config saved as ``config.yaml`` beside the logs.
@@ -38,7 +39,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 import datamodules
 import modules
 from datamodules.images import DataConfigError
-from experiments.callbacks import Checkpoint, LearningRateLogger, PredictionWriter
+from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter
 from modules.classifier import InputShapeError
 
 LOG_ROOT = "lightning_logs"
@@ -119,13 +120,15 @@ class ExperimentCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
+                # last.ckpt comes from last_checkpoint, which writes it every epoch.
+                "checkpoint.save_last": False,
                 "checkpoint.save_top_k": 1,
                 # No metric names in file names: "val/loss" would make a sub-folder.
                 "checkpoint.filename": "best-epoch={epoch}-step={step}",
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(LearningRateLogger, "lr_monitor")
         # Once per epoch: the lessons' schedulers step per epoch, and a write per step costs more than a
         # step of the small lessons. --lr_monitor.logging_interval step for per-step schedules.

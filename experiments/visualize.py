@@ -3,7 +3,7 @@
 Add them to an image lesson's ``trainer.callbacks`` (``configs/mnist_convnet.yaml`` does) and open
 TensorBoard's Images tab:
 
-- ``InputGrid``: the first training batch as the network receives it (``inputs``);
+- ``InputGrid``: the first training batch as the loader yields it, before augmentation (``inputs``);
 - ``PredictionGrid``: validation images titled "true / predicted", mistakes in red (``val/predictions``);
 - ``FilterGrid``: the first convolution's filters (``filters/<layer>``);
 - ``ConfusionMatrix``: counts of true against predicted classes (``val/confusion_matrix``).

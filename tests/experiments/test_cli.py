@@ -12,7 +12,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from experiments.callbacks import Checkpoint, LearningRateLogger, PredictionWriter
+from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter
 from experiments.cli import ExperimentCLI, main
 from tests.conftest import LESSONS, QUIET, REPO, config
 
@@ -87,6 +87,27 @@ def test_figures_are_saved_as_png(cli, in_tmp):
         assert (figures / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
+def test_last_checkpoint_is_the_latest_epoch_not_the_best(cli, in_tmp):
+    # mode max on a falling loss makes the first epoch the best one.
+    cli("fit", "--config", config("linear_regression"), "--trainer.max_epochs=3", "--checkpoint.mode=max")
+    folder = in_tmp / "lightning_logs/linear_regression/version_0/checkpoints"
+    assert [p.name for p in folder.glob("best-*.ckpt")] == ["best-epoch=0-step=7.ckpt"]
+    last = torch.load(folder / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 21
+    # Saving every 2 epochs of 3: the final state is still written when training ends.
+    cli(
+        "fit",
+        "--config",
+        config("linear_regression"),
+        "--trainer.max_epochs=3",
+        "--last_checkpoint.every_n_epochs=2",
+    )
+    last = torch.load(
+        in_tmp / "lightning_logs/linear_regression/version_1/checkpoints/last.ckpt", weights_only=True
+    )
+    assert last["global_step"] == 21
+
+
 def test_second_run_gets_a_new_version_and_keeps_the_first(cli, in_tmp):
     cli("fit", "--config", config("first_network"), *SHORT)
     first = (in_tmp / "lightning_logs/first_network/version_0/checkpoints/last.ckpt").read_bytes()
@@ -105,7 +126,7 @@ def test_same_fixed_folder_twice_overwrites_config_instead_of_failing(cli, in_tm
 def test_shared_defaults(cli):
     run = cli("fit", "--config", config("sine_rnn"), "--trainer.fast_dev_run=true")
     callbacks = {type(c) for c in run.trainer.callbacks}
-    assert {Checkpoint, LearningRateLogger, PredictionWriter} <= callbacks
+    assert {Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter} <= callbacks
     assert run.trainer.checkpoint_callback.monitor == "val/mse"  # the lesson's own metric
     assert run.config.fit.seed_everything == 42
     default = cli("fit", "--config", config("first_network"), "--trainer.fast_dev_run=true")
