@@ -120,3 +120,15 @@ def test_absent_dataset_is_one_line_naming_the_folder(in_tmp, capsys, monkeypatc
     assert "--data.download true" in err
     # Nothing was half-written for a run that could not start.
     assert not list((in_tmp / "lightning_logs").glob("*/*/checkpoints/*.ckpt"))
+
+
+def test_feature_extraction_fast_dev_run(cli, mnist_dir):
+    run = cli(
+        "predict",
+        "--config",
+        config("feature_extraction"),
+        f"--data.data_dir={mnist_dir}",
+        *SMALL,
+        "--trainer.fast_dev_run=true",
+    )
+    assert run.trainer.state.finished
