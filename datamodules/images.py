@@ -21,15 +21,17 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from datamodules.tensors import TensorBatches
+from experiments.errors import ExperimentError
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(ExperimentError, FileNotFoundError):
     """A dataset's files are absent or unreadable; the message names the folder, the files and the fix."""
 
 
-class DataConfigError(ValueError):
+class DataConfigError(ExperimentError, ValueError):
     """Data settings that cannot work with the data found (a split larger than the dataset, mixed sizes)."""
 
 
@@ -115,14 +117,37 @@ class ImageClassificationDataModule(LightningDataModule):
         self.mean: Tensor | None = None
         self.std: Tensor | None = None
 
+    #: the torchvision dataset class that reads (and downloads) this data, if there is one
+    torchvision_dataset: type | None = None
+
     # --- what a subclass provides -------------------------------------------------------------------
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64 of the training or test set."""
         raise NotImplementedError
 
-    def per_sample_dataset(self, train: bool) -> Dataset:
-        """The torchvision dataset for ``in_memory: false``, yielding (uint8 CHW tensor, label)."""
+    def missing_message(self) -> str:
+        """For ``torchvision_dataset`` data: what the folder should hold and how to get it, one line."""
         raise NotImplementedError
+
+    # --- torchvision datasets -------------------------------------------------------------------------
+    def _dataset(self, train: bool, transform: v2.Transform | None = None) -> Dataset:
+        assert self.torchvision_dataset is not None
+        try:
+            return self.torchvision_dataset(
+                self.data_dir, train=train, download=self.download, transform=transform
+            )
+        except RuntimeError as error:  # torchvision's "not found or corrupted"
+            raise DataNotFoundError(f"{self.missing_message()} ({error})") from error
+
+    def prepare_data(self) -> None:
+        # Lightning calls this once per node before setup: the place to download.
+        if self.download and self.torchvision_dataset is not None:
+            self._dataset(train=True)
+            self._dataset(train=False)
+
+    def per_sample_dataset(self, train: bool) -> Dataset:
+        """The dataset for ``in_memory: false``, yielding (uint8 CHW tensor, label)."""
+        return self._dataset(train, transform=v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.uint8)]))
 
     # --- splits ---------------------------------------------------------------------------------------
     def _val_count(self, n: int) -> int:

@@ -38,16 +38,11 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 import datamodules
 import modules
-from datamodules.images import DataConfigError
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter
-from modules.classifier import InputShapeError
+from experiments.errors import ExperimentError
 
 LOG_ROOT = "lightning_logs"
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
-
-
-class ExperimentError(Exception):
-    """A mistake the user can fix (bad path, missing data, impossible setting); shown as one line."""
 
 
 def snake_case(name: str) -> str:
@@ -176,7 +171,8 @@ class ExperimentCLI(LightningCLI):
             config.ckpt_path = None
 
 
-# Errors that come from what the user typed or pointed at, not from a bug: shown as one line.
+# Errors that come from what the user typed or pointed at, not from a bug: shown as one line. Lesson
+# code raises subclasses of ExperimentError, so no lesson error type needs listing here.
 USER_ERRORS = (
     ArgumentError,
     ExperimentError,
@@ -185,8 +181,6 @@ USER_ERRORS = (
     NotADirectoryError,
     PermissionError,
     MisconfigurationException,
-    InputShapeError,
-    DataConfigError,
 )
 
 

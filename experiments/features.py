@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor
 
 from experiments.callbacks import run_dir
-from experiments.cli import ExperimentError
+from experiments.errors import ExperimentError
 
 # The tracer settings torchvision's get_graph_node_names and create_feature_extractor use, so the names
 # found here are theirs: torchvision.ops modules stay whole nodes instead of being traced through.

@@ -23,13 +23,14 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from experiments.errors import ExperimentError
 from modules.regression import OptimizerCallable
 
 # optimizer -> scheduler, as LightningCLI's LRSchedulerCallable; any torch scheduler class can be injected.
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
 
 
-class InputShapeError(ValueError):
+class InputShapeError(ExperimentError, ValueError):
     """Images of a shape the network cannot take; the message says which shape it needs and how to get it."""
 
 
