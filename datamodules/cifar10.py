@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.transforms import v2
 
-from datamodules.images import DataNotFoundError, ImageClassificationDataModule
+from datamodules.images import ImageClassificationDataModule
 
 
 class CIFAR10DataModule(ImageClassificationDataModule):
@@ -28,28 +26,18 @@ class CIFAR10DataModule(ImageClassificationDataModule):
             *args, random_crop_padding=random_crop_padding, horizontal_flip=horizontal_flip, **kwargs
         )
 
-    def _dataset(self, train: bool, transform: v2.Transform | None = None) -> datasets.CIFAR10:
-        try:
-            return datasets.CIFAR10(self.data_dir, train=train, download=self.download, transform=transform)
-        except RuntimeError as error:
-            folder = self.data_dir / datasets.CIFAR10.base_folder
-            raise DataNotFoundError(
-                f"CIFAR-10 not found or corrupted in data_dir={self.data_dir}: expected {folder}/ with "
-                "data_batch_1..5, test_batch and batches.meta matching their md5 sums; pass --data.download "
-                "true to fetch it (needs the internet), or use ImageFolderDataModule for a JPEG copy "
-                f"({error})"
-            ) from error
+    torchvision_dataset = datasets.CIFAR10
 
-    def prepare_data(self) -> None:
-        if self.download:
-            self._dataset(train=True)
-            self._dataset(train=False)
+    def missing_message(self) -> str:
+        folder = self.data_dir / datasets.CIFAR10.base_folder
+        return (
+            f"CIFAR-10 not found or corrupted in data_dir={self.data_dir}: expected {folder}/ with "
+            "data_batch_1..5, test_batch and batches.meta matching their md5 sums; pass --data.download "
+            "true to fetch it (needs the internet), or use ImageFolderDataModule for a JPEG copy"
+        )
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         dataset = self._dataset(train)
         # torchvision holds the pickled batches as one (N, 32, 32, 3) uint8 array.
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
         return images, torch.tensor(dataset.targets, dtype=torch.long)
-
-    def per_sample_dataset(self, train: bool) -> Dataset:
-        return self._dataset(train, transform=v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.uint8)]))

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.transforms import v2
 
-from datamodules.images import DataNotFoundError, ImageClassificationDataModule
+from datamodules.images import ImageClassificationDataModule
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -28,25 +25,16 @@ class MNISTDataModule(ImageClassificationDataModule):
     mean_std = ((0.1307,), (0.3081,))  # of the 60,000 training images, the usual constants
     classes = tuple(str(d) for d in range(10))
 
-    def _dataset(self, train: bool, transform: v2.Transform | None = None) -> datasets.MNIST:
-        try:
-            return datasets.MNIST(self.data_dir, train=train, download=self.download, transform=transform)
-        except RuntimeError as error:
-            raise DataNotFoundError(
-                f"MNIST not found in data_dir={self.data_dir}: expected {self.data_dir / 'MNIST' / 'raw'}/ "
-                f"with {', '.join(MNIST_FILES)}; pass --data.download true to fetch it (needs the internet) "
-                f"or point --data.data_dir at a folder holding MNIST/raw/ ({error})"
-            ) from error
+    torchvision_dataset = datasets.MNIST
 
-    def prepare_data(self) -> None:
-        if self.download:
-            self._dataset(train=True)
-            self._dataset(train=False)
+    def missing_message(self) -> str:
+        return (
+            f"MNIST not found in data_dir={self.data_dir}: expected {self.data_dir / 'MNIST' / 'raw'}/ "
+            f"with {', '.join(MNIST_FILES)}; pass --data.download true to fetch it (needs the internet) "
+            "or point --data.data_dir at a folder holding MNIST/raw/"
+        )
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         dataset = self._dataset(train)
         # torchvision has already parsed the IDX file into one (N, 28, 28) uint8 tensor.
         return dataset.data.unsqueeze(1).contiguous(), dataset.targets.long()
-
-    def per_sample_dataset(self, train: bool) -> Dataset:
-        return self._dataset(train, transform=v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.uint8)]))
