@@ -129,13 +129,15 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             )
         return images, labels
 
-    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
-        if train:
-            return self._load("train")
+    def _test_split(self) -> str:
+        """The folder ``test``/``predict`` read: ``test/``, else ``val/``."""
         split = "test" if (self.data_dir / "test").is_dir() else "val"
         if not (self.data_dir / split).is_dir():
             raise DataNotFoundError(f"no test/ or val/ folder in data_dir={self.data_dir} to test on")
-        return self._load(split)
+        return split
+
+    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        return self._load("train" if train else self._test_split())
 
     def setup(self, stage: str) -> None:
         has_val = (self.data_dir / "val").is_dir()
@@ -146,7 +148,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         super().setup(stage)
 
     def per_sample_dataset(self, train: bool) -> Dataset:
-        split = "train" if train else ("test" if (self.data_dir / "test").is_dir() else "val")
+        split = "train" if train else self._test_split()
         steps = [v2.PILToTensor()]
         if self.image_size is not None:
             steps.append(v2.Resize([self.image_size, self.image_size], antialias=True))
