@@ -13,6 +13,7 @@ CIFAR-10 as JPEGs (``tar xzf cifar10_jpg.tar.gz -C data/``) trains with
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 
@@ -120,9 +121,11 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         images, labels = self._decode(files)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            temporary = cache.with_suffix(".tmp")
+            # One temporary file per process: the processes of a multi-node run may all build the cache
+            # at once, and a half-written cache is never read.
+            temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
             torch.save({"images": images, "labels": labels}, temporary)
-            temporary.replace(cache)  # a half-written cache is never read
+            temporary.replace(cache)
         except OSError as error:
             warnings.warn(
                 f"could not write the image cache {cache} ({error}); decoding again next run", stacklevel=2

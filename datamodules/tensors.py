@@ -6,6 +6,13 @@ slice of a permutation costs one call per batch. ``TensorBatches`` is that loade
 pure function of ``(seed, epoch)``, so a run resumed mid-training sees the same order as one that
 never stopped; Lightning calls ``sampler.set_epoch`` at the start of every epoch, as it does for a
 ``DistributedSampler``.
+
+Lightning replaces the sampler only of a ``DataLoader``, so ``TensorBatches`` shards itself across
+processes the way ``DistributedSampler`` does: every rank draws the same epoch permutation and takes
+every ``num_replicas``-th index from position ``rank``. Rank r's batch k then holds positions
+``k * B * R + r + R * j`` of the permutation, so the R ranks' k-th batches together are exactly the
+k-th batch of one process with batch size ``B * R``: a DDP run computes what one process with the same
+global batch computes.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import math
 from collections.abc import Iterator
 
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from torch import Tensor
 
 
@@ -37,11 +44,24 @@ class EpochPermutation:
         return torch.randperm(self.size, generator=generator)
 
 
+def process_position(trainer: Trainer | None) -> tuple[int, int]:
+    """``(world_size, global_rank)`` of this process; ``(1, 0)`` outside a distributed run."""
+    if trainer is None:
+        return 1, 0
+    return trainer.world_size, trainer.global_rank
+
+
 class TensorBatches:
     """Batches of in-memory tensors, made by indexing them with slices of an epoch's indices.
 
     Yields tuples ``(t[idx] for t in tensors)``. ``len()`` is the number of batches, which Lightning
     uses for progress bars and ``limit_*_batches``.
+
+    With ``num_replicas > 1`` this process serves only its shard (see the module docstring).
+    ``equal_shards`` pads the permutation by repeating its start, as ``DistributedSampler`` does, so
+    every rank has the same number of batches: training needs that, since each step all-reduces
+    gradients. Evaluation leaves it off so that no sample is counted twice in a metric (torchmetrics
+    synchronises unequal shards correctly).
     """
 
     def __init__(
@@ -52,6 +72,9 @@ class TensorBatches:
         seed: int = 0,
         drop_last: bool = False,
         pin_memory: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+        equal_shards: bool = False,
     ) -> None:
         if not tensors:
             raise ValueError("TensorBatches needs at least one tensor")
@@ -61,6 +84,8 @@ class TensorBatches:
             raise ValueError(f"tensors must share their first dimension, got shapes {shapes}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
         self.tensors = tensors
         self.batch_size = batch_size
         self.drop_last = drop_last
@@ -71,14 +96,38 @@ class TensorBatches:
         self.sampler = EpochPermutation(size, shuffle, seed)
         # Lightning reads both attributes of any loader; there is no per-sample batch sampler here.
         self.batch_sampler = None
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.equal_shards = equal_shards
+        self._start_batch = 0
+
+    def shard_size(self) -> int:
+        """How many samples this process serves per epoch."""
+        size = self.sampler.size
+        if self.equal_shards:
+            return math.ceil(size / self.num_replicas)
+        return len(range(self.rank, size, self.num_replicas))
 
     def __len__(self) -> int:
-        size = self.sampler.size
+        size = self.shard_size()
         return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def resume_at(self, batch: int) -> None:
+        """Start the next iteration at batch ``batch`` of the epoch (a run resumed mid-epoch), once."""
+        self._start_batch = batch
+
+    def shard_indices(self) -> Tensor:
+        """This process's indices for the current epoch, in the order they are served."""
         indices = self.sampler.indices()
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        if self.equal_shards and len(indices) % self.num_replicas:
+            pad = self.num_replicas - len(indices) % self.num_replicas
+            indices = torch.cat([indices, indices.repeat(math.ceil(pad / len(indices)))[:pad]])
+        return indices[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        indices = self.shard_indices()
+        first, self._start_batch = self._start_batch, 0
+        for start in range(first * self.batch_size, len(self) * self.batch_size, self.batch_size):
             idx = indices[start : start + self.batch_size]
             batch = tuple(t[idx] for t in self.tensors)
             yield tuple(t.pin_memory() for t in batch) if self.pin_memory else batch
@@ -113,7 +162,16 @@ class InMemoryDataModule(LightningDataModule):
     def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
         if split not in self.splits:
             self.splits[split] = self.make_split(split)
-        return TensorBatches(*self.splits[split], batch_size=self.batch_size, shuffle=shuffle, seed=self.seed)
+        world, rank = process_position(self.trainer)
+        return TensorBatches(
+            *self.splits[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            equal_shards=split == "train",
+        )
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", shuffle=self.shuffle_train)

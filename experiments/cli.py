@@ -15,6 +15,10 @@ What every lesson inherits, and any config or flag can override:
 - ``lr_monitor``: the learning rate in TensorBoard. ``prediction_writer``: ``predict`` output saved as
   ``predictions.pt`` in the run folder.
 - ``seed_everything: 42``; the resolved config saved as ``config.yaml`` beside the logs.
+- Sizes the data decides reach the model without being repeated in the config: a datamodule with a
+  ``vocab_size`` or ``num_classes`` attribute (a property, or set in ``__init__``) gives it to the
+  model's ``__init__`` argument of the same name (``DATA_TO_MODEL``); a datamodule without it leaves
+  the model's configured value alone.
 - ``--ckpt_path last`` / ``best`` find the newest run of the same experiment that has checkpoints.
 
 A user's mistake (missing file, unknown class or key, wrong type) ends with one ``error:`` line and exit
@@ -23,26 +27,40 @@ status 2; set ``EXPERIMENTS_DEBUG=1`` to see the traceback instead.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import re
 import sys
 import warnings
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
 import torch
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import datamodules
 import modules
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter
 from experiments.errors import ExperimentError
+from experiments.faults import (
+    ExactResume,
+    FiniteLossGuard,
+    SlurmRequeue,
+    slurm_topology,
+    use_atomic_checkpoints,
+)
 
 LOG_ROOT = "lightning_logs"
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
+
+#: Datamodule attributes that become the model's init argument of the same name when the datamodule has
+#: them (properties computed from the data, or attributes set in ``__init__``).
+DATA_TO_MODEL = ("num_classes", "vocab_size")
 
 
 def snake_case(name: str) -> str:
@@ -82,6 +100,34 @@ def find_checkpoint(log_root: Path, which: str) -> Path | None:
     return None
 
 
+class ExperimentArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, except that a dumped config (``config.yaml``, ``--print_config``) keeps the
+    values of link targets.
+
+    jsonargparse leaves link targets out of dumps by default, as values the links recompute. The
+    ``DATA_TO_MODEL`` links target the image classifiers' ``num_classes`` too, so that default would
+    drop an image lesson's configured ``num_classes: 3`` from the run's ``config.yaml``, which then
+    rebuilds a 10-class model that its checkpoint does not fit. A value the data provides is recomputed
+    on reuse anyway, so keeping targets loses nothing.
+    """
+
+    def dump(self, namespace: Namespace, *args: Any, skip_link_targets: bool = False, **kwargs: Any) -> str:
+        return super().dump(namespace, *args, skip_link_targets=skip_link_targets, **kwargs)
+
+
+class _DataAttributeError(BaseException):
+    """Carries a user error raised by a datamodule attribute out of jsonargparse's link machinery.
+
+    jsonargparse turns any ``Exception`` from a link's ``compute_fn`` into a ValueError whose message
+    formats the datamodule with ``str()``, and a LightningDataModule's ``__str__`` builds every loader
+    (reading, or failing on, the data). A BaseException passes through; the CLI unwraps it.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class ExperimentCLI(LightningCLI):
     """LightningCLI whose models and datamodules are any class of ``modules/`` and ``datamodules/``."""
 
@@ -91,6 +137,7 @@ class ExperimentCLI(LightningCLI):
         # Each module takes its optimiser as an argument (dependency injection), so no top-level one.
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
+        kwargs.setdefault("parser_class", ExperimentArgumentParser)
         trainer_defaults = {
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -129,6 +176,80 @@ class ExperimentCLI(LightningCLI):
         # step of the small lessons. --lr_monitor.logging_interval step for per-step schedules.
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        self.link_data_to_model(parser)
+        # Fault tolerance (experiments/faults.py): exact resumption, NaN stop, SLURM requeue.
+        parser.add_lightning_class_args(ExactResume, "exact_resume")
+        parser.add_lightning_class_args(FiniteLossGuard, "nan_guard")
+        parser.add_lightning_class_args(SlurmRequeue, "requeue")
+
+    def link_data_to_model(self, parser: LightningArgumentParser) -> None:
+        """Link each ``DATA_TO_MODEL`` attribute of the datamodule to the model's argument of that name.
+
+        A link ``data -> model.init_args.<name>`` applied on instantiation: the datamodule is built first,
+        the link reads its attribute and passes it to the model's ``__init__``, and the model's argument
+        is not required in the config. The classes are chosen by the config, so each link meets four
+        cases, and jsonargparse 4.x / Lightning 2.6 need help with three of them:
+        - data has it, model takes it: the data's value is used; it wins over one in the config, as
+          link targets do in jsonargparse.
+        - data lacks it, model takes it (the image lessons, ``num_classes: 10`` in their configs): a
+          link from ``data.<name>`` would be skipped, but jsonargparse's debug message for the skip
+          formats the datamodule with ``str()``, and a LightningDataModule's ``__str__`` builds every
+          dataloader (loading the data, and failing for loaders that are not DataLoaders). So the link's
+          source is the whole datamodule and its ``compute_fn`` reads the attribute; an absent or None
+          attribute ("not known from the data") gives back the model's configured value.
+        - model lacks it: jsonargparse drops the value ("target not found") but reports the link as
+          applied, and LightningCLI writes applied link values into the model's hyperparameters, so
+          every checkpoint would carry a ``vocab_size: None`` its class does not take;
+          ``_drop_foreign_link_values`` removes those after instantiation.
+        Linking in ``before_instantiate_classes``, only for the model chosen, would avoid the last case
+        but comes after parsing, which already rejects a config that omits a required ``vocab_size``.
+        """
+        for name in DATA_TO_MODEL:
+            compute = self._data_attribute(name)
+            parser.link_arguments("data", f"model.init_args.{name}", compute, apply_on="instantiate")
+
+    def _data_attribute(self, name: str) -> Callable[[LightningDataModule], Any]:
+        def compute(datamodule: LightningDataModule) -> Any:
+            if name not in self._model_parameters():
+                return None  # dropped; and a property that reads the data need not run for nothing
+            # Looked up statically, so an AttributeError raised inside a property is a bug that
+            # surfaces, not an attribute taken for absent.
+            if inspect.getattr_static(datamodule, name, None) is None:
+                return self._configured_model_argument(name)
+            try:
+                value = getattr(datamodule, name)
+            except ExperimentError as error:
+                raise _DataAttributeError(error) from error
+            return self._configured_model_argument(name) if value is None else value
+
+        compute.__name__ = f"{name}_of"  # jsonargparse names links "<compute_fn>(data) --> <target>"
+        return compute
+
+    def _model_config(self) -> Namespace:
+        config = self.config.get(self.config.subcommand) if self.config.get("subcommand") else self.config
+        return config.get("model") or Namespace()
+
+    def _model_parameters(self) -> Container[str]:
+        """Names of the chosen model class's ``__init__`` parameters, from its class path in the config."""
+        module_name, _, class_name = str(self._model_config().get("class_path", "")).rpartition(".")
+        if not module_name:
+            return ()
+        return inspect.signature(getattr(importlib.import_module(module_name), class_name)).parameters
+
+    def _configured_model_argument(self, name: str) -> Any:
+        """The model's ``name`` as parsed from the config and command line (None if it has none)."""
+        init_args = self._model_config().get("init_args")
+        return init_args.get(name) if isinstance(init_args, Namespace) else None
+
+    def _drop_foreign_link_values(self) -> None:
+        """Remove ``DATA_TO_MODEL`` values from the hyperparameters of a model whose ``__init__`` does not
+        take them (see ``link_data_to_model``); checkpoints and logged hyperparameters hold what it took."""
+        parameters = inspect.signature(type(self.model)).parameters
+        for name in DATA_TO_MODEL:
+            if name not in parameters:
+                self.model.hparams.pop(name, None)
+                # The copy Lightning logs as the run's hyperparameters when training starts.
+                getattr(self.model, "_hparams_initial", {}).pop(name, None)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
@@ -145,12 +266,25 @@ class ExperimentCLI(LightningCLI):
             save_dir = Path(logger.init_args.get("save_dir") or LOG_ROOT)
         self._resolve_ckpt_path(config, save_dir / name)
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        trainer = config.trainer
+        trainer.num_nodes, trainer.devices = slurm_topology(trainer.num_nodes, trainer.devices)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)
+        return trainer
+
     def instantiate_classes(self) -> None:
         # A constructor that rejects its arguments (ValueError) is a configuration mistake, not a bug.
         try:
             super().instantiate_classes()
+            self._drop_foreign_link_values()
         except ValueError as error:
             raise ExperimentError(one_line(error)) from error
+        except _DataAttributeError as carrier:
+            raise carrier.error from None
 
     def _resolve_ckpt_path(self, config: Namespace, log_root: Path) -> None:
         ckpt_path = config.get("ckpt_path")
@@ -230,6 +364,9 @@ def main(args: ArgsType = None) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # Batch indices are only known for DataLoader samplers; nothing here uses them.
     warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices")
+    # Lessons log epoch values computed by torchmetrics, which has already reduced them over all ranks;
+    # Lightning cannot tell and asks for sync_dist, which would only average identical numbers again.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/")
     try:
         ExperimentCLI(args=args)
     except USER_ERRORS as error:

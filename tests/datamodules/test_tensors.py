@@ -48,3 +48,35 @@ def test_mismatched_tensors_are_rejected():
         TensorBatches(torch.zeros(3), torch.zeros(4), batch_size=2)
     with pytest.raises(ValueError, match="batch_size"):
         TensorBatches(torch.zeros(3), batch_size=0)
+
+
+def test_shards_together_are_the_single_process_batches() -> None:
+    x = torch.arange(64)
+    single = [b[0] for b in TensorBatches(x, batch_size=16, shuffle=True, seed=3)]
+    shards = [
+        list(TensorBatches(x, batch_size=8, shuffle=True, seed=3, num_replicas=2, rank=r)) for r in (0, 1)
+    ]
+    assert len(shards[0]) == len(shards[1]) == len(single) == 4
+    for k, batch in enumerate(single):
+        together = torch.cat([shards[0][k][0], shards[1][k][0]])
+        assert sorted(together.tolist()) == sorted(batch.tolist())
+
+
+def test_training_shards_are_padded_to_equal_length_evaluation_shards_are_not() -> None:
+    x = torch.arange(5)
+    train = [TensorBatches(x, batch_size=2, num_replicas=2, rank=r, equal_shards=True) for r in (0, 1)]
+    # Index 0 served twice, as DistributedSampler pads.
+    assert [t.shard_indices().tolist() for t in train] == [[0, 2, 4], [1, 3, 0]]
+    assert len(train[0]) == len(train[1]) == 2
+    evaluation = [TensorBatches(x, batch_size=2, num_replicas=2, rank=r) for r in (0, 1)]
+    assert [e.shard_indices().tolist() for e in evaluation] == [[0, 2, 4], [1, 3]]  # every sample once
+    with pytest.raises(ValueError, match="rank must be in"):
+        TensorBatches(x, batch_size=2, num_replicas=2, rank=2)
+
+
+def test_resume_at_skips_the_batches_already_trained_once() -> None:
+    loader = TensorBatches(torch.arange(10), batch_size=3, shuffle=True, seed=1)
+    full = [b[0].tolist() for b in loader]
+    loader.resume_at(2)
+    assert [b[0].tolist() for b in loader] == full[2:]
+    assert [b[0].tolist() for b in loader] == full  # the next epoch starts from the beginning
