@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter
 from experiments.cli import ExperimentCLI, main
+from experiments.errors import ExperimentError
 from tests.conftest import LESSONS, QUIET, REPO, config
 
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.check_val_every_n_epoch=1"]
@@ -178,7 +180,7 @@ def test_model_help_documents_arguments(in_tmp, capsys):
         (["fit", "--config", "missing.yaml"], "missing.yaml"),
         (
             ["fit", "--model", "Nope", "--data", "LineDataModule"],
-            'unknown class "Nope"; choose one of: FeedForwardNet',
+            'unknown class "Nope"; choose one of: CaptionModel, FeedForwardNet',
         ),
         (
             ["fit", "--config", config("linear_regression"), "--model.init_args.bogus=3"],
@@ -267,3 +269,101 @@ def test_help_imports_nothing_heavy(tmp_path):
 
 def test_cli_class_is_importable_without_running():
     assert ExperimentCLI.__doc__
+
+
+class SizedData(LightningDataModule):
+    """Knows its vocabulary size (a property, computed on first read) and number of classes (set in
+    ``__init__``), as a text datamodule would; counts how often its loaders are built."""
+
+    loaders_built = 0
+
+    def __init__(self, words: int = 7, num_classes: int | None = 2, broken: bool = False) -> None:
+        super().__init__()
+        self.words = words
+        self.num_classes = num_classes
+        self.broken = broken
+        self.vocab_size_reads = 0
+
+    @property
+    def vocab_size(self) -> int:
+        if self.broken:
+            raise ExperimentError("the corpus has no words: point --data.words at a bigger one")
+        self.vocab_size_reads += 1
+        return self.words
+
+    def train_dataloader(self) -> list:
+        type(self).loaders_built += 1
+        return []
+
+
+class PlainData(SizedData):
+    """Provides neither attribute (like the image datamodules)."""
+
+    vocab_size = None  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=None)
+        del self.num_classes
+
+
+class SizedModel(LightningModule):
+    """Takes both linked arguments; ``num_classes`` has a default, ``vocab_size`` does not."""
+
+    def __init__(self, vocab_size: int, num_classes: int = 5, width: int = 3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+
+def built(*args: str) -> ExperimentCLI:
+    return ExperimentCLI(args=[*args, *QUIET], run=False)
+
+
+def test_data_gives_the_model_its_vocab_size_and_num_classes(in_tmp):
+    SizedData.loaders_built = 0
+    run = built(f"--model={__name__}.SizedModel", f"--data={__name__}.SizedData", "--data.words=11")
+    assert run.model.hparams.vocab_size == 11 and run.model.hparams.num_classes == 2
+    assert run.datamodule.vocab_size_reads == 1
+    assert SizedData.loaders_built == 0  # reading the attributes builds no loader
+    # The data decides; a value in the config does not override it.
+    run = built(f"--model={__name__}.SizedModel", f"--data={__name__}.SizedData", "--model.num_classes=9")
+    assert run.model.hparams.num_classes == 2
+
+
+def test_data_without_the_attribute_leaves_the_configured_value(in_tmp):
+    SizedData.loaders_built = 0
+    run = built(f"--model={__name__}.SizedModel", "--model.vocab_size=4", f"--data={__name__}.PlainData")
+    assert run.model.hparams.vocab_size == 4 and run.model.hparams.num_classes == 5
+    run = built(
+        f"--model={__name__}.SizedModel",
+        "--model.vocab_size=4",
+        "--model.num_classes=8",
+        f"--data={__name__}.SizedData",
+        "--data.num_classes=null",  # None: the data does not know; the configured value stays
+    )
+    assert run.model.hparams.vocab_size == 7 and run.model.hparams.num_classes == 8
+    assert SizedData.loaders_built == 0
+
+
+def test_image_lessons_keep_their_configured_num_classes(in_tmp):
+    run = built("--config", config("simple_cnn"), "--model.num_classes=3")
+    assert run.model.num_classes == 3 and run.model.net[-1].out_features == 3
+    # The saved config.yaml (a dump of the parsed config) keeps it, so it rebuilds the same model.
+    assert "num_classes: 3" in run.parser.dump(run.config)
+
+
+def test_models_without_the_argument_ignore_the_link(in_tmp):
+    run = built("--model=FeedForwardNet", f"--data={__name__}.SizedData")
+    assert type(run.model).__name__ == "FeedForwardNet"
+    # Nothing of the links reaches its hyperparameters (and so its checkpoints).
+    assert "vocab_size" not in run.model.hparams and "num_classes" not in run.model.hparams
+    assert run.datamodule.vocab_size_reads == 0
+
+
+def test_an_error_from_the_data_attribute_is_one_line(in_tmp, capsys, monkeypatch):
+    monkeypatch.delenv("EXPERIMENTS_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", f"--model={__name__}.SizedModel", f"--data={__name__}.SizedData", "--data.broken=true"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: the corpus has no words: point --data.words at a bigger one"
+    )

@@ -1,0 +1,362 @@
+"""The 加载数据 (loading data) chapter's face-landmarks data: a CSV of 68 (x, y) points per face beside
+its JPEG images, as in PyTorch's data-loading tutorial.
+
+Layout of ``data_dir`` (``download: true`` fetches the tutorial's ``faces.zip`` into it)::
+
+    face_landmarks.csv     header row, then: image_name, part_0_x, part_0_y, ..., part_67_x, part_67_y
+    <image_name>           the images the CSV names (JPEG, PNG, ...)
+
+The 69 images are decoded once and held in memory, each rescaled so its longer side is ``image_size``
+and padded to a square (aspect kept, so the normalised mean error is that of the image file), with its
+landmarks moved alike by torchvision's ``tv_tensors.KeyPoints``. Training faces are augmented one by
+one on the batch's device (a small rotation, zoom and shift, then a random ``crop_size`` crop, a flip
+and colour jitter; torchvision.transforms.v2 moves the points with the pixels); a flip also swaps the
+left and right landmarks (``MIRROR_68``), which ``v2.RandomHorizontalFlip`` cannot know. With 55
+training faces, the augmentation is what lets a network learn from scratch. Validation, test and
+predict images are centre crops, made once.
+
+Batches are ``(images, landmarks)``: images float in [0, 1] ``(N, 3, crop_size, crop_size)``, landmarks
+``(N, 68, 2)`` in the crop's pixel coordinates, x then y, in torchvision's convention. ``predict`` batches
+are ``(images, to_original)``: ``to_original`` ``(N, 2, 2)`` holds per-axis scale and offset such that
+``points * to_original[:, 0] + to_original[:, 1]`` are the points in the image file's pixels.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from datamodules.image_folder import EXTENSIONS
+from datamodules.images import DataConfigError, DataNotFoundError
+from datamodules.tensors import InMemoryDataModule
+
+NUM_POINTS = 68
+CSV_NAME = "face_landmarks.csv"
+#: The data-loading tutorial's archive: a ``faces/`` folder with the CSV and the 69 images.
+URL = "https://download.pytorch.org/tutorial/faces.zip"
+
+#: The mirror permutation of the 68-point iBUG / Multi-PIE scheme: after a horizontal flip, point ``i``
+#: of the mirrored face is where point ``MIRROR_68[i]`` went. "Right" is the subject's right, on the
+#: image's left in a frontal photo. It is its own inverse; the points on the midline map to themselves.
+MIRROR_68: tuple[int, ...] = (
+    *range(16, -1, -1),  # jaw 0-16, right ear to left ear: reversed (8, the chin, stays)
+    *range(26, 16, -1),  # brows: right 17-21 (outer to inner) <-> left 22-26 (inner to outer)
+    27, 28, 29, 30,  # nose bridge, on the midline
+    35, 34, 33, 32, 31,  # nostrils 31-35, right to left: reversed (33 stays)
+    # right eye 36-41 (outer corner, upper lid 37-38, inner corner, lower lid 40-41) <-> left eye 42-47
+    # (inner corner, upper lid 43-44, outer corner, lower lid 46-47): corners and lids swap pointwise.
+    45, 44, 43, 42, 47, 46,
+    39, 38, 37, 36, 41, 40,
+    # outer lips 48-59: corners 48 <-> 54, upper lip 49-53 reversed, lower lip 55-59 reversed
+    54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
+    # inner lips 60-67: corners 60 <-> 64, upper 61-63 reversed, lower 65-67 reversed
+    64, 63, 62, 61, 60, 67, 66, 65,
+)  # fmt: skip
+
+
+class LandmarkHorizontalFlip(v2.RandomHorizontalFlip):
+    """``v2.RandomHorizontalFlip`` that also relabels the 68 landmarks of a flipped face.
+
+    The flip moves every point to its mirror position, so the subject's right eye corner (36) would
+    sit where the left one (45) belongs, still labelled 36; relabelling with ``MIRROR_68`` makes the
+    flipped sample a genuine face again. Only applied when the flip happens (torchvision calls
+    ``transform`` only then).
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        output = super().transform(inpt, params)
+        if isinstance(output, tv_tensors.KeyPoints):
+            return tv_tensors.wrap(output[..., list(MIRROR_68), :], like=output)
+        return output
+
+
+@dataclass
+class Faces:
+    """Decoded, letterboxed faces: what one read of ``data_dir`` holds."""
+
+    names: list[str]
+    images: Tensor  # (N, 3, S, S) uint8
+    landmarks: Tensor  # (N, 68, 2) float32, in the square's pixels
+    to_original: Tensor  # (N, 2, 2): square pixels -> image-file pixels, scale then offset
+
+
+def decode(path: Path) -> Tensor:
+    """An image file as a ``(3, H, W)`` uint8 tensor; a clear error when it is absent or unreadable."""
+    if not path.is_file():
+        raise DataNotFoundError(f"image {path} not found")
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_image(str(path), mode=ImageReadMode.RGB)
+    except RuntimeError as error:
+        raise DataNotFoundError(f"cannot decode image {path}: {error}") from error
+
+
+def letterbox(image: Tensor, points: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Rescale ``image`` so its longer side is ``size`` (aspect kept), pad it to a centred square.
+
+    Returns the square image, ``points`` moved alike, and the ``(2, 2)`` map back to the original's
+    pixels (``square_points * map[0] + map[1]``).
+    """
+    height, width = image.shape[-2:]
+    image = tv_tensors.Image(image)
+    keypoints = tv_tensors.KeyPoints(points, canvas_size=(height, width))
+    image, keypoints = (
+        F.resize(image, size=None, max_size=size),
+        F.resize(keypoints, size=None, max_size=size),
+    )
+    new_height, new_width = image.shape[-2:]
+    left, top = (size - new_width) // 2, (size - new_height) // 2
+    padding = [left, top, size - new_width - left, size - new_height - top]
+    image, keypoints = F.pad(image, padding), F.pad(keypoints, padding)
+    scale = torch.tensor([width / new_width, height / new_height])
+    to_original = torch.stack([scale, -torch.tensor([left, top]) * scale])
+    return image.as_subclass(Tensor), keypoints.as_subclass(Tensor), to_original
+
+
+def read_landmarks_csv(path: Path) -> list[tuple[str, Tensor]]:
+    """The rows of the tutorial's CSV as ``(image name, (68, 2) points)``; one-line errors for bad rows."""
+    columns = 1 + 2 * NUM_POINTS
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    if not rows or len(rows[0]) != columns:
+        found = len(rows[0]) if rows else 0
+        raise DataConfigError(
+            f"{path}: the header must have {columns} columns (image_name, then x and y of "
+            f"{NUM_POINTS} points: part_0_x, part_0_y, ...), found {found}"
+        )
+    faces = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue  # a blank line, as pandas skips them
+        if len(row) != columns:
+            raise DataConfigError(
+                f"{path} line {line}: {len(row)} columns, expected {columns} "
+                f"(image name and {NUM_POINTS} x, y pairs)"
+            )
+        try:
+            values = [float(v) for v in row[1:]]
+        except ValueError as error:
+            raise DataConfigError(f"{path} line {line}: a coordinate is not a number ({error})") from error
+        if not all(math.isfinite(v) for v in values):
+            raise DataConfigError(f"{path} line {line}: coordinates must be finite numbers")
+        faces.append((row[0], torch.tensor(values, dtype=torch.float32).view(NUM_POINTS, 2)))
+    if not faces:
+        raise DataConfigError(f"{path} holds no faces, only a header")
+    return faces
+
+
+class FaceLandmarksDataModule(InMemoryDataModule):
+    """The face-landmarks CSV and its images, held in memory; images and landmarks transformed together.
+
+    Validation, test and predict read the held-out faces (the tutorial has no test set); predict reads
+    every image of ``predict_dir`` instead when it is given, in file-name order (``predict_names``).
+
+    Args:
+        data_dir: Folder holding the CSV and the images it names.
+        csv_file: The CSV's file name inside ``data_dir``.
+        image_size: Each image is rescaled so its longer side has this many pixels, and padded to a
+            square (the tutorial's ``Rescale``).
+        crop_size: Square crops of this size are what the network sees: random for training (the
+            tutorial's ``RandomCrop``), central otherwise.
+        horizontal_flip: Training augmentation: flip half the faces, swapping left and right landmarks.
+        rotation: Training augmentation: rotate by up to this many degrees either way (0: none).
+        scale_range: Training augmentation: zoom by a factor drawn from this range ((1, 1): none).
+        translate: Training augmentation: shift by up to this fraction of the image size (0: none).
+        color_jitter: Training augmentation: brightness, contrast and saturation jitter (0: none).
+        val_split: Faces held out for validation: a count, or a fraction if below 1.
+        batch_size: Faces per batch.
+        seed: Seeds the held-out split and the training shuffle.
+        download: Fetch the tutorial's ``faces.zip`` into ``data_dir`` when the CSV is absent.
+        predict_dir: Optional folder of images (no landmarks needed) for ``predict``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/faces",
+        csv_file: str = CSV_NAME,
+        image_size: int = 128,
+        crop_size: int = 112,
+        horizontal_flip: bool = True,
+        rotation: float = 15.0,
+        scale_range: tuple[float, float] = (0.85, 1.15),
+        translate: float = 0.08,
+        color_jitter: float = 0.3,
+        val_split: float = 0.2,
+        batch_size: int = 16,
+        seed: int = 42,
+        download: bool = False,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, seed=seed)
+        if batch_size < 1:
+            raise DataConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 < crop_size <= image_size:
+            raise DataConfigError(
+                f"crop_size={crop_size} must be between 1 and image_size={image_size}: "
+                "the crops are cut from the rescaled image"
+            )
+        if val_split < 0:
+            raise DataConfigError(f"val_split must be a count or a fraction >= 0, got {val_split}")
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise DataConfigError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+        self.data_dir = Path(data_dir)
+        self.csv_path = self.data_dir / csv_file
+        self.image_size = image_size
+        self.crop_size = crop_size
+        self.horizontal_flip = horizontal_flip
+        self.val_split = val_split
+        self.download = download
+        self.predict_dir = Path(predict_dir) if predict_dir else None
+        self.predict_names: list[str] = []
+        self._faces: Faces | None = None
+        # Applied to each training face, in this order, on the rescaled square: the affine first, so the
+        # crop cuts away the corners it leaves empty.
+        steps: list[v2.Transform] = []
+        if rotation or translate or tuple(scale_range) != (1, 1):
+            steps.append(
+                v2.RandomAffine(degrees=rotation, translate=(translate, translate), scale=scale_range)
+            )
+        steps.append(v2.RandomCrop(crop_size))
+        if horizontal_flip:
+            steps.append(LandmarkHorizontalFlip(p=0.5))
+        if color_jitter:
+            steps.append(
+                v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
+            )
+        self.train_transform = v2.Compose(steps)
+
+    # --- reading ----------------------------------------------------------------------------------
+    def missing_message(self) -> str:
+        return (
+            f"face landmarks not found: expected {self.csv_path} (image_name, then 68 x, y pairs per row) "
+            f"beside the images it names in data_dir={self.data_dir}; pass --data.download true to fetch "
+            f"the tutorial's {URL} (needs the internet), or point --data.data_dir at the unzipped faces/"
+        )
+
+    def prepare_data(self) -> None:
+        # Lightning calls this once per node before setup: the place to download.
+        if self.download and not self.csv_path.is_file():
+            from torchvision.datasets.utils import download_and_extract_archive
+
+            try:
+                download_and_extract_archive(URL, download_root=str(self.data_dir), remove_finished=True)
+            except OSError as error:  # URLError is an OSError
+                raise DataNotFoundError(
+                    f"could not download {URL} into data_dir={self.data_dir} ({error}): fetch and unzip it "
+                    f"by hand so that {self.csv_path} sits beside its images"
+                ) from error
+            # The archive holds a faces/ folder; its files belong in data_dir itself.
+            inner = self.data_dir / "faces"
+            if inner.is_dir() and not self.csv_path.is_file():
+                for item in inner.iterdir():
+                    shutil.move(str(item), str(self.data_dir / item.name))
+                inner.rmdir()
+
+    def faces(self) -> Faces:
+        """Every face of the CSV, decoded and letterboxed once."""
+        if self._faces is None:
+            if not self.csv_path.is_file():
+                raise DataNotFoundError(self.missing_message())
+            names, images, points, maps = [], [], [], []
+            for name, landmarks in read_landmarks_csv(self.csv_path):
+                image = decode(self.data_dir / name)
+                square, moved, to_original = letterbox(image, landmarks, self.image_size)
+                names.append(name)
+                images.append(square)
+                points.append(moved)
+                maps.append(to_original)
+            self._faces = Faces(names, torch.stack(images), torch.stack(points), torch.stack(maps))
+        return self._faces
+
+    def split_indices(self, n: int) -> tuple[Tensor, Tensor]:
+        """Training and held-out indices of ``n`` faces: a permutation seeded by ``seed``."""
+        count = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
+        if not 0 <= count < n:
+            raise DataConfigError(
+                f"val_split={self.val_split:g} leaves no training faces out of {n}: "
+                "set --data.val_split to a smaller count or a fraction such as 0.2"
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        return order[count:], order[:count]
+
+    def centre_crop(self, images: Tensor, points: Tensor, to_original: Tensor) -> tuple[Tensor, ...]:
+        """The central ``crop_size`` square of letterboxed images, points and maps moved alike."""
+        offset = (self.image_size - self.crop_size) // 2
+        end = offset + self.crop_size
+        shift = torch.tensor([offset, offset], dtype=torch.float32)
+        maps = to_original.clone()
+        maps[:, 1] += shift * to_original[:, 0]
+        return images[..., offset:end, offset:end].contiguous(), points - shift, maps
+
+    def _predict_folder(self) -> tuple[Tensor, Tensor]:
+        assert self.predict_dir is not None
+        files = (
+            sorted(p for p in self.predict_dir.iterdir() if p.suffix.lower() in EXTENSIONS)
+            if self.predict_dir.is_dir()
+            else []
+        )
+        if not files:
+            raise DataNotFoundError(f"no images ({', '.join(EXTENSIONS)}) in predict_dir={self.predict_dir}")
+        self.predict_names = [p.name for p in files]
+        no_points = torch.zeros(0, 2)
+        squares, maps = [], []
+        for path in files:
+            square, _, to_original = letterbox(decode(path), no_points, self.image_size)
+            squares.append(square)
+            maps.append(to_original)
+        images, _, to_original = self.centre_crop(torch.stack(squares), no_points, torch.stack(maps))
+        return images, to_original
+
+    def make_split(self, split: str) -> tuple[Tensor, ...]:
+        if split == "predict" and self.predict_dir is not None:
+            return self._predict_folder()
+        faces = self.faces()
+        train, held_out = self.split_indices(len(faces.names))
+        if split == "train":
+            return faces.images[train], faces.landmarks[train]
+        if len(held_out) == 0 and split != "val":  # fitting on every face, unvalidated, is allowed
+            raise DataConfigError(
+                f"val_split={self.val_split:g} holds out no faces to {split} on: set --data.val_split "
+                "(e.g. 0.2)" + (" or --data.predict_dir" if split == "predict" else "")
+            )
+        images, points, to_original = self.centre_crop(
+            faces.images[held_out], faces.landmarks[held_out], faces.to_original[held_out]
+        )
+        if split == "predict":
+            self.predict_names = [faces.names[i] for i in held_out.tolist()]
+            return images, to_original
+        return images, points
+
+    # --- on the device ----------------------------------------------------------------------------
+    def augment(self, images: Tensor, landmarks: Tensor) -> tuple[Tensor, Tensor]:
+        """The training augmentation, drawn per face; images ``(N, 3, S, S)`` -> ``(N, 3, crop, crop)``."""
+        size = tuple(images.shape[-2:])
+        out_images, out_points = [], []
+        for image, points in zip(images, landmarks, strict=True):
+            image, points = self.train_transform(
+                tv_tensors.Image(image), tv_tensors.KeyPoints(points, canvas_size=size)
+            )
+            out_images.append(image.as_subclass(Tensor))
+            out_points.append(points.as_subclass(Tensor))
+        return torch.stack(out_images), torch.stack(out_points)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 images -> float in [0, 1]; training batches augmented first."""
+        images, second = batch
+        if self.trainer is not None and self.trainer.training:
+            images, second = self.augment(images, second)
+        return images.float().div_(255), second

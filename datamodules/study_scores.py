@@ -1,0 +1,82 @@
+"""The toy data of the from-scratch lesson (Convents: 从Scratch训练): hours of study and sleep -> test score.
+
+The chapter shows the network but not its data; its code is that of the "neural network from scratch
+in PyTorch" tutorial it was translated from, which trains on three students, ``X = [[2, 9], [1, 5],
+[3, 6]]`` (hours studied, hours slept) with scores ``y = [92, 100, 89]``, and predicts a student who
+studied 4 hours and slept 8. Inputs are scaled by the training columns' maxima (into [0, 1]) and
+scores by the maximum score, 100, so that the sigmoid output can reach them.
+
+Departure from that code: it scaled the student to predict by that student's own maximum (``[4, 8] /
+8``), not the training data's, so its input meant something other than the training inputs did; here
+every input is divided by the training maxima (4 hours of study becomes 4/3: beyond the data seen).
+
+There are three students and no held-out data, as in the seed: ``val`` and ``test`` serve the
+training rows, so their loss measures the fit, not generalisation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from datamodules.images import DataConfigError
+from datamodules.tensors import InMemoryDataModule
+
+SEED_HOURS = [[2.0, 9.0], [1.0, 5.0], [3.0, 6.0]]
+SEED_SCORES = [92.0, 100.0, 89.0]
+SEED_PREDICT = [[4.0, 8.0]]
+
+
+class StudyScoresDataModule(InMemoryDataModule):
+    """Scaled ``(hours, score)`` pairs, shapes ``(n, 2)`` and ``(n, 1)``, as one full batch by default.
+
+    ``predict`` serves ``predict_hours``, scaled like the training inputs; multiply a prediction by
+    ``max_score`` to read it as a score.
+
+    Args:
+        hours: One row per student: hours studied, hours slept (or any non-negative features); None
+            for the seed's three students.
+        scores: One test score per student; None for the seed's.
+        predict_hours: Students whose score ``predict`` estimates; None for the seed's ``[[4, 8]]``.
+        max_score: The highest possible score; scores are divided by it.
+        batch_size: Students per batch; None for all of them (the seed's full-batch updates).
+        seed: Seeds the training shuffle (which matters only with batches smaller than the data).
+    """
+
+    def __init__(
+        self,
+        hours: list[list[float]] | None = None,
+        scores: list[float] | None = None,
+        predict_hours: list[list[float]] | None = None,
+        max_score: float = 100.0,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        hours = SEED_HOURS if hours is None else hours
+        scores = SEED_SCORES if scores is None else scores
+        predict_hours = SEED_PREDICT if predict_hours is None else predict_hours
+        if not hours or len(hours) != len(scores):
+            raise DataConfigError(
+                f"hours and scores need one entry per student, got {len(hours)} rows of hours and "
+                f"{len(scores)} scores"
+            )
+        widths = {len(row) for row in [*hours, *predict_hours]}
+        if len(widths) != 1:
+            raise DataConfigError(f"every row of hours and predict_hours needs as many values, got {widths}")
+        if max_score <= 0:
+            raise DataConfigError(f"max_score must be positive, got {max_score}")
+        super().__init__(batch_size=batch_size or len(hours), seed=seed)
+        x = torch.tensor(hours, dtype=torch.float32)
+        # The seed's torch.max(X, 0): each column's largest value in the training data.
+        self.hours_max = x.max(dim=0).values
+        if (self.hours_max <= 0).any():
+            raise DataConfigError(f"every column of hours needs a positive value to scale by, got {hours}")
+        self.max_score = max_score
+        self.x = x / self.hours_max
+        self.y = torch.tensor(scores, dtype=torch.float32).unsqueeze(1) / max_score
+        self.x_predict = torch.tensor(predict_hours, dtype=torch.float32) / self.hours_max
+
+    def make_split(self, split: str) -> tuple[Tensor, ...]:
+        if split == "predict":
+            return (self.x_predict,)
+        return self.x, self.y

@@ -1,0 +1,279 @@
+"""Numeric tables from CSV files for regression: ``CSVRegressionDataModule`` and the Boston house prices.
+
+Lesson 数学构建模块 shows the Boston house-prices table as a 506x13 tensor; here that table is a
+regression dataset. ``CSVRegressionDataModule`` reads any CSV with a header row, takes one column as the
+target and some or all of the others as features, splits the rows into seeded, disjoint train, val and
+test sets, and standardises the features with the training rows' mean and standard deviation only (so
+no statistic of the held-out rows leaks into training). The target keeps its units, so losses and RMSE
+read in them (Boston: thousands of dollars). Everything is held in memory and batched by indexing
+(``TensorBatches``).
+
+Parsing uses the standard library's ``csv`` module, not pandas: a table that fits in memory is read in
+milliseconds either way, while the errors a user needs (which line has the wrong number of fields, which
+cell of which column is not a number or is missing) are checks that would have to be written around
+pandas too, and pandas would add a large dependency to every install and to the CLI's start-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from datamodules.images import DataConfigError, DataNotFoundError
+from datamodules.tensors import InMemoryDataModule
+from experiments.errors import ExperimentError
+
+#: The Boston house-prices table shipped inside the package (see ``BostonHousingDataModule``).
+BOSTON_CSV = resources.files("datamodules").joinpath("resources", "boston_housing.csv")
+
+
+class CSVFormatError(ExperimentError, ValueError):
+    """A CSV file that is not a numeric table; the message names the file, the line and the column."""
+
+
+def read_header_and_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header's column names and every other non-blank row as ``(line number, fields)``.
+
+    Raises ``CSVFormatError`` for an empty file, a blank or repeated column name, or a row whose
+    number of fields differs from the header's.
+    """
+    # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark, which would otherwise
+    # become part of the first column's name.
+    with path.open("r", newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file)
+        header: list[str] | None = None
+        rows: list[tuple[int, list[str]]] = []
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank lines, often one at the end of the file
+            if header is None:
+                header = [f.strip() for f in fields]
+                continue
+            if len(fields) != len(header):
+                raise CSVFormatError(
+                    f"{path}: line {reader.line_num} has {len(fields)} fields but the header has "
+                    f"{len(header)}; every row needs one value per column"
+                )
+            rows.append((reader.line_num, fields))
+    if header is None:
+        raise CSVFormatError(f"{path} is empty; expected a header row of column names, then rows of numbers")
+    if "" in header:
+        raise CSVFormatError(f"{path}: column {header.index('') + 1} of the header has no name")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise CSVFormatError(f"{path}: the header names {', '.join(repeated)} more than once")
+    return header, rows
+
+
+def to_numbers(path: Path, column: str, cells: list[tuple[int, str]]) -> list[float]:
+    """The cells of one column as floats; ``CSVFormatError`` names the first empty, non-numeric or NaN one."""
+    values = []
+    for line, cell in cells:
+        text = cell.strip()
+        if not text:
+            raise CSVFormatError(
+                f"{path}: column {column!r} is empty on line {line}; fill in or drop rows with missing values"
+            )
+        try:
+            value = float(text)
+        except ValueError:
+            message = f"{path}: column {column!r} on line {line} holds {text!r}, not a number"
+            raise CSVFormatError(message) from None
+        if not math.isfinite(value):
+            raise CSVFormatError(
+                f"{path}: column {column!r} on line {line} holds {text!r}; fill in or drop rows with missing "
+                "or infinite values"
+            )
+        values.append(value)
+    return values
+
+
+class CSVRegressionDataModule(InMemoryDataModule):
+    """``(features, target)`` batches of shapes ``(B, n_features)`` and ``(B, 1)`` from a numeric CSV file.
+
+    The rows are shuffled by ``seed`` and cut into test, val and train sets; ``split_rows`` records
+    which 0-based data rows (not counting the header) went where. Columns not used as feature or target
+    may hold anything (names, ids). ``predict`` serves the features of ``predict_path`` (a CSV with the
+    same feature columns, standardised with the training statistics) or, without one, of the test set.
+
+    Args:
+        path: The CSV file: a header row of column names, then one row per sample.
+        target: Name of the column to predict.
+        features: Names of the input columns; None for every column but the target.
+        val_fraction: Fraction of the rows held out for validation.
+        test_fraction: Fraction of the rows held out for testing.
+        standardize: Shift and scale each feature to mean 0 and standard deviation 1 over the training
+            rows (a constant column is only shifted).
+        predict_path: Optional CSV whose rows ``predict`` serves.
+        batch_size: Rows per batch.
+        seed: Seeds the split and the training shuffle.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        target: str,
+        features: list[str] | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        standardize: bool = True,
+        predict_path: str | Path | None = None,
+        batch_size: int = 32,
+        seed: int = 42,
+    ) -> None:
+        super().__init__(batch_size=batch_size, seed=seed)
+        for name, value in {"val_fraction": val_fraction, "test_fraction": test_fraction}.items():
+            if not 0.0 < value < 1.0:
+                raise DataConfigError(f"{name} must be strictly between 0 and 1, got {value}")
+        if val_fraction + test_fraction >= 1.0:
+            raise DataConfigError(
+                "val_fraction + test_fraction must be below 1 to leave rows for training, got "
+                f"{val_fraction} + {test_fraction}"
+            )
+        if batch_size < 1:
+            raise DataConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if features is not None and len(features) == 0:
+            raise DataConfigError("features is an empty list; name at least one column, or leave it out")
+        # A str is a file system path; the packaged Boston file may be any importlib.resources Traversable.
+        self.path = Path(path) if isinstance(path, str) else path
+        self.predict_path = Path(predict_path) if predict_path is not None else None
+        self.target = target
+        self.features = list(features) if features is not None else None
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.standardize = standardize
+        # Filled by load(): the columns used, the training statistics and the rows of each split.
+        self.feature_names: list[str] = []
+        self.feature_mean: Tensor | None = None
+        self.feature_std: Tensor | None = None
+        self.split_rows: dict[str, Tensor] = {}
+        self._table: tuple[Tensor, Tensor] | None = None
+
+    def _read(self, path: Path, features: list[str] | None, target: str | None) -> tuple[list[str], Tensor]:
+        """The names of ``features`` (None: every column but the target) and a float64 tensor of those
+        columns, then the target's if given, after checking every cell used."""
+        if not path.is_file():
+            raise DataNotFoundError(
+                f"CSV file not found: {path}; give the path of a CSV with a header row (--data.path, "
+                "--data.predict_path)"
+            )
+        header, rows = read_header_and_rows(path)
+        if features is None:
+            features = [name for name in header if name != self.target]
+        wanted = [*features, target] if target is not None else features
+        unknown = [name for name in wanted if name not in header]
+        if unknown:
+            raise DataConfigError(
+                f"{path} has no column {', '.join(map(repr, unknown))}; its columns are: {', '.join(header)}"
+            )
+        if self.target in features:
+            raise DataConfigError(f"the target {self.target!r} is also listed among the features; remove it")
+        if len(set(features)) != len(features):
+            raise DataConfigError(f"features names a column twice: {', '.join(features)}")
+        if not rows:
+            raise CSVFormatError(f"{path} has a header but no rows of data")
+        columns = []
+        for name in wanted:
+            index = header.index(name)
+            columns.append(to_numbers(path, name, [(line, fields[index]) for line, fields in rows]))
+        return features, torch.tensor(columns, dtype=torch.float64).T
+
+    def load(self) -> None:
+        """Read the file, split its rows and compute the training statistics; once."""
+        if self._table is not None:
+            return
+        self.feature_names, table = self._read(self.path, self.features, self.target)
+        x, y = table[:, :-1], table[:, -1:]
+        n = len(x)
+        n_val, n_test = round(n * self.val_fraction), round(n * self.test_fraction)
+        n_train = n - n_val - n_test
+        # Two training rows at least: a standard deviation of one row is meaningless.
+        if min(n_val, n_test) < 1 or n_train < 2:
+            raise DataConfigError(
+                f"{self.path} has {n} rows: val_fraction={self.val_fraction} and test_fraction="
+                f"{self.test_fraction} leave {n_train} for training, {n_val} for val and {n_test} for test; "
+                "each needs at least one (training two)"
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        self.split_rows = {
+            "test": order[:n_test],
+            "val": order[n_test : n_test + n_val],
+            "train": order[n_test + n_val :],
+        }
+        train_x = x[self.split_rows["train"]]
+        if self.standardize:
+            # Population standard deviation (as scikit-learn's StandardScaler); a constant column has
+            # none, and is only centred.
+            std = train_x.std(dim=0, correction=0)
+            self.feature_mean, self.feature_std = train_x.mean(dim=0), torch.where(std > 0, std, 1.0)
+        else:
+            self.feature_mean, self.feature_std = torch.zeros(x.shape[1]), torch.ones(x.shape[1])
+        self._table = (x, y)
+
+    def scale(self, x: Tensor) -> Tensor:
+        """Features as the model sees them: standardised with the training statistics, float32."""
+        return ((x - self.feature_mean) / self.feature_std).float()
+
+    def make_split(self, split: str) -> tuple[Tensor, ...]:
+        self.load()
+        x, y = self._table
+        if split == "predict":
+            if self.predict_path is None:
+                return (self.scale(x[self.split_rows["test"]]),)
+            # The training columns, whatever else the file holds (its target column, if any, is unused).
+            _, new_x = self._read(self.predict_path, self.feature_names, None)
+            return (self.scale(new_x),)
+        rows = self.split_rows[split]
+        return self.scale(x[rows]), y[rows].float()
+
+
+class BostonHousingDataModule(CSVRegressionDataModule):
+    """Boston house prices (Harrison and Rubinfeld, 1978): 506 census tracts, 13 features, target MEDV.
+
+    MEDV is the median value of owner-occupied homes in $1000s. The table ships inside this package
+    (``datamodules/resources/boston_housing.csv``), so the lesson needs no download.
+
+    A known ethical problem: the feature ``B = 1000 (Bk - 0.63)²``, where Bk is the proportion of Black
+    residents, encodes race, and was built on the assumption that racial self-segregation raises house
+    prices; scikit-learn removed the dataset (``load_boston``, in 1.2) for that reason. It is kept here
+    because it is the seed tutorial's example of a table as a tensor (数学构建模块), as a lesson in
+    regression mechanics, not as a model of house prices to use. To leave the column out:
+    ``--data.features '[CRIM, ZN, INDUS, CHAS, NOX, RM, AGE, DIS, RAD, TAX, PTRATIO, LSTAT]'`` (and
+    ``--model.in_features 12``).
+
+    Args:
+        features: Names of the input columns; None for all 13.
+        val_fraction: Fraction of the rows held out for validation.
+        test_fraction: Fraction of the rows held out for testing.
+        standardize: Standardise the features with the training rows' statistics.
+        predict_path: Optional CSV of houses (the same feature columns) for ``predict``; else the test set.
+        batch_size: Rows per batch.
+        seed: Seeds the split and the training shuffle.
+    """
+
+    def __init__(
+        self,
+        features: list[str] | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        standardize: bool = True,
+        predict_path: str | None = None,
+        batch_size: int = 32,
+        seed: int = 42,
+    ) -> None:
+        super().__init__(
+            path=BOSTON_CSV,
+            target="MEDV",
+            features=features,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            standardize=standardize,
+            predict_path=predict_path,
+            batch_size=batch_size,
+            seed=seed,
+        )

@@ -1,0 +1,128 @@
+"""The face-landmarks lesson's callbacks (``configs/face_landmarks.yaml`` adds both).
+
+- ``LandmarkGrid``: validation faces with their true and predicted landmarks, in TensorBoard's Images
+  tab as ``val/landmarks`` and in the run folder as ``figures/val_landmarks.png``. It draws on global
+  rank zero only and stands aside when the run writes no TensorBoard logs (``--trainer.logger false``,
+  ``fast_dev_run``), as the 可视化 callbacks do.
+- ``LandmarkCSVWriter``: ``predict``'s landmarks as ``predictions.csv`` in the run folder, in the
+  tutorial's own format (image name, then x and y of each point), so the output reads like the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from experiments.callbacks import log_figure, pyplot, run_dir
+from experiments.visualize import logs_images
+from modules.landmarks import face_errors
+
+
+class LandmarkGrid(Callback):
+    """Draws the first validation faces with the true landmarks (green) and the predicted ones (red),
+    each titled with its NME, every ``every_n_epochs`` epochs and after the last one.
+
+    Needs batches ``(images, landmarks)`` with images in [0, 1] and a module whose ``validation_step``
+    returns the predicted points ``(N, points, 2)`` in the images' pixels (``LandmarkRegressor`` does).
+
+    Args:
+        num_images: Validation faces to show, from the first batches.
+        columns: Faces per row of the figure.
+        every_n_epochs: Epochs between figures; the last epoch is always drawn.
+    """
+
+    def __init__(self, num_images: int = 8, columns: int = 4, every_n_epochs: int = 10) -> None:
+        self.num_images = num_images
+        self.columns = columns
+        self.every_n_epochs = every_n_epochs
+        self._kept: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def _wanted(self, trainer: Trainer) -> bool:
+        if not trainer.is_global_zero or trainer.sanity_checking or not logs_images(trainer):
+            return False
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        return last or (self.every_n_epochs > 0 and epoch % self.every_n_epochs == 0)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._kept = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
+            return
+        room = self.num_images - sum(len(points) for _, points, _ in self._kept)
+        if room > 0:
+            images, landmarks = batch[0][:room], batch[1][:room]
+            self._kept.append((images.detach().float().cpu(), landmarks.cpu(), outputs[:room].detach().cpu()))
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._kept or not self._wanted(trainer):
+            return
+        images, truth, predicted = (torch.cat(parts) for parts in zip(*self._kept, strict=True))
+        self._kept = []
+        corners = getattr(pl_module.hparams, "eye_corners", (36, 45))
+        errors = face_errors(predicted, truth, *corners)
+        plt = pyplot()
+        columns = min(self.columns, len(images))
+        rows = math.ceil(len(images) / columns)
+        figure, axes = plt.subplots(
+            rows, columns, figsize=(2.6 * columns, 2.8 * rows + 0.4), squeeze=False, layout="constrained"
+        )
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i >= len(images):
+                continue
+            ax.imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.scatter(truth[i, :, 0], truth[i, :, 1], s=6, c="lime")
+            ax.scatter(predicted[i, :, 0], predicted[i, :, 1], s=6, c="red", marker="x")
+            ax.set_title(f"NME {errors[i]:.3f}", fontsize=9)
+        figure.suptitle(f"true (green) and predicted (red) landmarks, epoch {trainer.current_epoch}")
+        log_figure(trainer, figure, "val/landmarks", png_name="val_landmarks")
+
+
+class LandmarkCSVWriter(BasePredictionWriter):
+    """Writes ``predict``'s points ``(N, points, 2)`` to ``<run folder>/<filename>``: a header
+    (``image_name, part_0_x, part_0_y, ...``), then one row per image, named by the datamodule's
+    ``predict_names`` (``FaceLandmarksDataModule`` sets them) or numbered when it has none.
+
+    Args:
+        filename: File name inside the run folder.
+    """
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.filename = filename
+
+    def write_on_epoch_end(
+        self, trainer: Trainer, pl_module: LightningModule, predictions: Any, batch_indices: Any
+    ) -> None:
+        folder = run_dir(trainer)
+        if folder is None or not trainer.is_global_zero or not predictions:
+            return
+        points = torch.cat([p.detach().cpu() for p in predictions])
+        names = list(getattr(trainer.datamodule, "predict_names", None) or [])
+        if len(names) != len(points):
+            names = [str(i) for i in range(len(points))]
+        header = ["image_name"] + [f"part_{i}_{axis}" for i in range(points.shape[1]) for axis in ("x", "y")]
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / self.filename, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(header)
+            for name, face in zip(names, points.flatten(1).tolist(), strict=True):
+                writer.writerow([name] + [f"{v:.2f}" for v in face])
+        rank_zero_info(f"Landmarks written to {folder / self.filename}")

@@ -1,0 +1,127 @@
+"""Lesson Convents: 从Scratch训练: the 2-3-1 sigmoid network with its hand-written backward pass.
+
+Run: ``python -m experiments fit --config configs/scratch_network.yaml``
+
+The network: ``hidden = sigmoid(x @ W1)``, ``out = sigmoid(hidden @ W2)``, with ``W1`` (2x3) and ``W2``
+(3x1) drawn from N(0, 1) and no biases. The seed's ``backward`` is the chain rule written out:
+
+    o_delta  = (y - o) * o (1 - o)               # error at the output, through the sigmoid
+    z2_delta = (o_delta @ W2ᵀ) * z2 (1 - z2)      # carried back to the hidden layer
+    W1 += Xᵀ @ z2_delta,  W2 += z2ᵀ @ o_delta
+
+which is gradient descent with step 1 on ``E = ½ Σ (o - y)²`` (the sum over the batch): ``Xᵀ @
+z2_delta`` is ``-∂E/∂W1``. Here ``gradients`` computes those same expressions and returns ``∂E/∂W1`` and
+``∂E/∂W2``; the training step (Lightning's manual optimisation, as ``sine_rnn.py``) puts them in the
+parameters' ``.grad`` and steps the injected optimizer, SGD with lr 1 by default: the seed's update
+exactly. No autograd graph is built while training; ``tests/modules/test_scratch.py`` checks the hand
+gradients against autograd's.
+
+Departures from the seed: ``W1 + = ...`` (a syntax error) is an optimizer step on hand-computed
+gradients, so any optimizer can replace the seed's step; the weights are ``nn.Parameter``s (the
+seed's plain tensors are not moved to a device, saved in a checkpoint nor seen by an optimizer);
+the chapter's indentation puts ``sigmoid``, ``sigmoidPrime`` and ``backward`` inside ``forward``, after
+its ``return``; they are methods and functions here. ``sigmoid`` is ``torch.sigmoid``, the same
+function as the seed's ``1 / (1 + exp(-s))``. ``layers`` returns the hidden activation instead of
+storing ``self.z``/``self.z2`` on the module; ``saveWeights``'s ``torch.save(model, "NN")`` is
+Lightning's checkpoint; ``predict`` prints nothing and returns the outputs. The seed's comment calls
+``W1`` a "3 X 2 tensor"; it is 2x3.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from modules.regression import OptimizerCallable
+
+
+def sigmoid_prime(activation: Tensor) -> Tensor:
+    """The sigmoid's derivative written with its output, ``s (1 - s)``, as the seed's ``sigmoidPrime``."""
+    return activation * (1 - activation)
+
+
+class ScratchNetwork(LightningModule):
+    """The seed's ``Neural_Network``: two sigmoid layers without biases, trained on hand-made gradients.
+
+    Logged once per epoch: ``train/loss``, ``val/loss`` and ``test/loss``, the seed's printed loss
+    ``mean((y - o)²)`` (``train/loss`` is measured before the epoch's update, as the seed prints it).
+    ``predict`` returns the outputs.
+
+    Args:
+        input_size: Inputs (the seed's 2).
+        hidden_size: Hidden sigmoid units (the seed's 3).
+        output_size: Outputs (the seed's 1).
+        optimizer: Builds the optimizer; SGD with lr 1 is the seed's ``W += Xᵀ @ delta``.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 2,
+        hidden_size: int = 3,
+        output_size: int = 1,
+        optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=1.0),
+    ) -> None:
+        super().__init__()
+        if min(input_size, hidden_size, output_size) < 1:
+            raise ValueError(
+                f"input_size, hidden_size and output_size must be at least 1, got {input_size}, "
+                f"{hidden_size} and {output_size}"
+            )
+        self.save_hyperparameters(ignore=["optimizer"])
+        # The gradients are computed by hand: Lightning must not call backward or step for us.
+        self.automatic_optimization = False
+        self.optimizer = optimizer
+        # torch.randn as in the seed, W1 first, so a seed gives the seed's weights.
+        self.W1 = nn.Parameter(torch.randn(input_size, hidden_size))
+        self.W2 = nn.Parameter(torch.randn(hidden_size, output_size))
+
+    def layers(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The hidden activation (the seed's ``z2``) and the output ``o``."""
+        hidden = torch.sigmoid(x @ self.W1)
+        return hidden, torch.sigmoid(hidden @ self.W2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)[1]
+
+    @staticmethod
+    def objective(output: Tensor, y: Tensor) -> Tensor:
+        """``E = ½ Σ (o - y)²``, the function whose gradient the seed's backward pass computes."""
+        return (output - y).pow(2).sum() / 2
+
+    def gradients(self, x: Tensor, y: Tensor, hidden: Tensor, output: Tensor) -> tuple[Tensor, Tensor]:
+        """``(∂E/∂W1, ∂E/∂W2)`` by the seed's backward pass, from one forward pass's activations."""
+        output_delta = (y - output) * sigmoid_prime(output)
+        hidden_delta = (output_delta @ self.W2.T) * sigmoid_prime(hidden)
+        # The seed adds Xᵀ @ delta to the weights: that is minus the gradient.
+        return -(x.T @ hidden_delta), -(hidden.T @ output_delta)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        optimizer = self.optimizers()
+        with torch.no_grad():
+            hidden, output = self.layers(x)
+            grad_w1, grad_w2 = self.gradients(x, y, hidden, output)
+        optimizer.zero_grad()
+        # Under autocast (bf16-mixed) the matmuls give bf16; a .grad must have its parameter's dtype.
+        self.W1.grad, self.W2.grad = grad_w1.to(self.W1.dtype), grad_w2.to(self.W2.dtype)
+        # LightningOptimizer.step: one call per batch, so its hooks cost nothing here, and it counts
+        # global_step.
+        optimizer.step()
+        self.log("train/loss", (y - output).pow(2).mean(), on_step=False, on_epoch=True, batch_size=len(x))
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], phase: str) -> None:
+        x, y = batch
+        self.log(f"{phase}/loss", (y - self(x)).pow(2).mean(), prog_bar=True, batch_size=len(x))
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        return self(batch[0])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer(self.parameters())

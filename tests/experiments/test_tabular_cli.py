@@ -1,0 +1,110 @@
+"""The Boston-housing and from-scratch configs through the CLI, a CSV of the user's own by class name,
+and the one-line errors a bad CSV gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from datamodules import BostonHousingDataModule
+from experiments.cli import main
+from tests.conftest import QUIET, config
+from tests.tabular_data import write_linear_table, write_rows
+
+
+@pytest.mark.parametrize("lesson", ["boston_housing", "scratch_network"])
+@pytest.mark.parametrize("subcommand", ["fit", "test", "predict"])
+def test_fast_dev_run(cli, lesson, subcommand):
+    run = cli(subcommand, "--config", config(lesson), "--trainer.fast_dev_run=true")
+    assert run.trainer.state.finished
+
+
+def test_linear_variant_is_the_same_data_without_hidden_layers(cli):
+    run = cli("fit", "--config", config("boston_housing_linear"), "--trainer.fast_dev_run=true")
+    assert [type(m).__name__ for m in run.model.net] == ["Linear"]
+    assert run.datamodule.target == "MEDV" and len(run.datamodule.feature_names) == 13
+    # The MLP's data settings, so that the two test RMSEs are on the same houses.
+    names = ("boston_housing_linear", "boston_housing")
+    linear, mlp = (yaml.safe_load(Path(config(name)).read_text()) for name in names)
+    assert linear["data"] == mlp["data"]
+
+
+def test_boston_fit_then_test_and_predict_from_the_checkpoint(cli, in_tmp):
+    short = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=3"]
+    cli("fit", "--config", config("boston_housing"), *short)
+    run = in_tmp / "lightning_logs" / "boston_housing"
+    assert (run / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    test = cli("test", "--config", config("boston_housing"), "--ckpt_path=last")
+    rmse = test.trainer.callback_metrics["test/rmse"].item()
+    assert 0 < rmse < 30  # MEDV spans 5 to 50 ($1000s)
+    cli("predict", "--config", config("boston_housing"), "--ckpt_path=last")
+    predictions = torch.load(run / "version_2" / "predictions.pt")
+    # predict serves the test split's houses, in order: their RMSE is the test's.
+    data = BostonHousingDataModule()
+    data.setup("test")
+    assert predictions.shape == (76, 1)
+    errors = predictions - data.splits["test"][1]
+    assert torch.sqrt((errors**2).mean()).item() == pytest.approx(rmse, rel=1e-4)
+
+
+def test_scratch_network_predicts_the_seeds_student(cli, in_tmp):
+    short = ["--trainer.max_epochs=5", "--trainer.check_val_every_n_epoch=5"]
+    cli("fit", "--config", config("scratch_network"), *short)
+    cli("predict", "--config", config("scratch_network"), "--ckpt_path=last")
+    predictions = torch.load(in_tmp / "lightning_logs" / "scratch_network" / "version_1" / "predictions.pt")
+    assert predictions.shape == (1, 1) and 0 < predictions.item() < 1
+
+
+def csv_args(path, *extra: str) -> list[str]:
+    return [
+        "--model=TabularRegressor",
+        "--model.in_features=3",
+        "--data=CSVRegressionDataModule",
+        f"--data.path={path}",
+        "--data.target=price",
+        "--data.features=[a, b, c]",
+        *extra,
+    ]
+
+
+def test_own_csv_by_class_name(cli, in_tmp):
+    path = write_linear_table(in_tmp / "houses.csv", n=40)
+    run = cli("fit", *csv_args(path), "--trainer.fast_dev_run=true")
+    assert run.datamodule.feature_names == ["a", "b", "c"]
+    assert run.trainer.state.finished
+
+
+def table_ending_with(last_row: list[object]):
+    """A maker of a 4-column CSV of nine good rows (lines 2-10) and ``last_row`` on line 11."""
+    good = [[i, i, i, i] for i in range(9)]
+    return lambda folder: write_rows(folder / "t.csv", [["a", "b", "c", "price"], *good, last_row])
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (lambda folder: folder / "missing.csv", [], "CSV file not found: "),
+        (
+            lambda folder: write_linear_table(folder / "t.csv"),
+            ["--data.target=PRICE"],
+            "its columns are: id, a, b, c, price",
+        ),
+        (table_ending_with([1, "x", 2, 3]), [], "column 'b' on line 11 holds 'x', not a number"),
+        (
+            lambda folder: write_linear_table(folder / "t.csv"),
+            ["--model.in_features=4"],
+            "rows of 4 features, got a batch",
+        ),
+    ],
+)
+def test_bad_csv_gives_one_line_and_exit_2(in_tmp, capsys, monkeypatch, make, extra, message):
+    monkeypatch.delenv("EXPERIMENTS_DEBUG", raising=False)
+    path = make(in_tmp)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *csv_args(path, *extra), "--trainer.fast_dev_run=true", *QUIET])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
