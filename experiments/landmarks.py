@@ -11,21 +11,20 @@
 from __future__ import annotations
 
 import csv
-import math
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from experiments.callbacks import log_figure, pyplot, run_dir
-from experiments.visualize import logs_images
+from experiments.callbacks import log_figure, run_dir
+from experiments.visualize import ValidationSamples
 from modules.landmarks import face_errors
 
 
-class LandmarkGrid(Callback):
+class LandmarkGrid(ValidationSamples):
     """Draws the first validation faces with the true landmarks (green) and the predicted ones (red),
     each titled with its NME, every ``every_n_epochs`` epochs and after the last one.
 
@@ -39,50 +38,27 @@ class LandmarkGrid(Callback):
     """
 
     def __init__(self, num_images: int = 8, columns: int = 4, every_n_epochs: int = 10) -> None:
-        self.num_images = num_images
-        self.columns = columns
+        super().__init__(num_images, columns)
         self.every_n_epochs = every_n_epochs
-        self._kept: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def _wanted(self, trainer: Trainer) -> bool:
-        if not trainer.is_global_zero or trainer.sanity_checking or not logs_images(trainer):
+        if not super()._wanted(trainer):
             return False
         epoch = trainer.current_epoch + 1
         last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
         return last or (self.every_n_epochs > 0 and epoch % self.every_n_epochs == 0)
 
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._kept = []
-
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
-            return
-        room = self.num_images - sum(len(points) for _, points, _ in self._kept)
-        if room > 0:
-            images, landmarks = batch[0][:room], batch[1][:room]
-            self._kept.append((images.detach().float().cpu(), landmarks.cpu(), outputs[:room].detach().cpu()))
+    def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
+        return batch[0].float(), batch[1], outputs
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._kept or not self._wanted(trainer):
+        kept = self.take(trainer)
+        if kept is None:
             return
-        images, truth, predicted = (torch.cat(parts) for parts in zip(*self._kept, strict=True))
-        self._kept = []
+        images, truth, predicted = kept
         corners = getattr(pl_module.hparams, "eye_corners", (36, 45))
         errors = face_errors(predicted, truth, *corners)
-        plt = pyplot()
-        columns = min(self.columns, len(images))
-        rows = math.ceil(len(images) / columns)
-        figure, axes = plt.subplots(
-            rows, columns, figsize=(2.6 * columns, 2.8 * rows + 0.4), squeeze=False, layout="constrained"
-        )
+        figure, axes = self.subplots(len(images), cell=(2.6, 2.8), title_height=0.4)
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
             if i >= len(images):

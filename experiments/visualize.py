@@ -111,24 +111,25 @@ class InputGrid(Callback):
         add_image(trainer, "inputs", grid)
 
 
-class PredictionGrid(Callback):
-    """Draws the first validation images with "true / predicted" class names as titles, wrong ones in
-    red with a red frame, at the end of each validation epoch: ``val/predictions``.
+class ValidationSamples(Callback):
+    """Keeps the first ``num_images`` validation samples of an epoch, with what the module returned for
+    them, for a figure drawn at the epoch's end; on global rank zero, when TensorBoard images are logged.
 
-    Needs a module whose ``validation_step`` returns the batch's logits (``ImageClassifier`` does).
-
-    Args:
-        num_images: Validation images to show, taken from the first batches.
-        columns: Images per row of the figure.
+    Subclasses say what to keep of a batch (``sample``) and draw in ``on_validation_epoch_end`` from
+    ``take()``; ``subplots`` lays out one panel per sample.
     """
 
-    def __init__(self, num_images: int = 32, columns: int = 8) -> None:
+    def __init__(self, num_images: int, columns: int) -> None:
         self.num_images = num_images
         self.columns = columns
-        self._kept: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._kept: list[tuple[Tensor, ...]] = []
 
     def _wanted(self, trainer: Trainer) -> bool:
         return trainer.is_global_zero and not trainer.sanity_checking and logs_images(trainer)
+
+    def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
+        """Per-sample tensors to keep of one batch (first dimension: the batch's samples)."""
+        raise NotImplementedError
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._kept = []
@@ -144,30 +145,54 @@ class PredictionGrid(Callback):
     ) -> None:
         if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
             return
-        room = self.num_images - sum(len(labels) for _, labels, _ in self._kept)
-        if room <= 0:
-            return
-        images, labels = batch[0][:room], batch[1][:room]
-        predictions = outputs[:room].argmax(dim=1)
-        self._kept.append((images.detach().float().cpu(), labels.cpu(), predictions.cpu()))
+        room = self.num_images - sum(len(part[0]) for part in self._kept)
+        if room > 0:
+            self._kept.append(tuple(t[:room].detach().cpu() for t in self.sample(batch, outputs)))
+
+    def take(self, trainer: Trainer) -> tuple[Tensor, ...] | None:
+        """The kept samples, concatenated (None when there are none or no figure is wanted); emptied."""
+        parts, self._kept = self._kept, []
+        if not parts or not self._wanted(trainer):
+            return None
+        return tuple(torch.cat(tensors) for tensors in zip(*parts, strict=True))
+
+    def subplots(self, count: int, cell: tuple[float, float], title_height: float) -> tuple[Any, Any]:
+        """A figure of ``count`` panels, ``columns`` per row, each ``cell`` inches, and its axes."""
+        columns = min(self.columns, count)
+        rows = math.ceil(count / columns)
+        size = (cell[0] * columns, cell[1] * rows + title_height)
+        # Constrained layout, unlike tight_layout, leaves room for the suptitle above the titles.
+        return pyplot().subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
+
+
+class PredictionGrid(ValidationSamples):
+    """Draws the first validation images with "true / predicted" class names as titles, wrong ones in
+    red with a red frame, at the end of each validation epoch: ``val/predictions``.
+
+    Needs a module whose ``validation_step`` returns the batch's logits (``ImageClassifier`` does).
+
+    Args:
+        num_images: Validation images to show, taken from the first batches.
+        columns: Images per row of the figure.
+    """
+
+    def __init__(self, num_images: int = 32, columns: int = 8) -> None:
+        super().__init__(num_images, columns)
+
+    def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
+        return batch[0].float(), batch[1], outputs.argmax(dim=1)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._kept or not self._wanted(trainer):
+        kept = self.take(trainer)
+        if kept is None:
             return
-        images, labels, predictions = (torch.cat(parts) for parts in zip(*self._kept, strict=True))
-        self._kept = []
+        images, labels, predictions = kept
         datamodule = getattr(trainer, "datamodule", None)
         normalized = getattr(datamodule, "normalize", False)
         images = unnormalize(images, getattr(datamodule, "mean_std", None) if normalized else None)
         wrong = set(wrong_predictions(predictions, labels).tolist())
         names = class_names(trainer, int(max(labels.max(), predictions.max())) + 1)
-
-        plt = pyplot()
-        columns = min(self.columns, len(images))
-        rows = math.ceil(len(images) / columns)
-        # Constrained layout, unlike tight_layout, leaves room for the suptitle above the titles.
-        size = (1.6 * columns, 1.9 * rows + 0.5)
-        figure, axes = plt.subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
+        figure, axes = self.subplots(len(images), cell=(1.6, 1.9), title_height=0.5)
         for i, ax in enumerate(axes.flat):
             if i >= len(images):
                 ax.axis("off")
