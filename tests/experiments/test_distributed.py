@@ -10,7 +10,6 @@ augmentation: random draws are per rank, so with them the runs could not match.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import torch
 
 from experiments.cli import main
-from tests.conftest import QUIET, REPO, config
+from tests.conftest import QUIET, REPO, config, free_port
 from tests.image_data import write_image_folder
 
 TIMEOUT = 300
@@ -41,12 +40,6 @@ def run_args(data_dir: Path, name: str, batch_size: int) -> list[str]:
         "--trainer.logger.init_args.name", name,
         *QUIET,
     ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def environment() -> dict[str, str]:

@@ -20,8 +20,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from experiments.cli import main
+from experiments.cli import main as run_main
 from experiments.faults import AtomicCheckpointIO, slurm_topology
-from tests.conftest import QUIET, REPO, config
+from tests.conftest import QUIET, REPO, config, free_port
 
 EPOCHS = 3
 BATCHES = 6  # per epoch: 64 images, 16 held out, batch 8
@@ -76,10 +77,6 @@ def callback_arg(cls: type, **init_args: object) -> str:
     return f"--trainer.callbacks+={json.dumps(spec)}"
 
 
-def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-
-
 def last_checkpoint(root: Path, version: int) -> Path:
     return root / "lightning_logs" / "mnist_convnet" / f"version_{version}" / "checkpoints" / "last.ckpt"
 
@@ -130,7 +127,8 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(
     reference: tuple[Path, Path], in_tmp: Path
 ) -> None:
     ref_ckpt, data = reference
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # As many threads as this process: float results depend on how a reduction is split.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     kill = callback_arg(SignalAt, name="SIGKILL", epoch=2, batch=3)
     killed = subprocess.run(
         [sys.executable, "-m", "experiments", *run_args(data, kill)],
@@ -172,8 +170,14 @@ def slurm_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def test_slurm_requeue_signal_checkpoints_requeues_and_the_next_start_resumes(
-    in_tmp: Path, mnist_dir: Path, slurm_job: Path
+    in_tmp: Path, mnist_dir: Path, slurm_job: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def main(args: list[str]) -> None:
+        # Each run sets up a process group (the preset's DDP, one process); a port of its own each time,
+        # since a closed store's port may not be free again at once.
+        monkeypatch.setenv("MASTER_PORT", str(free_port()))
+        run_main(args)
+
     preset = str(REPO / "configs" / "trainer" / "slurm.yaml")
     # The preset runs DDP, whose setup re-seeds the generators, so the reference is a SLURM run too.
     main([*run_args(mnist_dir), "--config", preset, "--trainer.default_root_dir", "uninterrupted"])
