@@ -12,6 +12,7 @@ from datamodules.sine_wave import SineWaveDataModule
 from datamodules.study_scores import StudyScoresDataModule
 from datamodules.tabular import BostonHousingDataModule, CSVFormatError, CSVRegressionDataModule
 from datamodules.tensors import InMemoryDataModule, TensorBatches
+from datamodules.text_corpus import TextCorpusDataModule
 from datamodules.treebank import TreebankDataModule, TreeSyntaxError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "SineWaveDataModule",
     "StudyScoresDataModule",
     "TensorBatches",
+    "TextCorpusDataModule",
     "TreeSyntaxError",
     "TreebankDataModule",
     "Vocabulary",

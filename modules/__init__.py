@@ -9,6 +9,7 @@ from modules.linear_regression import LinearRegression
 from modules.regression import RegressionModule
 from modules.scratch import ScratchNetwork
 from modules.sine_rnn import SineRNN
+from modules.skipgram import SkipGramModel
 from modules.tabular import TabularRegressor
 from modules.tree_lstm import TreeLSTM, WordVectorsError
 
@@ -26,6 +27,7 @@ __all__ = [
     "ScratchNetwork",
     "SimpleCNN",
     "SineRNN",
+    "SkipGramModel",
     "TabularRegressor",
     "TreeLSTM",
     "WordVectorsError",

@@ -1,0 +1,312 @@
+"""Lesson 单词嵌入: the seed's skip-gram model with negative sampling, trained as word2vec.c trains it.
+
+Run: ``python -m experiments fit --config configs/word2vec.yaml`` (then ``test`` / ``predict`` with
+``--ckpt_path best``). Batches come from ``datamodules.TextCorpusDataModule``: ``(center, context,
+negatives)``, where ``context`` holds the context ids of each center (-1: empty slot) and its
+``negative`` noise words are shared by the center's context pairs.
+
+The model is the seed's: input vectors ``u`` and output vectors ``v`` (``nn.Embedding``, ``sparse=True``),
+``u`` uniform in ``±0.5 / dim`` and ``v`` zero, and the loss of a pair (input word ``a``, output word
+``b``, noise words ``n_k``) ``-log σ(u_a·v_b) - Σ_k log σ(-u_a·v_{n_k})``, summed over the batch. As in
+word2vec.c the context word is the input and the center word (with the noise words) the output; the
+windows are symmetric, so over a corpus every pair is seen both ways.
+
+Two ways to train it, computing the same update:
+- ``closed_form: true`` (default): word2vec.c's SGD step, computed directly. Per center, the ``m``
+  context rows ``U`` of ``u`` and the ``k + 1`` output rows ``V`` of ``v`` (center and noise) give
+  scores ``S = U Vᵀ`` and ``G = (label - σ(S)) * lr``, then ``U += G V`` and ``V += Gᵀ U``: batched
+  matrix products over ``update_rows`` centers at a time, then ``index_add_`` into the tables. No
+  autograd graph, no sparse gradient tensors, no optimizer state. ``workers > 1`` applies a batch's
+  slices in that many threads at once, unlocked, as word2vec.c's and gensim's worker threads do.
+- ``closed_form: false``: the seed's ``forward`` loss, ``manual_backward`` and the injected optimizer
+  (which must take sparse gradients: SGD, SparseAdam), one step per batch. With SGD it is the closed
+  form's update of one slice (the tests check it to float precision), so give it batches of about
+  ``update_rows`` centers (``--data.batch_size 512``): SGD on the summed loss of a 4,096-center batch
+  diverges.
+
+The learning rate falls linearly from the optimizer's (0.025, word2vec's for skip-gram) to ``min_lr``
+over the run's batches, as word2vec.c and gensim decay ``alpha`` over its words; it is written into the
+optimizer's parameter groups, where the learning-rate monitor reads it.
+
+A word met several times in one update (a frequent word, a common noise word) gets the sum of its
+updates, as word2vec.c's sequential steps add up, but computed from the same old vectors: with too many
+occurrences at once the sum overshoots where the sequential steps would not (a 4,096-center update on
+tinyshakespeare diverged). ``update_rows`` keeps updates small, and ``duplicate_cap`` bounds a row's
+summed step at ``duplicate_cap`` occurrences' worth (its occurrences share that); at 32 it changed no
+measured result on tinyshakespeare, and it keeps tiny vocabularies without subsampling from diverging.
+
+Logged: ``train/loss``, ``val/loss``, ``test/loss``: the loss per (context, center) pair with its noise
+words. ``predict`` returns each word's input vector (the embedding word2vec saves); the
+``experiments.embeddings.WordEmbeddings`` callback writes them in word2vec's text format.
+
+Departures from the seed:
+- ``emb_size`` / ``emb_dimension`` are ``vocab_size`` (given by the datamodule through the CLI) and
+  ``embedding_dim``; ``Variable`` is gone.
+- ``forward``'s ``.squeeze()`` calls squeeze every size-1 dimension, so a batch of one pair or one noise
+  word broke; it squeezes only the dimension it means.
+- ``save_embedding`` wrote no newline after the header nor after any vector (the whole file one line),
+  took an unused ``use_cuda``, and ``test()`` called it without a file name; it writes the word2vec text
+  format (``count dim``, then ``word v1 ... vd`` per line) that ``gensim``'s
+  ``KeyedVectors.load_word2vec_format`` reads, from whatever device the weights are on.
+- The seed's chapter shows no training loop; this one is word2vec.c's (SGD, linear decay), with the
+  negatives of a window shared by its pairs (as pWord2Vec, Ji et al. 2016) so a window's updates are
+  matrix products.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from experiments.errors import ExperimentError
+from modules.regression import OptimizerCallable
+
+Batch = tuple[Tensor, Tensor, Tensor]
+
+
+class SkipGramModel(LightningModule):
+    """Skip-gram with negative sampling: the seed's ``u`` / ``v`` embeddings and log-sigmoid loss.
+
+    Args:
+        vocab_size: Words in the vocabulary (the seed's ``emb_size``); the datamodule provides it.
+        embedding_dim: Size of each word vector (the seed's ``emb_dimension``).
+        optimizer: Builds the optimizer; its learning rate is the starting one (word2vec's 0.025 for
+            skip-gram). The closed-form step reads only the learning rate; the autograd path steps it
+            and needs one that takes sparse gradients (SGD, SparseAdam).
+        min_lr: The learning rate falls linearly from the optimizer's to this over the run.
+        closed_form: Update with word2vec's closed-form gradient (fast); false: autograd on ``forward``.
+        update_rows: Closed form: centers per update; a batch is applied in slices of this many rows,
+            each seeing the last's result. 512 suits a CPU's cache; larger slices sum more updates of the
+            same word from the same old vectors (see the module docstring).
+        duplicate_cap: Closed form: a word met more often than this in one update gets this many
+            occurrences' worth of update, shared by its occurrences; 0 sums them all.
+        workers: Closed form: threads applying a batch's slices at once, unlocked (Hogwild, like
+            word2vec.c's and gensim's workers): faster on a CPU with idle cores, not reproducible bit for
+            bit. 1: one thread, deterministic.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int = 100,
+        optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.025),
+        min_lr: float = 0.0001,
+        closed_form: bool = True,
+        update_rows: int = 512,
+        duplicate_cap: int = 32,
+        workers: int = 1,
+    ) -> None:
+        super().__init__()
+        if min(vocab_size, embedding_dim, update_rows, workers) < 1 or duplicate_cap < 0:
+            raise ExperimentError(
+                f"vocab_size, embedding_dim, update_rows and workers must be at least 1 and duplicate_cap at "
+                f"least 0, got {vocab_size}, {embedding_dim}, {update_rows}, {workers} and {duplicate_cap}"
+            )
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer = optimizer
+        self.min_lr = min_lr
+        self.closed_form = closed_form
+        self.update_rows = update_rows
+        self.duplicate_cap = duplicate_cap
+        self.workers = workers
+        self._threads: ThreadPoolExecutor | None = None
+        self.emb_size = vocab_size
+        self.emb_dimension = embedding_dim
+        self.u_embeddings = nn.Embedding(vocab_size, embedding_dim, sparse=True)
+        self.v_embeddings = nn.Embedding(vocab_size, embedding_dim, sparse=True)
+        self.init_emb()
+        # Both paths update inside training_step; Lightning only runs the loop.
+        self.automatic_optimization = False
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+
+    def init_emb(self) -> None:
+        """The seed's (and word2vec.c's) initialisation: ``u`` uniform in ``±0.5 / dim``, ``v`` zero."""
+        initrange = 0.5 / self.emb_dimension
+        nn.init.uniform_(self.u_embeddings.weight, -initrange, initrange)
+        nn.init.zeros_(self.v_embeddings.weight)
+
+    # --- the seed's model ---------------------------------------------------------------------------
+    def forward(self, pos_u: Tensor, pos_v: Tensor, neg_v: Tensor) -> Tensor:
+        """Summed loss of pairs ``(pos_u[i], pos_v[i])`` with noise words ``neg_v[i]`` (N, K)."""
+        emb_u = self.u_embeddings(pos_u)
+        emb_v = self.v_embeddings(pos_v)
+        score = F.logsigmoid(torch.sum(emb_u * emb_v, dim=1))
+        neg_emb_v = self.v_embeddings(neg_v)
+        neg_score = F.logsigmoid(-torch.bmm(neg_emb_v, emb_u.unsqueeze(2)).squeeze(2))
+        return -(score.sum() + neg_score.sum())
+
+    @staticmethod
+    def pairs(batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch as the seed's pairs ``(pos_u, pos_v, neg_v)``: one row per (context, center) pair,
+        with the center's noise words."""
+        center, context, negatives = batch
+        valid = context >= 0
+        row = valid.nonzero()[:, 0]
+        return context[valid], center[row], negatives[row]
+
+    def save_embedding(self, id2word: dict[int, str] | list[str], file_name: str | Path) -> None:
+        """Write the input vectors in word2vec's text format: ``count dim``, then ``word v1 ... vd`` lines."""
+        embedding = self.embeddings().cpu()
+        words = id2word.items() if isinstance(id2word, dict) else enumerate(id2word)
+        with open(file_name, "w", encoding="utf-8") as out:
+            out.write(f"{len(id2word)} {self.emb_dimension}\n")
+            for wid, word in words:
+                out.write(f"{word} {' '.join(f'{x:.6g}' for x in embedding[wid].tolist())}\n")
+
+    # --- what callbacks and predict read ------------------------------------------------------------
+    def embeddings(self) -> Tensor:
+        """The word vectors word2vec saves: the input embeddings ``u``, (vocab_size, embedding_dim)."""
+        return self.u_embeddings.weight.detach()
+
+    def nearest(self, word_ids: Tensor, k: int = 10) -> tuple[Tensor, Tensor]:
+        """Cosine similarities and ids of the ``k`` nearest other words of each of ``word_ids``."""
+        vectors = F.normalize(self.embeddings(), dim=1)
+        similarity = vectors[word_ids.to(vectors.device)] @ vectors.T
+        similarity.scatter_(1, word_ids.to(vectors.device).unsqueeze(1), -2.0)  # not the word itself
+        return similarity.topk(min(k, len(vectors) - 1), dim=1)
+
+    # --- training -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def closed_form_step(self, batch: Batch, lr: float) -> tuple[Tensor, int]:
+        """word2vec's SGD update for a batch of windows; returns the summed loss before it and the pair count.
+
+        Per center: inputs ``U`` = ``u`` rows of its ``m`` context words, outputs ``V`` = ``v`` rows of the
+        center and its ``k`` noise words, scores ``S = U Vᵀ`` (m x k+1), ``G = (label - σ(S)) * lr``
+        (label 1 for the center, 0 for noise; 0 for empty context slots). Then ``U += G V`` and
+        ``V += Gᵀ U``, both from the old values, as word2vec.c computes ``neu1e`` before updating
+        ``syn1neg``; ``index_add_`` sums the updates of a word that occurs more than once in the batch
+        (``duplicate_cap`` bounds that sum).
+        """
+        # In the weights' precision: under autocast (bf16-mixed) bmm would compute in bfloat16, whose
+        # 8-bit mantissa loses updates of lr * 1e-3, and index_add_ takes only the weights' dtype.
+        with torch.autocast(self.device.type, enabled=False):
+            return self._closed_form_update(batch, lr)
+
+    def _closed_form_update(self, batch: Batch, lr: float) -> tuple[Tensor, int]:
+        center, context, negatives = batch
+        u, v = self.u_embeddings.weight, self.v_embeddings.weight
+        (n, m), d = context.shape, u.shape[1]
+        valid = context >= 0  # (C, m)
+        context = context.clamp(min=0)  # empty slots read row 0 and add exactly 0 to it
+        outputs_idx = torch.cat([center.unsqueeze(1), negatives], dim=1)  # (C, k + 1)
+        inputs = u.index_select(0, context.flatten()).view(n, m, d)
+        outputs = v.index_select(0, outputs_idx.flatten()).view(n, -1, d)
+        # z = -s for the center (label 1) and s for noise (label 0): the loss is softplus(z) and
+        # label - σ(s) is σ(z) for the center and -σ(z) for noise.
+        z = torch.bmm(inputs, outputs.transpose(1, 2))  # (C, m, k + 1)
+        z[:, :, 0].neg_()
+        weight = valid.unsqueeze(2).to(z.dtype)
+        loss = F.softplus(z).mul_(weight).sum()
+        grad = torch.sigmoid(z).mul_(weight.mul_(lr))
+        grad[:, :, 1:].neg_()
+        grad_in = grad_out = grad
+        if self.duplicate_cap:
+            # A row met n > cap times in this update gets cap/n of each occurrence's update: its summed
+            # step is at most cap occurrences' worth, where word2vec's sequential steps, each seeing
+            # the last, would not overshoot.
+            grad_in = grad * self._share(context, u.shape[0]).unsqueeze(2)
+            grad_out = grad * self._share(outputs_idx, v.shape[0]).unsqueeze(1)
+        grad_inputs = torch.bmm(grad_in, outputs)  # (C, m, d)
+        grad_outputs = torch.bmm(grad_out.transpose(1, 2), inputs)  # (C, k + 1, d)
+        u.index_add_(0, context.flatten(), grad_inputs.view(-1, d))
+        v.index_add_(0, outputs_idx.flatten(), grad_outputs.view(-1, d))
+        return loss, int(valid.sum())
+
+    def _share(self, rows: Tensor, size: int) -> Tensor:
+        """Per entry of ``rows``: ``min(1, cap / n)``, n = how often its row occurs in ``rows``."""
+        counts = torch.bincount(rows.flatten(), minlength=size).clamp_(min=self.duplicate_cap)
+        return (self.duplicate_cap / counts.to(torch.float32))[rows]
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="skipgram")
+        return self._threads
+
+    def on_train_end(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown()
+            self._threads = None
+
+    def on_train_start(self) -> None:
+        if self.closed_form and self.trainer.world_size > 1:
+            raise ExperimentError(
+                "the closed-form word2vec step updates the weights in place, which DDP does not synchronise: "
+                "train on one device or set --model.closed_form false"
+            )
+
+    def learning_rate(self) -> float:
+        """word2vec's schedule (gensim's ``alpha - (alpha - min_alpha) * progress``), with progress the
+        share of the run's batches done: from the optimizer's learning rate down to ``min_lr``."""
+        total = self.trainer.estimated_stepping_batches
+        progress = min(self.global_step / total, 1.0) if 0 < total < float("inf") else 0.0
+        return self.start_lr - (self.start_lr - self.min_lr) * progress
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        lr = self.learning_rate()
+        for group in optimizer.param_groups:  # where the learning-rate monitor reads it
+            group["lr"] = lr
+        if self.closed_form:
+            # Updates of `update_rows` centers at a time: their tensors stay in the CPU's cache, and the
+            # later rows see the earlier rows' updates, as in word2vec's sequential loop.
+            slices = list(zip(*(t.split(self.update_rows) for t in batch), strict=True))
+            if self.workers > 1 and len(slices) > 1:
+                # Hogwild, as word2vec.c's and gensim's threads: each thread updates the shared tables
+                # with its own slices, unlocked; torch releases the GIL inside its operations.
+                parts = [slices[i :: self.workers] for i in range(self.workers)]
+                done = self._pool().map(lambda part: [self.closed_form_step(s, lr) for s in part], parts)
+                results = [result for part in done for result in part]
+            else:
+                results = [self.closed_form_step(rows, lr) for rows in slices]
+            loss = torch.stack([part_loss for part_loss, _ in results]).sum()
+            count = sum(part_count for _, part_count in results)
+            # No parameter has a gradient, so this changes nothing; it counts the step (global_step).
+            optimizer.step()
+        else:
+            pos_u, pos_v, neg_v = self.pairs(batch)
+            loss, count = self(pos_u, pos_v, neg_v), len(pos_u)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+        if count:
+            self.train_loss.update(loss.detach() / count, weight=count)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_phase("train")
+
+    def _evaluate(self, batch: Batch, phase: str) -> None:
+        pos_u, pos_v, neg_v = self.pairs(batch)
+        if len(pos_u):
+            getattr(self, f"{phase}_loss").update(self(pos_u, pos_v, neg_v) / len(pos_u), len(pos_u))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_phase("val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_phase("test")
+
+    def _log_phase(self, phase: str) -> None:
+        metric = getattr(self, f"{phase}_loss")
+        if metric.update_count:
+            self.log(f"{phase}/loss", metric.compute(), prog_bar=True)
+        metric.reset()
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        return self.u_embeddings(batch[0])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optimizer = self.optimizer(self.parameters())
+        self.start_lr = optimizer.param_groups[0]["lr"]
+        return optimizer

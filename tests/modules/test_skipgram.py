@@ -1,0 +1,180 @@
+"""SkipGramModel: the seed's initialisation and loss, the closed-form update against autograd, the
+word2vec text format through gensim, nearest neighbours, and learning on a corpus with two topics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer
+
+from datamodules import TextCorpusDataModule
+from experiments.errors import ExperimentError
+from modules import SkipGramModel
+from tests.text_data import TOPICS, write_topics_corpus
+
+
+def random_model(vocab_size: int = 20, dim: int = 8, seed: int = 0) -> SkipGramModel:
+    torch.manual_seed(seed)
+    model = SkipGramModel(vocab_size, dim)
+    # Trained-looking weights: the seed's v starts at zero, which makes every score 0.
+    torch.nn.init.normal_(model.u_embeddings.weight, std=0.3)
+    torch.nn.init.normal_(model.v_embeddings.weight, std=0.3)
+    return model
+
+
+# Centers 1 and 3 occur twice, context 4 three times, noise word 9 four times, empty slots in rows 0
+# and 2, and a row of width 3: the cases where summing updates matters.
+BATCH = (
+    torch.tensor([1, 2, 1, 3, 3]),
+    torch.tensor([[4, 5, -1], [1, 1, 6], [4, -1, -1], [2, 7, 8], [4, 9, 9]]),
+    torch.tensor([[5, 9], [9, 9], [2, 0], [1, 7], [0, 11]]),
+)
+
+
+def test_seed_initialisation():
+    model = SkipGramModel(vocab_size=50, embedding_dim=10)
+    u, v = model.u_embeddings, model.v_embeddings
+    assert u.sparse and v.sparse and u.weight.shape == (50, 10)
+    assert u.weight.abs().max() <= 0.5 / 10 and u.weight.std() > 0.01
+    assert torch.equal(v.weight, torch.zeros(50, 10))
+
+
+def test_forward_is_the_seeds_loss_and_takes_a_single_pair():
+    model = random_model()
+    pos_u, pos_v, neg_v = torch.tensor([3]), torch.tensor([4]), torch.tensor([[5]])
+    u, v = model.u_embeddings.weight, model.v_embeddings.weight
+    expected = -(F.logsigmoid(u[3] @ v[4]) + F.logsigmoid(-(u[3] @ v[5])))
+    assert torch.allclose(model(pos_u, pos_v, neg_v), expected)  # the seed's .squeeze() broke here
+
+
+def test_pairs_are_the_batch_as_context_center_pairs():
+    pos_u, pos_v, neg_v = SkipGramModel.pairs(BATCH)
+    assert pos_u.tolist() == [4, 5, 1, 1, 6, 4, 2, 7, 8, 4, 9, 9]
+    assert pos_v.tolist() == [1, 1, 2, 2, 2, 1, 3, 3, 3, 3, 3, 3]
+    assert neg_v.tolist() == [[5, 9]] * 2 + [[9, 9]] * 3 + [[2, 0]] + [[1, 7]] * 3 + [[0, 11]] * 3
+
+
+def test_closed_form_step_is_the_autograd_sgd_step():
+    closed, autograd = random_model(), random_model()
+    loss, pairs = closed.closed_form_step(BATCH, lr=0.1)
+    optimizer = torch.optim.SGD(autograd.parameters(), lr=0.1)
+    reference = autograd(*autograd.pairs(BATCH))
+    reference.backward()
+    optimizer.step()
+    assert pairs == 12 and torch.allclose(loss, reference)
+    for name, value in closed.state_dict().items():
+        assert torch.allclose(value, autograd.state_dict()[name], atol=1e-6), name
+    assert not torch.equal(closed.v_embeddings.weight, random_model().v_embeddings.weight)
+
+
+def test_rows_met_more_than_duplicate_cap_times_share_a_capped_update():
+    # Context word 4 occurs 8 times, center 1 and noise words 2, 3 eight times each; with a cap of 2 each
+    # occurrence gets a quarter of its update, so each of those rows moves by 2 occurrences' worth.
+    batch = (torch.full((8,), 1), torch.full((8, 1), 4), torch.tensor([[2, 3]]).repeat(8, 1))
+    capped, summed, single = random_model(), random_model(), random_model()
+    capped.duplicate_cap, summed.duplicate_cap = 2, 0
+    before = {k: v.clone() for k, v in capped.state_dict().items()}
+    capped.closed_form_step(batch, lr=0.1)
+    summed.closed_form_step(batch, lr=0.1)
+    single.closed_form_step(tuple(t[:1] for t in batch), lr=0.1)
+    for name in ("u_embeddings.weight", "v_embeddings.weight"):
+        step = single.state_dict()[name] - before[name]
+        assert torch.allclose(summed.state_dict()[name] - before[name], 8 * step, atol=1e-6)
+        assert torch.allclose(capped.state_dict()[name] - before[name], 2 * step, atol=1e-6)
+
+
+def test_save_embedding_round_trips_through_gensim(tmp_path):
+    from gensim.models import KeyedVectors
+
+    model = random_model(vocab_size=4, dim=5)
+    words = ["the", "king's", "queen", "x1"]
+    model.save_embedding(words, tmp_path / "vectors.txt")
+    lines = (tmp_path / "vectors.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "4 5" and len(lines) == 5 and lines[2].startswith("king's ")
+    loaded = KeyedVectors.load_word2vec_format(str(tmp_path / "vectors.txt"), binary=False)
+    assert loaded.index_to_key == words
+    assert torch.allclose(torch.from_numpy(loaded.vectors), model.embeddings(), atol=1e-5)
+    # The seed's id2word dict works too.
+    model.save_embedding(dict(enumerate(words)), tmp_path / "from_dict.txt")
+    assert (tmp_path / "from_dict.txt").read_text(encoding="utf-8") == "\n".join(lines) + "\n"
+
+
+def test_nearest_neighbours_exclude_the_word_itself():
+    model = SkipGramModel(4, 2)
+    with torch.no_grad():
+        model.u_embeddings.weight.copy_(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, -0.1]]))
+    similarity, ids = model.nearest(torch.tensor([0, 2]), k=2)
+    assert ids.tolist() == [[1, 2], [1, 0]]
+    assert similarity[0, 0] > similarity[0, 1] and similarity[0, 0] == pytest.approx(0.9 / 0.9055, abs=1e-3)
+
+
+def test_invalid_sizes_are_one_line_errors():
+    with pytest.raises(
+        ExperimentError, match="vocab_size, embedding_dim, update_rows and workers must be at"
+    ):
+        SkipGramModel(0)
+
+
+def fit(tmp_path, epochs: int, **model_args) -> tuple[SkipGramModel, TextCorpusDataModule, Trainer]:
+    torch.manual_seed(0)
+    dm = TextCorpusDataModule(
+        path=str(write_topics_corpus(tmp_path / "topics.txt")),
+        min_count=1,
+        sample=0,
+        batch_size=256,
+        val_fraction=0.1,
+        test_fraction=0,
+        prefetch_batches=0,
+    )
+    model = SkipGramModel(dm.vocab_size, embedding_dim=16, **model_args)
+    trainer = Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, dm)
+    return model, dm, trainer
+
+
+def topic_neighbours(model: SkipGramModel, dm: TextCorpusDataModule) -> float:
+    """Share of each topic word's 3 nearest neighbours that belong to its topic."""
+    index = {w: i for i, w in enumerate(dm.words)}
+    hits = []
+    for topic in TOPICS:
+        _, near = model.nearest(torch.tensor([index[w] for w in topic]), k=3)
+        hits += [dm.words[j] in topic for row in near.tolist() for j in row]
+    return sum(hits) / len(hits)
+
+
+def test_training_lowers_the_held_out_loss_and_groups_the_topics(tmp_path):
+    untrained, dm, trainer = fit(tmp_path, epochs=0)
+    trainer.validate(untrained, dm, verbose=False)
+    before = trainer.callback_metrics["val/loss"].item()
+    model, dm, trainer = fit(tmp_path, epochs=8)
+    after = trainer.callback_metrics["val/loss"].item()
+    assert after < before - 0.5
+    assert topic_neighbours(model, dm) > 0.9
+    # The learning rate fell linearly from 0.025 to min_lr over the run.
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0001, abs=2e-3)
+
+
+def test_hogwild_threads_learn_as_well(tmp_path):
+    model, dm, trainer = fit(tmp_path, epochs=8, workers=2, update_rows=32)
+    assert trainer.callback_metrics["val/loss"].item() < 3.0
+    assert topic_neighbours(model, dm) > 0.9
+    assert model._threads is None  # the pool is shut down when training ends
+
+
+def test_autograd_path_with_sparse_adam_learns_too(tmp_path):
+    model, dm, trainer = fit(
+        tmp_path,
+        epochs=8,
+        closed_form=False,
+        optimizer=lambda params: torch.optim.SparseAdam(list(params), lr=0.02),
+    )
+    assert trainer.callback_metrics["val/loss"].item() < 3.0  # untrained: 6 log 2 = 4.16 per pair
+    assert topic_neighbours(model, dm) > 0.8
