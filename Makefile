@@ -27,13 +27,17 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## bench: the benchmarks of benchmarks/RESULTS.md; the MNIST ones need DATA=<folder holding MNIST/raw>
+## bench: the benchmarks of benchmarks/RESULTS.md. DATA=<folder> holding MNIST/raw, sst/, text/ and coco/
+## (the layout of the project's offline data copy) adds the data benchmarks
 bench: $(STAMP)
 	$(PY) benchmarks/lesson_overhead.py
 	@if [ -n "$(DATA)" ]; then \
 		$(PY) benchmarks/data_path.py --data-dir "$(DATA)" && \
-		$(PY) benchmarks/mnist_overhead.py --data-dir "$(DATA)"; \
-	else echo "skipping the MNIST benchmarks: set DATA=<folder holding MNIST/raw>"; fi
+		$(PY) benchmarks/mnist_overhead.py --data-dir "$(DATA)" && \
+		$(PY) benchmarks/tree_batching.py --data_dir "$(DATA)/sst" && \
+		$(PY) benchmarks/word2vec_vs_gensim.py "$(DATA)/text/tinyshakespeare.txt" && \
+		$(PY) benchmarks/coco_overfit.py --data-dir "$(DATA)/coco"; \
+	else echo "skipping the data benchmarks: set DATA=<folder holding MNIST/raw, sst/, text/, coco/>"; fi
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir lightning_logs
