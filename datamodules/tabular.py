@@ -154,6 +154,12 @@ class CSVRegressionDataModule(InMemoryDataModule):
         self.split_rows: dict[str, Tensor] = {}
         self._table: tuple[Tensor, Tensor] | None = None
 
+    @property
+    def in_features(self) -> int:
+        """Feature columns per row; the command gives it to the model's ``in_features``."""
+        self.load()
+        return len(self.feature_names)
+
     def _read(self, path: Path, features: list[str] | None, target: str | None) -> tuple[list[str], Tensor]:
         """The names of ``features`` (None: every column but the target) and a float64 tensor of those
         columns, then the target's if given, after checking every cell used."""
@@ -243,8 +249,8 @@ class BostonHousingDataModule(CSVRegressionDataModule):
     prices; scikit-learn removed the dataset (``load_boston``, in 1.2) for that reason. It is kept here
     because it is the seed tutorial's example of a table as a tensor (数学构建模块), as a lesson in
     regression mechanics, not as a model of house prices to use. To leave the column out:
-    ``--data.features '[CRIM, ZN, INDUS, CHAS, NOX, RM, AGE, DIS, RAD, TAX, PTRATIO, LSTAT]'`` (and
-    ``--model.in_features 12``).
+    ``--data.features '[CRIM, ZN, INDUS, CHAS, NOX, RM, AGE, DIS, RAD, TAX, PTRATIO, LSTAT]'`` (the
+    model's ``in_features`` follows the data).
 
     Args:
         features: Names of the input columns; None for all 13.

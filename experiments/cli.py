@@ -60,7 +60,7 @@ DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
 
 #: Datamodule attributes that become the model's init argument of the same name when the datamodule has
 #: them (properties computed from the data, or attributes set in ``__init__``).
-DATA_TO_MODEL = ("num_classes", "vocab_size")
+DATA_TO_MODEL = ("in_features", "num_classes", "vocab_size")
 
 
 def snake_case(name: str) -> str:

@@ -53,7 +53,7 @@ class TabularRegressor(RegressionModule):
     target's units (Boston: $1000s). ``predict`` returns the predicted targets.
 
     Args:
-        in_features: Features per row (Boston: 13); must match the data.
+        in_features: Features per row (Boston: 13); the command takes it from the datamodule.
         hidden_sizes: Widths of the hidden layers; empty for linear regression.
         dropout: Dropout probability after each hidden layer's ReLU (0 for none).
         out_features: Targets per row.
