@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from datamodules.tensors import TensorBatches, process_position
+from datamodules.tensors import TensorBatches, shard_arguments
 from experiments.errors import ExperimentError
 
 
@@ -203,16 +203,13 @@ class ImageClassificationDataModule(LightningDataModule):
         data = self.splits[split]
         pin = self.pin_memory and torch.cuda.is_available()
         if self.in_memory:
-            world, rank = process_position(self.trainer)
             return TensorBatches(
                 *data,
                 batch_size=self.batch_size,
                 shuffle=shuffle,
                 seed=self.seed,
                 pin_memory=pin,
-                num_replicas=world,
-                rank=rank,
-                equal_shards=split == "train",
+                **shard_arguments(self.trainer, split),
             )
         return DataLoader(
             data,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
@@ -44,11 +45,12 @@ class EpochPermutation:
         return torch.randperm(self.size, generator=generator)
 
 
-def process_position(trainer: Trainer | None) -> tuple[int, int]:
-    """``(world_size, global_rank)`` of this process; ``(1, 0)`` outside a distributed run."""
-    if trainer is None:
-        return 1, 0
-    return trainer.world_size, trainer.global_rank
+def shard_arguments(trainer: Trainer | None, split: str) -> dict[str, Any]:
+    """``TensorBatches``' sharding arguments for ``split`` in this process: its rank among the trainer's
+    processes (one process outside a distributed run), and equal shards for training only, whose ranks
+    must take the same number of steps, while evaluation counts every sample once."""
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    return {"num_replicas": world, "rank": rank, "equal_shards": split == "train"}
 
 
 class TensorBatches:
@@ -162,15 +164,12 @@ class InMemoryDataModule(LightningDataModule):
     def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
         if split not in self.splits:
             self.splits[split] = self.make_split(split)
-        world, rank = process_position(self.trainer)
         return TensorBatches(
             *self.splits[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
             seed=self.seed,
-            num_replicas=world,
-            rank=rank,
-            equal_shards=split == "train",
+            **shard_arguments(self.trainer, split),
         )
 
     def train_dataloader(self) -> TensorBatches:

@@ -34,7 +34,7 @@ from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
 from datamodules.images import DataConfigError, DataNotFoundError
-from datamodules.tensors import TensorBatches, process_position
+from datamodules.tensors import TensorBatches, shard_arguments
 
 SST_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 SPLIT_FILES = {"train": "train.txt", "dev": "dev.txt", "test": "test.txt"}
@@ -244,25 +244,9 @@ class TreeBatches(TensorBatches):
     mid-epoch resumption are ``TensorBatches``'; this class only turns indices into trees.
     """
 
-    def __init__(
-        self,
-        trees: EncodedTrees,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        equal_shards: bool = False,
-    ) -> None:
-        super().__init__(
-            torch.arange(len(trees)),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            num_replicas=num_replicas,
-            rank=rank,
-            equal_shards=equal_shards,
-        )
+    def __init__(self, trees: EncodedTrees, batch_size: int, **kwargs: Any) -> None:
+        """``kwargs``: ``TensorBatches``' shuffling and sharding arguments."""
+        super().__init__(torch.arange(len(trees)), batch_size=batch_size, **kwargs)
         self.trees = trees
 
     def __iter__(self) -> Iterator[TreeBatch]:  # type: ignore[override]
@@ -387,17 +371,8 @@ class TreebankDataModule(LightningDataModule):
         return self._encoded[split]
 
     def _loader(self, split: str, shuffle: bool = False) -> TreeBatches:
-        world, rank = process_position(self.trainer)
-        return TreeBatches(
-            self.encoded(split),
-            self.batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            num_replicas=world,
-            rank=rank,
-            # Training ranks must take equal numbers of steps; evaluation counts every tree once.
-            equal_shards=split == "train",
-        )
+        shards = shard_arguments(self.trainer, split)
+        return TreeBatches(self.encoded(split), self.batch_size, shuffle=shuffle, seed=self.seed, **shards)
 
     def train_dataloader(self) -> TreeBatches:
         return self._loader("train", shuffle=True)
