@@ -225,9 +225,13 @@ class ExperimentCLI(LightningCLI):
         compute.__name__ = f"{name}_of"  # jsonargparse names links "<compute_fn>(data) --> <target>"
         return compute
 
+    def _run_config(self) -> Namespace:
+        """The parsed config of this run: the subcommand's part, or the whole of it without one."""
+        subcommand = self.config.get("subcommand")
+        return self.config.get(subcommand) if subcommand else self.config
+
     def _model_config(self) -> Namespace:
-        config = self.config.get(self.config.subcommand) if self.config.get("subcommand") else self.config
-        return config.get("model") or Namespace()
+        return self._run_config().get("model") or Namespace()
 
     def _model_parameters(self) -> Container[str]:
         """Names of the chosen model class's ``__init__`` parameters, from its class path in the config."""
@@ -253,9 +257,7 @@ class ExperimentCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
-        config = (
-            self.config.get(self.config.get("subcommand")) if self.config.get("subcommand") else self.config
-        )
+        config = self._run_config()
         name = experiment_name(config)
         logger = config.trainer.get("logger")
         save_dir = Path(LOG_ROOT)
@@ -267,8 +269,7 @@ class ExperimentCLI(LightningCLI):
         self._resolve_ckpt_path(config, save_dir / name)
 
     def before_instantiate_classes(self) -> None:
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        trainer = config.trainer
+        trainer = self._run_config().trainer
         trainer.num_nodes, trainer.devices = slurm_topology(trainer.num_nodes, trainer.devices)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
