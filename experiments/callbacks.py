@@ -148,12 +148,18 @@ class PredictionWriter(BasePredictionWriter):
         folder = run_dir(trainer)
         if folder is None or not trainer.is_global_zero:
             return
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.write(trainer, predictions, folder / self.filename):
+            rank_zero_info(f"Predictions written to {folder / self.filename}")
+
+    def write(self, trainer: Trainer, predictions: list[Any], path: Path) -> bool:
+        """Write ``predictions`` (the batch outputs) to ``path``; False when there is nothing to write.
+        Subclasses write other formats."""
         # One dataloader gives a flat list of batch outputs; several give a list per dataloader.
         if predictions and all(isinstance(p, Tensor) for p in predictions):
             predictions = torch.cat(predictions)
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(predictions, folder / self.filename)
-        rank_zero_info(f"Predictions written to {folder / self.filename}")
+        torch.save(predictions, path)
+        return True
 
 
 class Checkpoint(ModelCheckpoint):

@@ -11,15 +11,14 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from experiments.callbacks import log_figure, run_dir
+from experiments.callbacks import PredictionWriter, log_figure
 from experiments.visualize import ValidationSamples
 from modules.landmarks import face_errors
 
@@ -71,7 +70,7 @@ class LandmarkGrid(ValidationSamples):
         log_figure(trainer, figure, "val/landmarks", png_name="val_landmarks")
 
 
-class LandmarkCSVWriter(BasePredictionWriter):
+class LandmarkCSVWriter(PredictionWriter):
     """Writes ``predict``'s points ``(N, points, 2)`` to ``<run folder>/<filename>``: a header
     (``image_name, part_0_x, part_0_y, ...``), then one row per image, named by the datamodule's
     ``predict_names`` (``FaceLandmarksDataModule`` sets them) or numbered when it has none.
@@ -81,24 +80,19 @@ class LandmarkCSVWriter(BasePredictionWriter):
     """
 
     def __init__(self, filename: str = "predictions.csv") -> None:
-        super().__init__(write_interval="epoch")
-        self.filename = filename
+        super().__init__(filename)
 
-    def write_on_epoch_end(
-        self, trainer: Trainer, pl_module: LightningModule, predictions: Any, batch_indices: Any
-    ) -> None:
-        folder = run_dir(trainer)
-        if folder is None or not trainer.is_global_zero or not predictions:
-            return
+    def write(self, trainer: Trainer, predictions: list[Any], path: Path) -> bool:
+        if not predictions:
+            return False
         points = torch.cat([p.detach().cpu() for p in predictions])
         names = list(getattr(trainer.datamodule, "predict_names", None) or [])
         if len(names) != len(points):
             names = [str(i) for i in range(len(points))]
         header = ["image_name"] + [f"part_{i}_{axis}" for i in range(points.shape[1]) for axis in ("x", "y")]
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / self.filename, "w", newline="") as file:
+        with open(path, "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(header)
             for name, face in zip(names, points.flatten(1).tolist(), strict=True):
                 writer.writerow([name] + [f"{v:.2f}" for v in face])
-        rank_zero_info(f"Landmarks written to {folder / self.filename}")
+        return True
