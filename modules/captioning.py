@@ -38,7 +38,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
 from experiments.errors import ExperimentError
-from modules.classifier import LRSchedulerCallable
+from modules.classifier import LRSchedulerCallable, optimizer_config
 from modules.regression import OptimizerCallable
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -308,8 +308,4 @@ class CaptionModel(LightningModule):
         return self.caption(batch["images"])
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = {"scheduler": self.lr_scheduler(optimizer), "interval": "epoch", "monitor": "val/loss"}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizer_config(self.parameters(), self.optimizer, self.lr_scheduler)

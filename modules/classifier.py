@@ -11,7 +11,7 @@ builds ``self.net``, a network that returns logits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -28,6 +28,18 @@ from modules.regression import OptimizerCallable
 
 # optimizer -> scheduler, as LightningCLI's LRSchedulerCallable; any torch scheduler class can be injected.
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
+
+
+def optimizer_config(
+    parameters: Iterable[Tensor], optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None
+) -> Any:
+    """``configure_optimizers``' answer for an injected optimizer and optional scheduler: the scheduler
+    steps once per epoch, and a ReduceLROnPlateau watches ``val/loss``."""
+    built = optimizer(parameters)
+    if lr_scheduler is None:
+        return built
+    scheduler = {"scheduler": lr_scheduler(built), "interval": "epoch", "monitor": "val/loss"}
+    return {"optimizer": built, "lr_scheduler": scheduler}
 
 
 class InputShapeError(ExperimentError, ValueError):
@@ -125,8 +137,4 @@ class ImageClassifier(LightningModule):
         return self(batch[0]).softmax(dim=1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = {"scheduler": self.lr_scheduler(optimizer), "interval": "epoch", "monitor": "val/loss"}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizer_config(self.parameters(), self.optimizer, self.lr_scheduler)

@@ -28,7 +28,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric, MinMetric
 
-from modules.classifier import LRSchedulerCallable
+from modules.classifier import LRSchedulerCallable, optimizer_config
 from modules.regression import OptimizerCallable
 
 LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
@@ -258,8 +258,4 @@ class LandmarkRegressor(LightningModule):
         return pixels * to_original[:, None, 0] + to_original[:, None, 1]
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = {"scheduler": self.lr_scheduler(optimizer), "interval": "epoch", "monitor": "val/loss"}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizer_config(self.parameters(), self.optimizer, self.lr_scheduler)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import MinMetric
 from torchmetrics.regression import MeanSquaredError
 
-from modules.classifier import InputShapeError, LRSchedulerCallable
+from modules.classifier import InputShapeError, LRSchedulerCallable, optimizer_config
 from modules.regression import OptimizerCallable, RegressionModule
 
 
@@ -126,8 +126,4 @@ class TabularRegressor(RegressionModule):
         return self(batch[0])
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = {"scheduler": self.lr_scheduler(optimizer), "interval": "epoch", "monitor": "val/loss"}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizer_config(self.parameters(), self.optimizer, self.lr_scheduler)
