@@ -38,12 +38,13 @@ import hashlib
 import math
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import weakref
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Full, Queue
 
@@ -192,19 +193,82 @@ def skipgram_contexts(words: Tensor, sentences: Tensor, reduced: Tensor, window:
     return contexts
 
 
+class BatchProducer:
+    """A thread making one epoch's batches ahead of training, into a queue of ``prefetch_batches``.
+
+    torch releases the GIL in its operations, so batch making overlaps the model's work (a DataLoader
+    worker process would pickle every batch). ``stop()`` ends the thread early (when Lightning drops the
+    iterator, or a prefetched epoch is not wanted).
+    """
+
+    def __init__(
+        self,
+        batches: Iterator[tuple[Tensor, Tensor, Tensor]],
+        size: int,
+        epoch: int,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        self.epoch = epoch
+        self.queue: Queue = Queue(maxsize=max(size, 1))
+        self._stop = threading.Event()
+        self._batches = batches
+        self._then = then  # called in the thread once every batch is queued
+        self.thread = threading.Thread(target=self._produce, name="skipgram-batches", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._batches:
+                if not self._put(batch):
+                    return
+            self._put(_END)
+            if self._then is not None:
+                self._then()
+        except BaseException as error:  # handed to the consumer, raised there
+            self._put(error)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        while (item := self.queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class SkipGramBatches:
     """Streams one slice of the encoded corpus as skip-gram batches (see the module docstring).
 
     ``len()`` is the expected number of batches (subsampling draws how many words an epoch keeps), which
     Lightning uses for its progress bar and for ``estimated_stepping_batches``.
+
+    With ``prefetch_batches``, a ``BatchProducer`` thread makes the batches ahead. A training loader's
+    thread goes on to the next epoch as soon as this one's batches are all made (up to ``last_epoch``), so
+    the epoch's end (the last updates, logging, the checkpoint) and the next epoch's first batches overlap
+    instead of leaving the model waiting; ``prefetch()`` starts the first epoch before Lightning asks.
+    A prefetched epoch that Lightning does not ask for next (a resumed run) is dropped.
     """
 
-    def __init__(self, data: TextCorpusDataModule, start: int, stop: int, seed: int, fixed: bool) -> None:
+    def __init__(
+        self, data: TextCorpusDataModule, start: int, stop: int, seed: int, fixed: bool, last_epoch: int = -1
+    ) -> None:
         self.data = data
         self.start, self.stop = start, stop
         self.seed = seed
         self.fixed = fixed  # same draw every epoch (evaluation)
+        self.last_epoch = last_epoch  # the last epoch worth prefetching (-1: none)
         self.epoch = 0
+        self._next: BatchProducer | None = None
         # Lightning calls set_epoch on a loader's `sampler` at each epoch start.
         self.sampler = self
         self.batch_sampler = None
@@ -223,51 +287,44 @@ class SkipGramBatches:
             for begin in self._chunks()
         )
 
-    def batches(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """This epoch's batches, made in the calling thread."""
+    def batches(self, epoch: int | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """The batches of ``epoch`` (default: the current one), made in the calling thread."""
         data = self.data
-        generator = torch.Generator().manual_seed(self.seed + (0 if self.fixed else 1_000_003 * self.epoch))
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(self.seed + (0 if self.fixed else 1_000_003 * epoch))
         words, sentences = data.encoded_corpus()
         for begin in self._chunks():
             end = min(begin + data.chunk_tokens, self.stop)
             yield from chunk_batches(data, words[begin:end].long(), sentences[begin:end].long(), generator)
 
+    def prefetch(self, epoch: int) -> None:
+        """Start making ``epoch``'s batches in the background (training loaders, up to ``last_epoch``)."""
+        if self.data.prefetch_batches and not self.fixed and epoch <= self.last_epoch and self._next is None:
+            self._next = self._producer(epoch)
+
+    def _producer(self, epoch: int) -> BatchProducer:
+        then = None if self.fixed else lambda: self.prefetch(epoch + 1)
+        return BatchProducer(self.batches(epoch), self.data.prefetch_batches, epoch, then)
+
+    def close(self) -> None:
+        """Stop a prefetched epoch nobody will read."""
+        if self._next is not None:
+            self._next.stop()
+            self._next = None
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         if not self.data.prefetch_batches:
             yield from self.batches()
             return
-        # A thread makes the next batches while the model trains on this one: torch releases the GIL in
-        # its operations, so the two overlap (a DataLoader worker process would pickle every batch).
-        queue: Queue = Queue(maxsize=self.data.prefetch_batches)
-        stop = threading.Event()
-
-        def put(item: object) -> bool:
-            while not stop.is_set():
-                try:
-                    queue.put(item, timeout=0.1)
-                    return True
-                except Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            try:
-                for batch in self.batches():
-                    if not put(batch):
-                        return
-                put(_END)
-            except BaseException as error:  # handed to the consumer, raised there
-                put(error)
-
-        thread = threading.Thread(target=produce, name="skipgram-batches", daemon=True)
-        thread.start()
+        producer, self._next = self._next, None
+        if producer is None or producer.epoch != self.epoch:
+            if producer is not None:
+                producer.stop()
+            producer = self._producer(self.epoch)
         try:
-            while (item := queue.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            yield from producer
         finally:  # also when Lightning stops early and drops the iterator
-            stop.set()
+            producer.stop()
 
 
 def chunk_batches(
@@ -589,7 +646,12 @@ class TextCorpusDataModule(LightningDataModule):
         self.prepare()
         start, stop = self._bounds()[split]
         fixed = split != "train"
-        return SkipGramBatches(self, start, stop, self.seed + (7 if fixed else 0), fixed)
+        last_epoch = -1  # no trainer: nothing is made ahead
+        if not fixed and self.trainer is not None:
+            max_epochs = self.trainer.max_epochs
+            # -1 (or None): the run ends on max_steps or max_time instead
+            last_epoch = max_epochs - 1 if max_epochs is not None and max_epochs >= 0 else sys.maxsize
+        return SkipGramBatches(self, start, stop, self.seed + (7 if fixed else 0), fixed, last_epoch)
 
     def setup(self, stage: str) -> None:
         self.prepare()
@@ -602,7 +664,19 @@ class TextCorpusDataModule(LightningDataModule):
             raise DataConfigError("test needs a held-out slice: set --data.test_fraction above 0")
 
     def train_dataloader(self) -> SkipGramBatches:
-        return self._batches("train")
+        self._close_train()
+        self._train = self._batches("train")
+        # Lightning asks for the loader while it sets up; the first batches are made meanwhile.
+        self._train.prefetch(self.trainer.current_epoch if self.trainer is not None else 0)
+        return self._train
+
+    def _close_train(self) -> None:
+        if getattr(self, "_train", None) is not None:
+            self._train.close()
+            self._train = None
+
+    def teardown(self, stage: str) -> None:
+        self._close_train()  # an epoch prefetched past an early stop
 
     def val_dataloader(self) -> SkipGramBatches:
         return self._batches("val")

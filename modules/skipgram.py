@@ -16,8 +16,12 @@ Two ways to train it, computing the same update:
   context rows ``U`` of ``u`` and the ``k + 1`` output rows ``V`` of ``v`` (center and noise) give
   scores ``S = U Vᵀ`` and ``G = (label - σ(S)) * lr``, then ``U += G V`` and ``V += Gᵀ U``: batched
   matrix products over ``update_rows`` centers at a time, then ``index_add_`` into the tables. No
-  autograd graph, no sparse gradient tensors, no optimizer state. ``workers > 1`` applies a batch's
-  slices in that many threads at once, unlocked, as word2vec.c's and gensim's worker threads do.
+  autograd graph, no sparse gradient tensors, no optimizer state. On a CPU, ``workers`` background
+  threads apply the slices (``BackgroundUpdates``) while ``training_step`` returns to Lightning's loop,
+  so the loop, the batch-making thread and the updates overlap; more than one thread updates the
+  tables at once, unlocked, as word2vec.c's and gensim's worker threads do. The queued updates are
+  all applied before anything reads the weights: at the epoch's end, before validation, before a
+  checkpoint is written and when a callback asks for ``embeddings()``.
 - ``closed_form: false``: the seed's ``forward`` loss, ``manual_backward`` and the injected optimizer
   (which must take sparse gradients: SGD, SparseAdam), one step per batch. With SGD it is the closed
   form's update of one slice (the tests check it to float precision), so give it batches of about
@@ -55,8 +59,10 @@ Departures from the seed:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from queue import Queue
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +74,73 @@ from experiments.errors import ExperimentError
 from modules.regression import OptimizerCallable
 
 Batch = tuple[Tensor, Tensor, Tensor]
+
+
+class BackgroundUpdates:
+    """Threads that apply closed-form updates while the training loop goes on (word2vec's worker threads).
+
+    ``submit`` queues a batch's slices and returns at once (blocking only while ``depth`` slices wait),
+    so Lightning's loop and the batch-making thread run beside the updates instead of between them.
+    ``workers`` threads take slices from one queue in order and update the shared tables unlocked
+    (Hogwild, as word2vec.c's and gensim's threads); with one thread the slices are applied in the
+    order they were queued, as a synchronous loop would. ``drain`` waits until every queued slice is
+    applied and returns their summed loss and pair count; an error in a thread is raised there (or at
+    the next ``submit``) in the training loop's thread.
+    """
+
+    def __init__(self, step: Callable[[Batch, float], tuple[Tensor, int]], workers: int, depth: int) -> None:
+        self.step = step
+        self.queue: Queue = Queue(maxsize=max(depth, 1))
+        self.lock = threading.Lock()
+        self.losses: list[Tensor] = []
+        self.count = 0
+        self.error: BaseException | None = None
+        self.threads = [
+            threading.Thread(target=self._work, name=f"skipgram-update-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            try:
+                if self.error is None:  # after an error the rest is dropped; drain raises it
+                    loss, count = self.step(*item)
+                    with self.lock:
+                        self.losses.append(loss)
+                        self.count += count
+            except BaseException as error:  # handed to the training loop's thread
+                self.error = error
+            finally:
+                self.queue.task_done()
+        self.queue.task_done()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def submit(self, slices: list[Batch], lr: float) -> None:
+        self._raise()
+        for rows in slices:
+            self.queue.put((rows, lr))
+
+    def drain(self) -> tuple[Tensor | None, int]:
+        """Wait for the queued slices; their summed loss (None if there were none) and pair count."""
+        self.queue.join()
+        with self.lock:
+            losses, count = self.losses, self.count
+            self.losses, self.count = [], 0
+        self._raise()
+        return (torch.stack(losses).sum() if losses else None), count
+
+    def close(self) -> None:
+        """Stop the threads (after the queued slices); a later ``drain`` returns nothing."""
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
 
 
 class SkipGramModel(LightningModule):
@@ -86,9 +159,9 @@ class SkipGramModel(LightningModule):
             same word from the same old vectors (see the module docstring).
         duplicate_cap: Closed form: a word met more often than this in one update gets this many
             occurrences' worth of update, shared by its occurrences; 0 sums them all.
-        workers: Closed form: threads applying a batch's slices at once, unlocked (Hogwild, like
-            word2vec.c's and gensim's workers): faster on a CPU with idle cores, not reproducible bit for
-            bit. 1: one thread, deterministic.
+        workers: Closed form on a CPU: background threads applying the slices. 1: one thread, in
+            order, deterministic; more update the tables at once, unlocked (Hogwild, like word2vec.c's
+            and gensim's workers): faster on a CPU with idle cores, not reproducible bit for bit.
     """
 
     def __init__(
@@ -115,7 +188,7 @@ class SkipGramModel(LightningModule):
         self.update_rows = update_rows
         self.duplicate_cap = duplicate_cap
         self.workers = workers
-        self._threads: ThreadPoolExecutor | None = None
+        self._updates: BackgroundUpdates | None = None
         self.emb_size = vocab_size
         self.emb_dimension = embedding_dim
         self.u_embeddings = nn.Embedding(vocab_size, embedding_dim, sparse=True)
@@ -162,6 +235,7 @@ class SkipGramModel(LightningModule):
     # --- what callbacks and predict read ------------------------------------------------------------
     def embeddings(self) -> Tensor:
         """The word vectors word2vec saves: the input embeddings ``u``, (vocab_size, embedding_dim)."""
+        self._sync()  # a callback reading them mid-training sees every queued update applied
         return self.u_embeddings.weight.detach()
 
     def nearest(self, word_ids: Tensor, k: int = 10) -> tuple[Tensor, Tensor]:
@@ -185,53 +259,52 @@ class SkipGramModel(LightningModule):
         """
         # In the weights' precision: under autocast (bf16-mixed) bmm would compute in bfloat16, whose
         # 8-bit mantissa loses updates of lr * 1e-3, and index_add_ takes only the weights' dtype.
-        with torch.autocast(self.device.type, enabled=False):
-            return self._closed_form_update(batch, lr)
+        if torch.is_autocast_enabled(self.device.type):
+            with torch.autocast(self.device.type, enabled=False):
+                return self._closed_form_update(batch, lr)
+        return self._closed_form_update(batch, lr)
 
     def _closed_form_update(self, batch: Batch, lr: float) -> tuple[Tensor, int]:
         center, context, negatives = batch
         u, v = self.u_embeddings.weight, self.v_embeddings.weight
         (n, m), d = context.shape, u.shape[1]
-        valid = context >= 0  # (C, m)
+        valid = (context >= 0).unsqueeze(2)  # (C, m, 1)
         context = context.clamp(min=0)  # empty slots read row 0 and add exactly 0 to it
         outputs_idx = torch.cat([center.unsqueeze(1), negatives], dim=1)  # (C, k + 1)
-        inputs = u.index_select(0, context.flatten()).view(n, m, d)
-        outputs = v.index_select(0, outputs_idx.flatten()).view(n, -1, d)
+        flat_in, flat_out = context.view(-1), outputs_idx.view(-1)
+        inputs = u.index_select(0, flat_in).view(n, m, d)
+        outputs = v.index_select(0, flat_out).view(n, -1, d)
         # z = -s for the center (label 1) and s for noise (label 0): the loss is softplus(z) and
         # label - σ(s) is σ(z) for the center and -σ(z) for noise.
         z = torch.bmm(inputs, outputs.transpose(1, 2))  # (C, m, k + 1)
         z[:, :, 0].neg_()
-        weight = valid.unsqueeze(2).to(z.dtype)
-        loss = F.softplus(z).mul_(weight).sum()
-        grad = torch.sigmoid(z).mul_(weight.mul_(lr))
+        loss = F.softplus(z).masked_fill_(~valid, 0.0).sum()
+        grad = torch.sigmoid(z).mul_(torch.where(valid, lr, 0.0))
         grad[:, :, 1:].neg_()
-        grad_in = grad_out = grad
-        if self.duplicate_cap:
-            # A row met n > cap times in this update gets cap/n of each occurrence's update: its summed
-            # step is at most cap occurrences' worth, where word2vec's sequential steps, each seeing
-            # the last, would not overshoot.
-            grad_in = grad * self._share(context, u.shape[0]).unsqueeze(2)
-            grad_out = grad * self._share(outputs_idx, v.shape[0]).unsqueeze(1)
+        # A row met n > cap times in this update gets cap/n of each occurrence's update: its summed step
+        # is at most cap occurrences' worth, where word2vec's sequential steps, each seeing the last,
+        # would not overshoot.
+        share_in = self._share(context, flat_in, u.shape[0])
+        share_out = self._share(outputs_idx, flat_out, v.shape[0])
+        grad_in = grad if share_in is None else grad * share_in.unsqueeze(2)
+        grad_out = grad if share_out is None else grad * share_out.unsqueeze(1)
         grad_inputs = torch.bmm(grad_in, outputs)  # (C, m, d)
         grad_outputs = torch.bmm(grad_out.transpose(1, 2), inputs)  # (C, k + 1, d)
-        u.index_add_(0, context.flatten(), grad_inputs.view(-1, d))
-        v.index_add_(0, outputs_idx.flatten(), grad_outputs.view(-1, d))
+        u.index_add_(0, flat_in, grad_inputs.view(-1, d))
+        v.index_add_(0, flat_out, grad_outputs.view(-1, d))
         return loss, int(valid.sum())
 
-    def _share(self, rows: Tensor, size: int) -> Tensor:
-        """Per entry of ``rows``: ``min(1, cap / n)``, n = how often its row occurs in ``rows``."""
-        counts = torch.bincount(rows.flatten(), minlength=size).clamp_(min=self.duplicate_cap)
-        return (self.duplicate_cap / counts.to(torch.float32))[rows]
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="skipgram")
-        return self._threads
-
-    def on_train_end(self) -> None:
-        if self._threads is not None:
-            self._threads.shutdown()
-            self._threads = None
+    def _share(self, rows: Tensor, flat: Tensor, size: int) -> Tensor | None:
+        """Per entry of ``rows``: ``min(1, cap / n)``, n = how often its row occurs in ``rows``; None when
+        no row occurs more than ``duplicate_cap`` times (or the cap is off)."""
+        if not self.duplicate_cap:
+            return None
+        counts = torch.bincount(flat, minlength=size)
+        # On a CPU the check costs less than the multiplication it saves (about half of the input
+        # sides of tinyshakespeare's updates need none); elsewhere it would wait for the device.
+        if rows.is_cpu and int(counts.max()) <= self.duplicate_cap:
+            return None
+        return (self.duplicate_cap / counts.clamp_(min=self.duplicate_cap).to(torch.float32))[rows]
 
     def on_train_start(self) -> None:
         if self.closed_form and self.trainer.world_size > 1:
@@ -239,6 +312,37 @@ class SkipGramModel(LightningModule):
                 "the closed-form word2vec step updates the weights in place, which DDP does not synchronise: "
                 "train on one device or set --model.closed_form false"
             )
+        if self.closed_form and self.device.type == "cpu":
+            # On a GPU the kernels already run asynchronously; on a CPU threads do that job.
+            self._stop_updates()
+            self._updates = BackgroundUpdates(self.closed_form_step, self.workers, depth=8 * self.workers)
+
+    def _sync(self) -> None:
+        """Wait for the queued updates and count their loss into ``train/loss``."""
+        if self._updates is None:
+            return
+        loss, count = self._updates.drain()
+        if count:
+            self.train_loss.update(loss / count, weight=count)
+
+    def _stop_updates(self) -> None:
+        if self._updates is not None:
+            updates, self._updates = self._updates, None
+            updates.close()
+
+    def on_train_end(self) -> None:
+        self._sync()
+        self._stop_updates()
+
+    def teardown(self, stage: str) -> None:
+        self._stop_updates()  # also after an error, which skips on_train_end
+
+    def on_validation_start(self) -> None:
+        self._sync()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The checkpoint's state_dict holds the live tables, written after this hook returns.
+        self._sync()
 
     def learning_rate(self) -> float:
         """word2vec's schedule (gensim's ``alpha - (alpha - min_alpha) * progress``), with progress the
@@ -256,18 +360,16 @@ class SkipGramModel(LightningModule):
             # Updates of `update_rows` centers at a time: their tensors stay in the CPU's cache, and the
             # later rows see the earlier rows' updates, as in word2vec's sequential loop.
             slices = list(zip(*(t.split(self.update_rows) for t in batch), strict=True))
-            if self.workers > 1 and len(slices) > 1:
-                # Hogwild, as word2vec.c's and gensim's threads: each thread updates the shared tables
-                # with its own slices, unlocked; torch releases the GIL inside its operations.
-                parts = [slices[i :: self.workers] for i in range(self.workers)]
-                done = self._pool().map(lambda part: [self.closed_form_step(s, lr) for s in part], parts)
-                results = [result for part in done for result in part]
-            else:
-                results = [self.closed_form_step(rows, lr) for rows in slices]
-            loss = torch.stack([part_loss for part_loss, _ in results]).sum()
-            count = sum(part_count for _, part_count in results)
             # No parameter has a gradient, so this changes nothing; it counts the step (global_step).
             optimizer.step()
+            if self._updates is not None:
+                self._updates.submit(slices, lr)
+                if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                    self._sync()  # the epoch's end (callbacks, logging) sees all its updates
+                return
+            results = [self.closed_form_step(rows, lr) for rows in slices]
+            loss = torch.stack([part_loss for part_loss, _ in results]).sum()
+            count = sum(part_count for _, part_count in results)
         else:
             pos_u, pos_v, neg_v = self.pairs(batch)
             loss, count = self(pos_u, pos_v, neg_v), len(pos_u)
@@ -278,6 +380,7 @@ class SkipGramModel(LightningModule):
             self.train_loss.update(loss.detach() / count, weight=count)
 
     def on_train_epoch_end(self) -> None:
+        self._sync()
         self._log_phase("train")
 
     def _evaluate(self, batch: Batch, phase: str) -> None:

@@ -264,6 +264,47 @@ def test_background_thread_yields_the_same_batches(tmp_path):
     iterator.close()  # a consumer that stops early stops the thread
 
 
+def test_next_epoch_is_made_ahead_and_dropped_when_not_asked_for(tmp_path):
+    path = write_topics_corpus(tmp_path / "topics.txt")
+    inline = data(path, batch_size=16).train_dataloader()
+    expected = {epoch: [b[0].tolist() for b in inline.batches(epoch)] for epoch in (0, 1, 2, 5)}
+    loader = data(path, batch_size=16, prefetch_batches=2)._batches("train")
+    loader.last_epoch = 2
+    loader.prefetch(0)  # what train_dataloader() does while Lightning sets up
+    first = loader._next
+    assert first is not None and first.epoch == 0
+    assert [b[0].tolist() for b in loader] == expected[0]
+    first.thread.join(timeout=10)  # once epoch 0 was all made, its thread started epoch 1
+    second = loader._next
+    assert second is not None and second.epoch == 1
+    loader.set_epoch(1)
+    assert [b[0].tolist() for b in loader] == expected[1]
+    second.thread.join(timeout=10)
+    made_ahead = loader._next
+    assert made_ahead is not None and made_ahead.epoch == 2
+    # A resumed run asks for another epoch: the one made ahead is dropped, not served.
+    loader.set_epoch(5)
+    assert [b[0].tolist() for b in loader] == expected[5]
+    made_ahead.thread.join(timeout=10)
+    assert not made_ahead.thread.is_alive()
+    assert loader._next is None  # nothing is made past the last epoch
+    loader.set_epoch(2)
+    assert [b[0].tolist() for b in loader] == expected[2]
+
+
+def test_teardown_stops_an_epoch_made_ahead(tmp_path):
+    dm = data(write_topics_corpus(tmp_path / "topics.txt"), batch_size=16, prefetch_batches=1)
+    loader = dm.train_dataloader()
+    assert loader._next is None  # without a trainer there is no epoch to make ahead
+    loader.last_epoch = 3
+    loader.prefetch(0)
+    producer = loader._next
+    assert producer is not None and producer.epoch == 0
+    dm.teardown("fit")
+    producer.thread.join(timeout=10)
+    assert not producer.thread.is_alive() and loader._next is None
+
+
 def test_cache_dir_keeps_the_token_file_for_the_next_run(tmp_path):
     path = write_topics_corpus(tmp_path / "topics.txt")
     first = data(path, cache_dir=str(tmp_path / "cache"))

@@ -11,6 +11,7 @@ from lightning.pytorch import Trainer
 from datamodules import TextCorpusDataModule
 from experiments.errors import ExperimentError
 from modules import SkipGramModel
+from modules.skipgram import BackgroundUpdates
 from tests.text_data import TOPICS, write_topics_corpus
 
 
@@ -82,6 +83,52 @@ def test_rows_met_more_than_duplicate_cap_times_share_a_capped_update():
         step = single.state_dict()[name] - before[name]
         assert torch.allclose(summed.state_dict()[name] - before[name], 8 * step, atol=1e-6)
         assert torch.allclose(capped.state_dict()[name] - before[name], 2 * step, atol=1e-6)
+
+
+def slices_of(batch, rows: int) -> list:
+    return list(zip(*(t.split(rows) for t in batch), strict=True))
+
+
+def test_one_background_thread_applies_the_slices_in_order():
+    threaded, inline = random_model(), random_model()
+    slices = slices_of(BATCH, 2) * 3  # rows repeat across slices: the order matters
+    updates = BackgroundUpdates(threaded.closed_form_step, workers=1, depth=2)
+    updates.submit(slices[:3], lr=0.1)
+    updates.submit(slices[3:], lr=0.05)
+    loss, count = updates.drain()
+    results = [inline.closed_form_step(rows, 0.1) for rows in slices[:3]]
+    results += [inline.closed_form_step(rows, 0.05) for rows in slices[3:]]
+    assert count == sum(c for _, c in results) == 36
+    assert torch.allclose(loss, torch.stack([x for x, _ in results]).sum())
+    for name, value in threaded.state_dict().items():
+        assert torch.equal(value, inline.state_dict()[name]), name  # bit for bit
+    assert updates.drain() == (None, 0)
+    updates.close()
+    assert not any(thread.is_alive() for thread in updates.threads)
+
+
+def test_an_error_in_an_update_thread_is_raised_in_the_training_loop():
+    def step(rows, lr):
+        raise RuntimeError("shape mismatch in slice")
+
+    updates = BackgroundUpdates(step, workers=2, depth=1)
+    updates.submit(slices_of(BATCH, 1), lr=0.1)
+    with pytest.raises(RuntimeError, match="shape mismatch in slice"):
+        updates.drain()
+    updates.close()
+
+
+def test_a_checkpoint_holds_every_queued_update():
+    threaded, inline = random_model(), random_model()
+    threaded._updates = BackgroundUpdates(threaded.closed_form_step, workers=1, depth=1)
+    threaded._updates.submit(slices_of(BATCH, 1), lr=0.1)
+    threaded.on_save_checkpoint({})  # Lightning calls it before writing the state_dict's tensors
+    for rows in slices_of(BATCH, 1):
+        inline.closed_form_step(rows, 0.1)
+    assert torch.equal(threaded.u_embeddings.weight, inline.u_embeddings.weight)
+    assert threaded.train_loss.update_count == 1  # the drained loss went into train/loss
+    threaded.teardown("fit")
+    assert threaded._updates is None
 
 
 def test_save_embedding_round_trips_through_gensim(tmp_path):
@@ -166,7 +213,7 @@ def test_hogwild_threads_learn_as_well(tmp_path):
     model, dm, trainer = fit(tmp_path, epochs=8, workers=2, update_rows=32)
     assert trainer.callback_metrics["val/loss"].item() < 3.0
     assert topic_neighbours(model, dm) > 0.9
-    assert model._threads is None  # the pool is shut down when training ends
+    assert model._updates is None  # the threads are stopped when training ends
 
 
 def test_autograd_path_with_sparse_adam_learns_too(tmp_path):
