@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/word2vec_vs_gensim.py CORPUS [CORPUS ...] \
         [--epochs 5] [--dim 100] [--window 5] [--negative 5] [--min-count 5] [--sample 1e-3] \
-        [--workers 2] [--batch-size 4096] [--update-rows 512] [--repeats 2] [--held-out 0.05] [--autograd]
+        [--workers 2] [--batch-size 4096] [--update-rows 1024] [--repeats 2] [--held-out 0.05] [--autograd]
 
 Each CORPUS is a plain-text file (``../shared/data/text/tinyshakespeare.txt``; the King James Bible as
 text: ``apt-get download bible-kjv bible-kjv-text``, unpack both with ``dpkg-deb -x``, then
@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=1e-3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--update-rows", type=int, default=512)
+    parser.add_argument("--update-rows", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--held-out", type=float, default=0.05)
     parser.add_argument("--autograd", action="store_true", help="time the autograd path of ours")

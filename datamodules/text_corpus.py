@@ -170,27 +170,14 @@ def sentence_ids(
 
 def skipgram_contexts(words: Tensor, sentences: Tensor, reduced: Tensor, window: int) -> Tensor:
     """Context ids ``(n, 2 * window)`` of each of ``n`` words: the words at offsets ``-reduced[i]..-1`` and
-    ``1..reduced[i]`` in the same sentence, -1 where there is none.
-
-    One column per offset, from shifted slices of the inputs: a loop over the ``2 * window`` offsets,
-    each a few whole-chunk operations, with no gather.
-    """
+    ``1..reduced[i]`` in the same sentence (one column per offset, ``-window..-1, 1..window``), -1 where
+    there is none."""
     n = len(words)
-    contexts = torch.full((n, 2 * window), -1, dtype=words.dtype)
-    offsets = [*range(-window, 0), *range(1, window + 1)]
-    for column, offset in enumerate(offsets):
-        distance = abs(offset)
-        if distance >= n:
-            continue
-        # Word i's context at i + offset: `here` indexes the centers that have one, `there` the contexts.
-        here, there = (
-            (slice(distance, n), slice(0, n - distance))
-            if offset < 0
-            else (slice(0, n - distance), slice(distance, n))
-        )
-        valid = (sentences[here] == sentences[there]) & (reduced[here] >= distance)
-        contexts[here, column] = torch.where(valid, words[there], -1)
-    return contexts
+    left, right = window_reach(sentences, reduced)
+    offsets = torch.tensor([*range(-window, 0), *range(1, window + 1)])
+    valid = (offsets >= -left.unsqueeze(1)) & (offsets <= right.unsqueeze(1))
+    position = (torch.arange(n).unsqueeze(1) + offsets).clamp_(0, max(n - 1, 0))
+    return words[position].masked_fill_(~valid, -1) if n else torch.full((0, 2 * window), -1)
 
 
 class BatchProducer:
@@ -333,35 +320,50 @@ def chunk_batches(
     """The batches of one chunk of the corpus (vocabulary ids and their sentence numbers): subsampling,
     windows, negatives, then bucketing.
 
-    A center's contexts are moved to the front of its row and the centers sorted by how many they have
-    (stable: text order within a count), so a batch's rows have (nearly) equal counts and its
-    ``context`` is cut to its longest row: no compute on empty slots, which in a corpus of short lines
-    are most of the ``2 * window``. The batches then come in a random order.
+    A center's contexts are the kept words ``left`` before it and ``right`` after it (its window cut at
+    its sentence's ends), in text order from column 0, -1 after them. The centers are sorted by how many
+    they have (stable: text order within a count), so a batch's rows have (nearly) equal counts and its
+    ``context`` is as wide as its longest row: no compute on empty slots, which in a corpus of short
+    lines are most of the ``2 * window``. Each batch's contexts are gathered when it is yielded, from
+    the positions its rows' reaches give. The batches then come in a random order.
     """
     kept = torch.rand(len(words), generator=generator) < data.keep_probability[words]
     words, sentences = words[kept], sentences[kept]
     reduced = torch.randint(1, data.window + 1, (len(words),), generator=generator)
-    contexts = skipgram_contexts(words, sentences, reduced, data.window)
-    valid = contexts >= 0
-    count = valid.sum(1)
-    # Left-align each row's contexts: valid ones to columns 0..count-1, the rest to a spare column.
-    slots = 2 * data.window
-    column = torch.where(valid, valid.cumsum(1) - 1, slots)
-    aligned = torch.full((len(words), slots + 1), -1, dtype=torch.long).scatter_(1, column, contexts)
+    left, right = window_reach(sentences, reduced)
+    count = left + right
     order = torch.argsort(count, stable=True)
     order = order[count[order] > 0]  # a word alone in its sentence has no pair
-    words, contexts, count = words[order], aligned[order, :slots], count[order]
-    noise = data.noise_table.sample((len(words), data.negative), generator)
+    centers, left, count = words[order], left[order], count[order]
+    noise = data.noise_table.sample((len(centers), data.negative), generator)
     # word2vec.c skips a noise word equal to the center; redrawing it keeps `negative` of them per pair
     # and spares the model a mask. (A one-word vocabulary has nothing else to draw.)
-    while data.vocab_size > 1 and (same := noise == words.unsqueeze(1)).any():
+    while data.vocab_size > 1 and (same := noise == centers.unsqueeze(1)).any():
         noise[same] = data.noise_table.sample((int(same.sum()),), generator)
     size = data.batch_size
-    starts = torch.arange(0, len(words), size)
+    starts = torch.arange(0, len(centers), size)
     for start in starts[torch.randperm(len(starts), generator=generator)].tolist():
         rows = slice(start, start + size)
-        width = int(count[rows].max())
-        yield words[rows], contexts[rows, :width], noise[rows]
+        reach, n = left[rows].unsqueeze(1), count[rows].unsqueeze(1)
+        column = torch.arange(int(n.max()))
+        # Column j holds the word j places after the window's first, skipping the center itself.
+        position = order[rows].unsqueeze(1) - reach + column + (column >= reach)
+        contexts = words[position.clamp_(max=len(words) - 1)].masked_fill_(column >= n, -1)
+        yield centers[rows], contexts, noise[rows]
+
+
+def window_reach(sentences: Tensor, reduced: Tensor) -> tuple[Tensor, Tensor]:
+    """How many context words each word has before it and after it: ``reduced`` (its window), cut at the
+    first and last word of its sentence (``sentences``: non-decreasing sentence numbers)."""
+    n = len(sentences)
+    index = torch.arange(n)
+    first = torch.ones(n, dtype=torch.bool)
+    first[1:] = sentences[1:] != sentences[:-1]
+    last = torch.ones(n, dtype=torch.bool)
+    last[:-1] = first[1:]
+    start = torch.cummax(torch.where(first, index, 0), 0).values
+    end = torch.cummin(torch.where(last, index, n).flip(0), 0).values.flip(0)
+    return torch.minimum(reduced, index - start), torch.minimum(reduced, end - index)
 
 
 class TextCorpusDataModule(LightningDataModule):
