@@ -86,7 +86,7 @@ def main() -> None:
         seed=args.seed,
     )
     data.setup("fit")
-    (found, skipped), = data.image_counts.values()
+    ((found, skipped),) = data.image_counts.values()
     model = CaptionModel(dropout=0.0, optimizer=functools.partial(torch.optim.Adam, lr=args.lr))
     history = LossHistory()
     trainer = Trainer(
@@ -105,15 +105,23 @@ def main() -> None:
     train_bleu, train_pairs = bleu4(model, data, "train")
     held_out_bleu, _ = bleu4(model, data, "val")
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {model.device}")
-    print(f"images in captions_val2017.json with captions: {found + skipped}; found {found}, "
-          f"skipped {skipped} (missing)")
-    print(f"training images {len(data.splits['train'])}, held out {len(data.splits['val'])}; "
-          f"vocabulary {len(data.vocabulary)} tokens; "
-          f"captions {sum(len(r) for _, r in train_pairs)}")
-    print(f"{args.epochs} epochs in {seconds:.1f} s; train/loss {history.values[0]:.3f} -> "
-          f"{history.values[-1]:.3f}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {model.device}"
+    )
+    print(
+        f"images in captions_val2017.json with captions: {found + skipped}; found {found}, "
+        f"skipped {skipped} (missing)"
+    )
+    print(
+        f"training images {len(data.splits['train'])}, held out {len(data.splits['val'])}; "
+        f"vocabulary {len(data.vocabulary)} tokens; "
+        f"captions {sum(len(r) for _, r in train_pairs)}"
+    )
+    print(
+        f"{args.epochs} epochs in {seconds:.1f} s; train/loss {history.values[0]:.3f} -> "
+        f"{history.values[-1]:.3f}"
+    )
     print(f"BLEU-4 on the training images: {train_bleu:.4f}  (goal > 0.9)")
     print(f"BLEU-4 on the held-out images: {held_out_bleu:.4f}  (not expected to be high)")
     for caption, references in train_pairs[:3]:

@@ -133,7 +133,9 @@ def main() -> None:
     for r in results:
         r["ratio_to_fp32"] = r["samples_per_s"] / baseline[r["lesson"]] if r["lesson"] in baseline else None
         ratio = f"{r['ratio_to_fp32']:.2f}x" if r["ratio_to_fp32"] else "-"
-        print(f"{r['lesson']:<16}{r['precision']:<12}{r['samples_per_s']:>12.0f}{ratio:>9}{r['train_loss']:>8.3f}")
+        print(
+            f"{r['lesson']:<16}{r['precision']:<12}{r['samples_per_s']:>12.0f}{ratio:>9}{r['train_loss']:>8.3f}"
+        )
     if args.output:
         args.output.write_text(json.dumps({"device": device, "results": results}, indent=2))
 

@@ -253,7 +253,6 @@ class SlurmRequeue(Callback):
         self._signal, self._previous, self._environment, self._requested = None, None, None, False
 
 
-
 def slurm_topology(num_nodes: int, devices: Any) -> tuple[int, Any]:
     """Nodes and processes per node of this SLURM job, for settings left at their defaults (1, "auto").
 

@@ -33,8 +33,11 @@ def test_prediction_input_uses_the_training_scale():
 
 def test_own_students_and_batches():
     data = StudyScoresDataModule(
-        hours=[[1, 2], [2, 4], [4, 8], [3, 1]], scores=[10, 20, 40, 30], predict_hours=[[2, 2]],
-        max_score=50, batch_size=2,
+        hours=[[1, 2], [2, 4], [4, 8], [3, 1]],
+        scores=[10, 20, 40, 30],
+        predict_hours=[[2, 2]],
+        max_score=50,
+        batch_size=2,
     )
     data.setup("fit")
     x, y = data.splits["train"]

@@ -114,7 +114,11 @@ def test_torchrun_two_nodes_match_one_process(single_run: Path) -> None:
         ]  # fmt: skip
         nodes.append(
             subprocess.Popen(
-                command, cwd=single_run, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                command,
+                cwd=single_run,
+                env=environment(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 text=True,
             )
         )

@@ -70,7 +70,6 @@ class PoisonAt(Callback):
                 next(pl_module.parameters()).fill_(float("nan"))
 
 
-
 def callback_arg(cls: type, **init_args: object) -> str:
     """``--trainer.callbacks+=`` one of this module's callbacks, as JSON."""
     spec = {"class_path": f"{__name__}.{cls.__name__}", "init_args": init_args}
