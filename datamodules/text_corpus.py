@@ -664,12 +664,22 @@ class TextCorpusDataModule(LightningDataModule):
             )
         if stage == "test" and self.test_fraction == 0:
             raise DataConfigError("test needs a held-out slice: set --data.test_fraction above 0")
+        if stage == "fit":
+            # The first epoch's batches are made while Lightning sets up the rest of the run (logger,
+            # callbacks, optimizer): train_dataloader() hands over this loader.
+            self._train = self._started_train_loader()
+            self._train_handed_over = False
+
+    def _started_train_loader(self) -> SkipGramBatches:
+        self._close_train()
+        loader = self._batches("train")
+        loader.prefetch(self.trainer.current_epoch if self.trainer is not None else 0)
+        return loader
 
     def train_dataloader(self) -> SkipGramBatches:
-        self._close_train()
-        self._train = self._batches("train")
-        # Lightning asks for the loader while it sets up; the first batches are made meanwhile.
-        self._train.prefetch(self.trainer.current_epoch if self.trainer is not None else 0)
+        if getattr(self, "_train", None) is None or self._train_handed_over:
+            self._train = self._started_train_loader()
+        self._train_handed_over = True
         return self._train
 
     def _close_train(self) -> None:

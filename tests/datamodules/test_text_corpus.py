@@ -305,6 +305,21 @@ def test_teardown_stops_an_epoch_made_ahead(tmp_path):
     assert not producer.thread.is_alive() and loader._next is None
 
 
+def test_fit_setup_starts_the_first_epoch_and_hands_that_loader_over(tmp_path):
+    from lightning.pytorch import Trainer
+
+    dm = data(write_topics_corpus(tmp_path / "topics.txt"), batch_size=16, prefetch_batches=1)
+    dm.trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    dm.setup("fit")
+    started = dm._train
+    assert started._next is not None and started._next.epoch == 0 and started.last_epoch == 1
+    assert dm.train_dataloader() is started
+    again = dm.train_dataloader()  # asked again (reload_dataloaders_every_n_epochs): a new loader
+    assert again is not started and started._next is None
+    dm.teardown("fit")
+    assert again._next is None
+
+
 def test_cache_dir_keeps_the_token_file_for_the_next_run(tmp_path):
     path = write_topics_corpus(tmp_path / "topics.txt")
     first = data(path, cache_dir=str(tmp_path / "cache"))
