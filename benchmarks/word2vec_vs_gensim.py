@@ -18,10 +18,10 @@ skip-gram with negative sampling.
 - ours: ``configs/word2vec.yaml`` through ``ExperimentCLI(..., run=False)`` with the same settings and no
   held-out slices, validation or callbacks (gensim has none); ``datamodule.prepare()`` (reading,
   counting and encoding the corpus, as ``build_vocab``) untimed, timed is ``trainer.fit``: Lightning's
-  loop with logging and ``last.ckpt``, the closed-form step in ``--workers`` threads (Hogwild, as
-  gensim's workers; one torch thread each) and the batch-making thread beside them. ``--autograd``
-  times the autograd path (SGD on sparse gradients) instead, with batches of ``--update-rows`` centers
-  (it steps once per batch).
+  loop with logging and ``last.ckpt``, the closed-form step in ``--workers`` background threads
+  (Hogwild, as gensim's workers; one torch thread each) and the batch-making thread beside them.
+  ``--autograd`` times the autograd path (SGD on sparse gradients) instead, with batches of
+  ``--update-rows`` centers (it steps once per batch; RESULTS.md's figure used ``--update-rows 512``).
 
 Repeats alternate the sides; repeat ``r`` seeds gensim with ``1 + r`` and ours with ``42 + r``.
 

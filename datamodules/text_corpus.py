@@ -17,7 +17,9 @@ token stream (int32 ids in order of first sight, line breaks marked) to a file; 
 known, a second pass over that file writes the encoded corpus, each in-vocabulary word as its vocabulary
 id and sentence number. Epochs stream the encoded file, ``chunk_tokens`` words at a time, so a corpus
 larger than memory trains, and each chunk becomes batches by tensor operations only: no Python loop over
-words or pairs. A background thread makes the next batches while the model trains.
+words or pairs. A background thread makes the next batches while the model trains; in a training run it
+starts when Lightning sets the datamodule up and goes on to the next epoch as soon as an epoch's batches
+are all made, so from the second epoch on the model does not wait for its first batches.
 
 A batch is ``(center (C,), context (C, m), negatives (C, negative))`` for ``C = batch_size`` center
 words: ``context[i]`` holds the ids of center ``i``'s context words from column 0, -1 in the empty
@@ -242,7 +244,7 @@ class SkipGramBatches:
     With ``prefetch_batches``, a ``BatchProducer`` thread makes the batches ahead. A training loader's
     thread goes on to the next epoch as soon as this one's batches are all made (up to ``last_epoch``), so
     the epoch's end (the last updates, logging, the checkpoint) and the next epoch's first batches overlap
-    instead of leaving the model waiting; ``prefetch()`` starts the first epoch before Lightning asks.
+    instead of leaving the model waiting; ``prefetch()`` starts an epoch before Lightning asks for it.
     A prefetched epoch that Lightning does not ask for next (a resumed run) is dropped.
     """
 
