@@ -36,6 +36,7 @@ with a new draw of subsampling, windows and negatives every epoch (seeded by ``s
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import math
 import re
@@ -49,8 +50,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Full, Queue
+from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
@@ -187,8 +190,12 @@ class BatchProducer:
 
     torch releases the GIL in its operations, so batch making overlaps the model's work (a DataLoader
     worker process would pickle every batch). ``stop()`` ends the thread early (when Lightning drops the
-    iterator, or a prefetched epoch is not wanted).
+    iterator, or a prefetched epoch is not wanted) and waits for it; at the interpreter's exit every
+    producer still running is stopped the same way, since a daemon thread cut off inside a torch
+    operation aborts the process.
     """
+
+    running: ClassVar[weakref.WeakSet[BatchProducer]] = weakref.WeakSet()
 
     def __init__(
         self,
@@ -203,6 +210,7 @@ class BatchProducer:
         self._batches = batches
         self._then = then  # called in the thread once every batch is queued
         self.thread = threading.Thread(target=self._produce, name="skipgram-batches", daemon=True)
+        BatchProducer.running.add(self)
         self.thread.start()
 
     def _put(self, item: object) -> bool:
@@ -232,7 +240,18 @@ class BatchProducer:
             yield item
 
     def stop(self) -> None:
+        """End the thread at its next batch (a chunk in progress is finished first) and wait for it."""
         self._stop.set()
+        if threading.current_thread() is not self.thread:
+            self.thread.join()
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for producer in list(cls.running):
+            producer.stop()
+
+
+atexit.register(BatchProducer.stop_all)
 
 
 class SkipGramBatches:
@@ -258,6 +277,10 @@ class SkipGramBatches:
         self.last_epoch = last_epoch  # the last epoch worth prefetching (-1: none)
         self.epoch = 0
         self._next: BatchProducer | None = None
+        self._closed = False  # no more epochs made ahead
+        self._lock = threading.Lock()  # _next and _closed: the producer thread starts the next epoch
+        self._length: int | None = None
+        self._length_lock = threading.Lock()  # len() is asked by Lightning and by the producer thread
         # Lightning calls set_epoch on a loader's `sampler` at each epoch start.
         self.sampler = self
         self.batch_sampler = None
@@ -269,43 +292,75 @@ class SkipGramBatches:
         return range(self.start, self.stop, self.data.chunk_tokens)
 
     def __len__(self) -> int:
-        data = self.data
-        kept = float((data.counts.double() * data.keep_probability).sum() / data.counts.sum())
-        return sum(
-            math.ceil(kept * (min(begin + data.chunk_tokens, self.stop) - begin) / data.batch_size)
-            for begin in self._chunks()
-        )
+        # Lightning ends an epoch after len() batches, so this must not fall short of any epoch's draw:
+        # per chunk, the words subsampling keeps on average plus six standard deviations of its draw
+        # (a center needs a context too, so fewer become centers), in batches, rounded up.
+        with self._length_lock:
+            if self._length is None:
+                data = self.data
+                words, _ = data.encoded_corpus()
+                keep = data.keep_probability.double()
+                length = 0
+                for begin in self._chunks():
+                    p = keep[words[begin : min(begin + data.chunk_tokens, self.stop)].long()]
+                    bound = float(p.sum()) + 6 * math.sqrt(float((p * (1 - p)).sum()))
+                    length += math.ceil(bound / data.batch_size)
+                self._length = length
+            return self._length
 
     def batches(self, epoch: int | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """The batches of ``epoch`` (default: the current one), made in the calling thread."""
+        """The batches of ``epoch`` (default: the current one), made in the calling thread: at most
+        ``len(self)``; should a draw ever make more, the last batch holds all the rest."""
         data = self.data
         epoch = self.epoch if epoch is None else epoch
         generator = torch.Generator().manual_seed(self.seed + (0 if self.fixed else 1_000_003 * epoch))
         words, sentences = data.encoded_corpus()
-        for begin in self._chunks():
-            end = min(begin + data.chunk_tokens, self.stop)
-            yield from chunk_batches(data, words[begin:end].long(), sentences[begin:end].long(), generator)
+        made = (
+            batch
+            for begin in self._chunks()
+            for batch in chunk_batches(
+                data,
+                words[begin : min(begin + data.chunk_tokens, self.stop)].long(),
+                sentences[begin : min(begin + data.chunk_tokens, self.stop)].long(),
+                generator,
+            )
+        )
+        last = len(self) - 1
+        for index, batch in enumerate(made):
+            if index == last:
+                yield concat_batches([batch, *made])
+                return
+            yield batch
 
     def prefetch(self, epoch: int) -> None:
         """Start making ``epoch``'s batches in the background (training loaders, up to ``last_epoch``)."""
-        if self.data.prefetch_batches and not self.fixed and epoch <= self.last_epoch and self._next is None:
-            self._next = self._producer(epoch)
+        with self._lock:
+            if (
+                self.data.prefetch_batches
+                and not (self.fixed or self._closed)
+                and epoch <= self.last_epoch
+                and self._next is None
+            ):
+                self._next = self._producer(epoch)
 
     def _producer(self, epoch: int) -> BatchProducer:
         then = None if self.fixed else lambda: self.prefetch(epoch + 1)
         return BatchProducer(self.batches(epoch), self.data.prefetch_batches, epoch, then)
 
     def close(self) -> None:
-        """Stop a prefetched epoch nobody will read."""
-        if self._next is not None:
-            self._next.stop()
-            self._next = None
+        """Stop a prefetched epoch nobody will read, and make no more ahead."""
+        with self._lock:
+            self._closed = True
+            producer, self._next = self._next, None
+        if producer is not None:
+            producer.stop()
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         if not self.data.prefetch_batches:
             yield from self.batches()
             return
-        producer, self._next = self._next, None
+        with self._lock:
+            producer, self._next = self._next, None
         if producer is None or producer.epoch != self.epoch:
             if producer is not None:
                 producer.stop()
@@ -352,6 +407,19 @@ def chunk_batches(
         position = order[rows].unsqueeze(1) - reach + column + (column >= reach)
         contexts = words[position.clamp_(max=len(words) - 1)].masked_fill_(column >= n, -1)
         yield centers[rows], contexts, noise[rows]
+
+
+def concat_batches(batches: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+    """One batch of several: centers and negatives stacked, contexts padded with -1 to the widest."""
+    if len(batches) == 1:
+        return batches[0]
+    width = max(context.shape[1] for _, context, _ in batches)
+    contexts = [F.pad(context, (0, width - context.shape[1]), value=-1) for _, context, _ in batches]
+    return (
+        torch.cat([center for center, _, _ in batches]),
+        torch.cat(contexts),
+        torch.cat([noise for _, _, noise in batches]),
+    )
 
 
 def window_reach(sentences: Tensor, reduced: Tensor) -> tuple[Tensor, Tensor]:

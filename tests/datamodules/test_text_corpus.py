@@ -320,6 +320,22 @@ def test_fit_setup_starts_the_first_epoch_and_hands_that_loader_over(tmp_path):
     assert again._next is None
 
 
+def test_len_is_never_short_of_an_epoch_and_a_longer_draw_ends_in_one_batch(tmp_path):
+    # Lightning ends an epoch after len() batches: a draw longer than len() would lose its last batches.
+    dm = data(write_topics_corpus(tmp_path / "topics.txt", lines=2000), sample=1e-2, batch_size=16)
+    loader = dm.train_dataloader()
+    made = [sum(1 for _ in loader.batches(epoch)) for epoch in range(6)]
+    assert max(made) <= len(loader) <= 1.05 * max(made) + len(list(loader._chunks()))
+    assert len(set(made)) > 1  # subsampling draws how many there are
+    whole = list(loader.batches(0))
+    loader._length = 3  # as if this draw were longer than the bound
+    cut = list(loader.batches(0))
+    assert len(cut) == 3 and pair_multiset(cut) == pair_multiset(whole)
+    assert torch.equal(torch.cat([b[0] for b in cut]), torch.cat([b[0] for b in whole]))
+    assert torch.equal(torch.cat([b[2] for b in cut]), torch.cat([b[2] for b in whole]))
+    assert (cut[-1][1] >= 0).any(1).all()  # padded rows keep their contexts from column 0
+
+
 def test_cache_dir_keeps_the_token_file_for_the_next_run(tmp_path):
     path = write_topics_corpus(tmp_path / "topics.txt")
     first = data(path, cache_dir=str(tmp_path / "cache"))

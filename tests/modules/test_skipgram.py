@@ -3,6 +3,11 @@ word2vec text format through gensim, nearest neighbours, and learning on a corpu
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -225,3 +230,40 @@ def test_autograd_path_with_sparse_adam_learns_too(tmp_path):
     )
     assert trainer.callback_metrics["val/loss"].item() < 3.0  # untrained: 6 log 2 = 4.16 per pair
     assert topic_neighbours(model, dm) > 0.8
+
+
+CRASH = """
+import sys
+sys.path.insert(0, {repo!r})
+from lightning.pytorch import Callback, Trainer
+from datamodules import TextCorpusDataModule
+from modules import SkipGramModel
+from tests.text_data import write_topics_corpus
+
+class Boom(Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 3:
+            raise RuntimeError("boom at batch 3")
+
+path = write_topics_corpus(__import__("pathlib").Path({folder!r}) / "topics.txt", lines=12000)
+dm = TextCorpusDataModule(path=str(path), min_count=1, batch_size=1024, val_fraction=0, test_fraction=0)
+model = SkipGramModel(dm.vocab_size, workers=2, update_rows=16)
+trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, limit_val_batches=0, callbacks=[Boom()])
+trainer.fit(model, dm)
+"""
+
+
+def test_an_error_mid_training_exits_with_its_traceback_not_an_abort(tmp_path):
+    # Updates were still queued and the next batches being made when the error ended the run; daemon
+    # threads cut off inside torch operations at exit abort the process ("terminate called without an
+    # active exception", status 134) unless they are stopped first.
+    repo = str(Path(__file__).resolve().parents[2])
+    script = tmp_path / "crash.py"
+    script.write_text(textwrap.dedent(CRASH.format(repo=repo, folder=str(tmp_path))), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "RuntimeError: boom at batch 3" in result.stderr
+    assert "terminate called" not in result.stderr
