@@ -257,8 +257,9 @@ atexit.register(BatchProducer.stop_all)
 class SkipGramBatches:
     """Streams one slice of the encoded corpus as skip-gram batches (see the module docstring).
 
-    ``len()`` is the expected number of batches (subsampling draws how many words an epoch keeps), which
-    Lightning uses for its progress bar and for ``estimated_stepping_batches``.
+    ``len()`` bounds the number of batches from above (subsampling draws how many words an epoch keeps;
+    Lightning ends an epoch after ``len()`` batches, so a short bound would drop the last ones). Lightning
+    also uses it for its progress bar and for ``estimated_stepping_batches``.
 
     With ``prefetch_batches``, a ``BatchProducer`` thread makes the batches ahead. A training loader's
     thread goes on to the next epoch as soon as this one's batches are all made (up to ``last_epoch``), so
