@@ -53,7 +53,6 @@ from queue import Full, Queue
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
@@ -257,9 +256,11 @@ atexit.register(BatchProducer.stop_all)
 class SkipGramBatches:
     """Streams one slice of the encoded corpus as skip-gram batches (see the module docstring).
 
-    ``len()`` bounds the number of batches from above (subsampling draws how many words an epoch keeps;
-    Lightning ends an epoch after ``len()`` batches, so a short bound would drop the last ones). Lightning
-    also uses it for its progress bar and for ``estimated_stepping_batches``.
+    It has no ``len()``: subsampling draws how many batches an epoch has, and Lightning, given a length,
+    ends an epoch after that many batches (a short estimate drops the last ones) and validates only when
+    the length is reached (a long one never validates). Unsized, Lightning reads each epoch to its end
+    and knows its last batch. ``operator.length_hint()`` gives the expected count, from which
+    ``SkipGramModel`` schedules its learning rate.
 
     With ``prefetch_batches``, a ``BatchProducer`` thread makes the batches ahead. A training loader's
     thread goes on to the next epoch as soon as this one's batches are all made (up to ``last_epoch``), so
@@ -280,8 +281,7 @@ class SkipGramBatches:
         self._next: BatchProducer | None = None
         self._closed = False  # no more epochs made ahead
         self._lock = threading.Lock()  # _next and _closed: the producer thread starts the next epoch
-        self._length: int | None = None
-        self._length_lock = threading.Lock()  # len() is asked by Lightning and by the producer thread
+        self._expected: int | None = None
         # Lightning calls set_epoch on a loader's `sampler` at each epoch start.
         self.sampler = self
         self.batch_sampler = None
@@ -292,46 +292,29 @@ class SkipGramBatches:
     def _chunks(self) -> range:
         return range(self.start, self.stop, self.data.chunk_tokens)
 
-    def __len__(self) -> int:
-        # Lightning ends an epoch after len() batches, so this must not fall short of any epoch's draw:
-        # per chunk, the words subsampling keeps on average plus six standard deviations of its draw
-        # (a center needs a context too, so fewer become centers), in batches, rounded up.
-        with self._length_lock:
-            if self._length is None:
-                data = self.data
-                words, _ = data.encoded_corpus()
-                keep = data.keep_probability.double()
-                length = 0
-                for begin in self._chunks():
-                    p = keep[words[begin : min(begin + data.chunk_tokens, self.stop)].long()]
-                    bound = float(p.sum()) + 6 * math.sqrt(float((p * (1 - p)).sum()))
-                    length += math.ceil(bound / data.batch_size)
-                self._length = length
-            return self._length
+    def __length_hint__(self) -> int:
+        """The expected number of batches of an epoch: per chunk, the words subsampling keeps on average
+        (its exact mean over the chunk's words), in batches, rounded up."""
+        if self._expected is None:
+            data = self.data
+            words, _ = data.encoded_corpus()
+            keep = data.keep_probability.double()
+            expected = 0
+            for begin in self._chunks():
+                kept = keep[words[begin : min(begin + data.chunk_tokens, self.stop)].long()].sum()
+                expected += math.ceil(float(kept) / data.batch_size)
+            self._expected = expected
+        return self._expected
 
     def batches(self, epoch: int | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """The batches of ``epoch`` (default: the current one), made in the calling thread: at most
-        ``len(self)``; should a draw ever make more, the last batch holds all the rest."""
+        """The batches of ``epoch`` (default: the current one), made in the calling thread."""
         data = self.data
         epoch = self.epoch if epoch is None else epoch
         generator = torch.Generator().manual_seed(self.seed + (0 if self.fixed else 1_000_003 * epoch))
         words, sentences = data.encoded_corpus()
-        made = (
-            batch
-            for begin in self._chunks()
-            for batch in chunk_batches(
-                data,
-                words[begin : min(begin + data.chunk_tokens, self.stop)].long(),
-                sentences[begin : min(begin + data.chunk_tokens, self.stop)].long(),
-                generator,
-            )
-        )
-        last = len(self) - 1
-        for index, batch in enumerate(made):
-            if index == last:
-                yield concat_batches([batch, *made])
-                return
-            yield batch
+        for begin in self._chunks():
+            end = min(begin + data.chunk_tokens, self.stop)
+            yield from chunk_batches(data, words[begin:end].long(), sentences[begin:end].long(), generator)
 
     def prefetch(self, epoch: int) -> None:
         """Start making ``epoch``'s batches in the background (training loaders, up to ``last_epoch``)."""
@@ -408,19 +391,6 @@ def chunk_batches(
         position = order[rows].unsqueeze(1) - reach + column + (column >= reach)
         contexts = words[position.clamp_(max=len(words) - 1)].masked_fill_(column >= n, -1)
         yield centers[rows], contexts, noise[rows]
-
-
-def concat_batches(batches: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
-    """One batch of several: centers and negatives stacked, contexts padded with -1 to the widest."""
-    if len(batches) == 1:
-        return batches[0]
-    width = max(context.shape[1] for _, context, _ in batches)
-    contexts = [F.pad(context, (0, width - context.shape[1]), value=-1) for _, context, _ in batches]
-    return (
-        torch.cat([center for center, _, _ in batches]),
-        torch.cat(contexts),
-        torch.cat([noise for _, _, noise in batches]),
-    )
 
 
 def window_reach(sentences: Tensor, reduced: Tensor) -> tuple[Tensor, Tensor]:

@@ -60,6 +60,7 @@ Departures from the seed:
 from __future__ import annotations
 
 import atexit
+import operator
 import threading
 import weakref
 from collections.abc import Callable
@@ -215,6 +216,7 @@ class SkipGramModel(LightningModule):
         self.duplicate_cap = duplicate_cap
         self.workers = workers
         self._updates: BackgroundUpdates | None = None
+        self._total_steps: float | None = None
         self.emb_size = vocab_size
         self.emb_dimension = embedding_dim
         self.u_embeddings = nn.Embedding(vocab_size, embedding_dim, sparse=True)
@@ -333,6 +335,7 @@ class SkipGramModel(LightningModule):
         return (self.duplicate_cap / counts.clamp_(min=self.duplicate_cap).to(torch.float32))[rows]
 
     def on_train_start(self) -> None:
+        self._total_steps = None  # worked out again for this run
         if self.closed_form and self.trainer.world_size > 1:
             raise ExperimentError(
                 "the closed-form word2vec step updates the weights in place, which DDP does not synchronise: "
@@ -372,13 +375,24 @@ class SkipGramModel(LightningModule):
 
     def learning_rate(self) -> float:
         """word2vec's schedule (gensim's ``alpha - (alpha - min_alpha) * progress``), with progress the
-        share of the run's batches done: from the optimizer's learning rate down to ``min_lr``. The run's
-        batches are Lightning's estimate from the loader's length, which for a streamed corpus bounds
-        them from above, so the rate ends a little above ``min_lr`` (0.0017 on tinyshakespeare, 0.0005 on
-        the King James Bible, over 5 epochs)."""
-        total = self.trainer.estimated_stepping_batches
+        share of the run's batches done: from the optimizer's learning rate down to ``min_lr``."""
+        if self._total_steps is None:
+            self._total_steps = self.total_steps()
+        total = self._total_steps
         progress = min(self.global_step / total, 1.0) if 0 < total < float("inf") else 0.0
         return self.start_lr - (self.start_lr - self.min_lr) * progress
+
+    def total_steps(self) -> float:
+        """The run's steps: Lightning's estimate for a loader with a length; for a streamed corpus, which
+        has none (its epochs' lengths are drawn), the loader's ``operator.length_hint`` per epoch."""
+        trainer = self.trainer
+        if trainer.num_training_batches != float("inf"):
+            return trainer.estimated_stepping_batches
+        per_epoch = operator.length_hint(trainer.train_dataloader, 0)
+        if per_epoch <= 0 or trainer.max_epochs is None or trainer.max_epochs < 0:
+            return trainer.max_steps if trainer.max_steps > 0 else float("inf")
+        steps = per_epoch * max(trainer.max_epochs, 1)
+        return min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         optimizer = self.optimizers()

@@ -4,6 +4,7 @@ windows and pairs against brute force, streaming in chunks, splits, the cache, d
 from __future__ import annotations
 
 import math
+import operator
 import random
 from collections import Counter
 from pathlib import Path
@@ -225,7 +226,7 @@ def test_streaming_in_chunks_covers_the_corpus(tmp_path):
     path = write_topics_corpus(tmp_path / "topics.txt", lines=60)
     whole = data(path, sample=0, batch_size=64)
     chunked = data(path, sample=0, batch_size=64, chunk_tokens=50)
-    assert len(chunked.train_dataloader()) > len(whole.train_dataloader())
+    assert sum(1 for _ in chunked.train_dataloader()) > sum(1 for _ in whole.train_dataloader())
     centers = [sum(len(b[0]) for b in dm.train_dataloader()) for dm in (whole, chunked)]
     # Windows are cut at chunk edges, so a few words at an edge may lose all their contexts.
     assert centers[0] * 0.95 < centers[1] <= centers[0]
@@ -248,7 +249,7 @@ def test_epochs_draw_anew_and_evaluation_is_fixed(tmp_path):
     assert all(
         all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) for a, b in zip(once, val, strict=True)
     )
-    assert len(val) > 0 and len(dm.test_dataloader()) > 0
+    assert operator.length_hint(val) > 0 and operator.length_hint(dm.test_dataloader()) > 0
     assert torch.equal(next(iter(dm.predict_dataloader()))[0], torch.arange(dm.vocab_size))
 
 
@@ -320,20 +321,16 @@ def test_fit_setup_starts_the_first_epoch_and_hands_that_loader_over(tmp_path):
     assert again._next is None
 
 
-def test_len_is_never_short_of_an_epoch_and_a_longer_draw_ends_in_one_batch(tmp_path):
-    # Lightning ends an epoch after len() batches: a draw longer than len() would lose its last batches.
+def test_epochs_have_no_len_but_a_length_hint_near_their_draws(tmp_path):
+    # Given a len(), Lightning ends an epoch after that many batches and validates only when it gets
+    # there; subsampling draws each epoch's count, so the loader is unsized and read to its end.
     dm = data(write_topics_corpus(tmp_path / "topics.txt", lines=2000), sample=1e-2, batch_size=16)
     loader = dm.train_dataloader()
+    with pytest.raises(TypeError):
+        len(loader)
     made = [sum(1 for _ in loader.batches(epoch)) for epoch in range(6)]
-    assert max(made) <= len(loader) <= 1.05 * max(made) + len(list(loader._chunks()))
     assert len(set(made)) > 1  # subsampling draws how many there are
-    whole = list(loader.batches(0))
-    loader._length = 3  # as if this draw were longer than the bound
-    cut = list(loader.batches(0))
-    assert len(cut) == 3 and pair_multiset(cut) == pair_multiset(whole)
-    assert torch.equal(torch.cat([b[0] for b in cut]), torch.cat([b[0] for b in whole]))
-    assert torch.equal(torch.cat([b[2] for b in cut]), torch.cat([b[2] for b in whole]))
-    assert (cut[-1][1] >= 0).any(1).all()  # padded rows keep their contexts from column 0
+    assert abs(operator.length_hint(loader) - sum(made) / len(made)) <= 0.05 * max(made)
 
 
 def test_cache_dir_keeps_the_token_file_for_the_next_run(tmp_path):

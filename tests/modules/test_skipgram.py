@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 
 from datamodules import TextCorpusDataModule
 from experiments.errors import ExperimentError
@@ -211,6 +211,47 @@ def test_training_lowers_the_held_out_loss_and_groups_the_topics(tmp_path):
     assert after < before - 0.5
     assert topic_neighbours(model, dm) > 0.9
     # The learning rate fell linearly from 0.025 to min_lr over the run.
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0001, abs=2e-3)
+
+
+def test_a_subsampled_corpus_trains_every_batch_and_validates_every_epoch(tmp_path):
+    # With subsampling each epoch draws its own number of batches: all of them train, validation runs
+    # at every epoch's end, and the learning rate still ends near min_lr.
+    class Count(Callback):
+        def __init__(self) -> None:
+            self.batches, self.validations = [], 0
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.batches.append(0)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.batches[-1] += 1
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.validations += not trainer.sanity_checking
+
+    dm = TextCorpusDataModule(
+        path=str(write_topics_corpus(tmp_path / "topics.txt", lines=2000)),
+        min_count=1,
+        sample=1e-2,
+        batch_size=64,
+        val_fraction=0.1,
+        test_fraction=0,
+    )
+    model = SkipGramModel(dm.vocab_size, embedding_dim=16, workers=2)
+    count = Count()
+    trainer = Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[count],
+    )
+    trainer.fit(model, dm)
+    loader = dm._batches("train")
+    assert count.batches == [sum(1 for _ in loader.batches(epoch)) for epoch in range(3)]
+    assert count.validations == 3 and "val/loss" in trainer.callback_metrics
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0001, abs=2e-3)
 
 
