@@ -36,7 +36,6 @@ with a new draw of subsampling, windows and negatives every epoch (seeded by ``s
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import math
 import re
@@ -50,7 +49,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Full, Queue
-from typing import ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -189,12 +187,10 @@ class BatchProducer:
 
     torch releases the GIL in its operations, so batch making overlaps the model's work (a DataLoader
     worker process would pickle every batch). ``stop()`` ends the thread early (when Lightning drops the
-    iterator, or a prefetched epoch is not wanted) and waits for it; at the interpreter's exit every
-    producer still running is stopped the same way, since a daemon thread cut off inside a torch
+    iterator, or a prefetched epoch is not wanted) and waits for it; ``weakref.finalize`` does the same
+    at the interpreter's exit for a producer still running, since a daemon thread cut off inside a torch
     operation aborts the process.
     """
-
-    running: ClassVar[weakref.WeakSet[BatchProducer]] = weakref.WeakSet()
 
     def __init__(
         self,
@@ -209,8 +205,8 @@ class BatchProducer:
         self._batches = batches
         self._then = then  # called in the thread once every batch is queued
         self.thread = threading.Thread(target=self._produce, name="skipgram-batches", daemon=True)
-        BatchProducer.running.add(self)
         self.thread.start()
+        self._finalizer = weakref.finalize(self, _stop_thread, self._stop, self.thread)
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -240,17 +236,13 @@ class BatchProducer:
 
     def stop(self) -> None:
         """End the thread at its next batch (a chunk in progress is finished first) and wait for it."""
-        self._stop.set()
-        if threading.current_thread() is not self.thread:
-            self.thread.join()
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for producer in list(cls.running):
-            producer.stop()
+        self._finalizer()
 
 
-atexit.register(BatchProducer.stop_all)
+def _stop_thread(stop: threading.Event, thread: threading.Thread) -> None:
+    stop.set()
+    if threading.current_thread() is not thread:
+        thread.join()
 
 
 class SkipGramBatches:

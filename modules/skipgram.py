@@ -59,14 +59,12 @@ Departures from the seed:
 
 from __future__ import annotations
 
-import atexit
 import operator
 import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 from queue import Queue
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -89,12 +87,10 @@ class BackgroundUpdates:
     (Hogwild, as word2vec.c's and gensim's threads); with one thread the slices are applied in the
     order they were queued, as a synchronous loop would. ``drain`` waits until every queued slice is
     applied and returns their summed loss and pair count; an error in a thread is raised there (or at
-    the next ``submit``) in the training loop's thread. At the interpreter's exit (after an error that
-    skipped ``on_train_end``) the threads are stopped and the queued slices dropped, since a daemon
-    thread cut off inside a torch operation aborts the process.
+    the next ``submit``) in the training loop's thread. ``close`` (or, after an error that skipped
+    ``on_train_end``, the interpreter's exit, through ``weakref.finalize``) lets the threads finish the
+    queued slices and stops them: a daemon thread cut off inside a torch operation aborts the process.
     """
-
-    running: ClassVar[weakref.WeakSet[BackgroundUpdates]] = weakref.WeakSet()
 
     def __init__(self, step: Callable[[Batch, float], tuple[Tensor, int]], workers: int, depth: int) -> None:
         self.step = step
@@ -103,20 +99,18 @@ class BackgroundUpdates:
         self.losses: list[Tensor] = []
         self.count = 0
         self.error: BaseException | None = None
-        self._discard = False
-        self._closed = False
         self.threads = [
             threading.Thread(target=self._work, name=f"skipgram-update-{i}", daemon=True)
             for i in range(workers)
         ]
-        BackgroundUpdates.running.add(self)
         for thread in self.threads:
             thread.start()
+        self._stop = weakref.finalize(self, _stop_threads, self.queue, self.threads)
 
     def _work(self) -> None:
         while (item := self.queue.get()) is not None:
             try:
-                if self.error is None and not self._discard:  # after an error: dropped, drain raises it
+                if self.error is None:  # after an error the rest is dropped; drain raises it
                     loss, count = self.step(*item)
                     with self.lock:
                         self.losses.append(loss)
@@ -146,25 +140,18 @@ class BackgroundUpdates:
         self._raise()
         return (torch.stack(losses).sum() if losses else None), count
 
-    def close(self, discard: bool = False) -> None:
-        """Stop the threads after the queued slices (``discard``: dropping them); a later ``drain``
+    def close(self) -> None:
+        """Stop the threads after the queued slices (once; later calls do nothing); a later ``drain``
         returns nothing."""
-        if self._closed:
-            return
-        self._closed = True
-        self._discard = discard
-        for _ in self.threads:
-            self.queue.put(None)
-        for thread in self.threads:
-            thread.join()
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for updates in list(cls.running):
-            updates.close(discard=True)
+        self._stop()
 
 
-atexit.register(BackgroundUpdates.stop_all)
+def _stop_threads(queue: Queue, threads: list[threading.Thread]) -> None:
+    """One ``None`` per thread after the queued items, then wait for them (``BackgroundUpdates.close``)."""
+    for _ in threads:
+        queue.put(None)
+    for thread in threads:
+        thread.join()
 
 
 class SkipGramModel(LightningModule):
