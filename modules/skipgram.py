@@ -299,8 +299,8 @@ class SkipGramModel(LightningModule):
         # A row met n > cap times in this update gets cap/n of each occurrence's update: its summed step
         # is at most cap occurrences' worth, where word2vec's sequential steps, each seeing the last,
         # would not overshoot.
-        share_in = self._share(context, flat_in, u.shape[0])
-        share_out = self._share(outputs_idx, flat_out, v.shape[0])
+        share_in = self._share(context, u.shape[0])
+        share_out = self._share(outputs_idx, v.shape[0])
         grad_in = grad if share_in is None else grad * share_in.unsqueeze(2)
         grad_out = grad if share_out is None else grad * share_out.unsqueeze(1)
         grad_inputs = torch.bmm(grad_in, outputs)  # (C, m, d)
@@ -309,12 +309,12 @@ class SkipGramModel(LightningModule):
         v.index_add_(0, flat_out, grad_outputs.view(-1, d))
         return loss, int(valid.sum())
 
-    def _share(self, rows: Tensor, flat: Tensor, size: int) -> Tensor | None:
+    def _share(self, rows: Tensor, size: int) -> Tensor | None:
         """Per entry of ``rows``: ``min(1, cap / n)``, n = how often its row occurs in ``rows``; None when
         no row occurs more than ``duplicate_cap`` times (or the cap is off)."""
         if not self.duplicate_cap:
             return None
-        counts = torch.bincount(flat, minlength=size)
+        counts = torch.bincount(rows.view(-1), minlength=size)
         # On a CPU the check costs less than the multiplication it saves (in 512-row updates on
         # tinyshakespeare, 54 % of the input sides needed none); elsewhere it would wait for the device.
         if rows.is_cpu and int(counts.max()) <= self.duplicate_cap:

@@ -168,16 +168,21 @@ def test_invalid_sizes_are_one_line_errors():
         SkipGramModel(0)
 
 
-def fit(tmp_path, epochs: int, **model_args) -> tuple[SkipGramModel, TextCorpusDataModule, Trainer]:
+def fit(
+    tmp_path,
+    epochs: int,
+    *,
+    lines: int = 400,
+    data_args: dict | None = None,
+    callbacks: tuple = (),
+    **model_args,
+) -> tuple[SkipGramModel, TextCorpusDataModule, Trainer]:
+    """Fit on the two-topic corpus of ``lines`` lines; ``data_args`` override the datamodule's settings."""
     torch.manual_seed(0)
+    settings = {"min_count": 1, "sample": 0, "batch_size": 256, "prefetch_batches": 0}
+    settings |= {"val_fraction": 0.1, "test_fraction": 0}
     dm = TextCorpusDataModule(
-        path=str(write_topics_corpus(tmp_path / "topics.txt")),
-        min_count=1,
-        sample=0,
-        batch_size=256,
-        val_fraction=0.1,
-        test_fraction=0,
-        prefetch_batches=0,
+        path=str(write_topics_corpus(tmp_path / "topics.txt", lines=lines)), **(settings | (data_args or {}))
     )
     model = SkipGramModel(dm.vocab_size, embedding_dim=16, **model_args)
     trainer = Trainer(
@@ -187,6 +192,7 @@ def fit(tmp_path, epochs: int, **model_args) -> tuple[SkipGramModel, TextCorpusD
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        callbacks=list(callbacks),
     )
     trainer.fit(model, dm)
     return model, dm, trainer
@@ -230,25 +236,9 @@ def test_a_subsampled_corpus_trains_every_batch_and_validates_every_epoch(tmp_pa
         def on_validation_epoch_end(self, trainer, pl_module):
             self.validations += not trainer.sanity_checking
 
-    dm = TextCorpusDataModule(
-        path=str(write_topics_corpus(tmp_path / "topics.txt", lines=2000)),
-        min_count=1,
-        sample=1e-2,
-        batch_size=64,
-        val_fraction=0.1,
-        test_fraction=0,
-    )
-    model = SkipGramModel(dm.vocab_size, embedding_dim=16, workers=2)
     count = Count()
-    trainer = Trainer(
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[count],
-    )
-    trainer.fit(model, dm)
+    data_args = {"sample": 1e-2, "batch_size": 64, "prefetch_batches": 8}
+    _, dm, trainer = fit(tmp_path, 3, lines=2000, data_args=data_args, callbacks=(count,), workers=2)
     loader = dm._batches("train")
     assert count.batches == [sum(1 for _ in loader.batches(epoch)) for epoch in range(3)]
     assert count.validations == 3 and "val/loss" in trainer.callback_metrics
