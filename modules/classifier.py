@@ -46,7 +46,39 @@ class InputShapeError(ExperimentError, ValueError):
     """Images of a shape the network cannot take; the message says which shape it needs and how to get it."""
 
 
-class ImageClassifier(LightningModule):
+class PhaseAccuracy(LightningModule):
+    """The epoch-end logging of a classifier: each phase's metrics ``{phase}_{name}`` for the names in
+    ``phase_metrics`` (a subclass creates them and updates them in its steps) logged as ``{phase}/{name}``
+    and reset, and ``val/acc_best``, the best ``val/acc`` so far (the sanity check not counted)."""
+
+    phase_metrics: tuple[str, ...] = ("loss", "acc")
+    val_acc_best: MaxMetric
+
+    def _log_phase(self, phase: str) -> None:
+        metrics = {name: getattr(self, f"{phase}_{name}") for name in self.phase_metrics}
+        self.log_dict({f"{phase}/{name}": m.compute() for name, m in metrics.items()}, prog_bar=True)
+        for metric in metrics.values():
+            metric.reset()
+
+    def on_train_start(self) -> None:
+        # The sanity check must not count towards the best validation accuracy.
+        self.val_acc_best.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_phase("train")
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self._log_phase("val")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(acc)
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_phase("test")
+
+
+class ImageClassifier(PhaseAccuracy):
     """``self.net`` (images -> logits) trained with NLL of log-softmax (= cross-entropy).
 
     Args:
@@ -98,39 +130,16 @@ class ImageClassifier(LightningModule):
         getattr(self, f"{phase}_acc").update(logits.detach(), labels)
         return loss, logits
 
-    def _log_phase(self, phase: str) -> None:
-        loss, acc = getattr(self, f"{phase}_loss"), getattr(self, f"{phase}_acc")
-        self.log_dict({f"{phase}/loss": loss.compute(), f"{phase}/acc": acc.compute()}, prog_bar=True)
-        loss.reset()
-        acc.reset()
-
-    def on_train_start(self) -> None:
-        # The sanity check must not count towards the best validation accuracy.
-        self.val_acc_best.reset()
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]
-
-    def on_train_epoch_end(self) -> None:
-        self._log_phase("train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         # The logits reach callbacks' on_validation_batch_end (predictions grid, confusion matrix), so
         # they need no second forward pass.
         return self._step(batch, "val")[1].detach()
 
-    def on_validation_epoch_end(self) -> None:
-        acc = self.val_acc.compute()
-        self._log_phase("val")
-        if not self.trainer.sanity_checking:
-            self.val_acc_best.update(acc)
-            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "test")[1].detach()
-
-    def on_test_epoch_end(self) -> None:
-        self._log_phase("test")
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         self.check_input(batch[0])

@@ -33,13 +33,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from experiments.errors import ExperimentError
+from modules.classifier import PhaseAccuracy
 from modules.regression import OptimizerCallable
 
 #: the label of nodes that do not count (the datamodule's neutral nodes in binary mode)
@@ -146,7 +146,7 @@ def read_word_vectors(path: str | Path, words: list[str], dim: int) -> tuple[Ten
     return vectors, hit
 
 
-class TreeLSTM(LightningModule):
+class TreeLSTM(PhaseAccuracy):
     """Sentiment of every node of binary parse trees; ``predict`` returns each tree's root class
     probabilities. Logs ``{train,val,test}/loss``, ``/acc`` (root accuracy, the figure the papers report),
     ``/node_acc`` (all counted nodes) once per epoch, and ``val/acc_best``.
@@ -168,6 +168,8 @@ class TreeLSTM(LightningModule):
             Adam does not. Needs ``embedding_weight_decay: 0``.
         optimizer: Builds the optimizer from the parameter groups.
     """
+
+    phase_metrics = ("loss", "acc", "node_acc")
 
     def __init__(
         self,
@@ -268,37 +270,14 @@ class TreeLSTM(LightningModule):
         getattr(self, f"{phase}_node_acc").update(logits.detach(), labels)
         return loss
 
-    def _log_phase(self, phase: str) -> None:
-        metrics = {name: getattr(self, f"{phase}_{name}") for name in ("loss", "acc", "node_acc")}
-        self.log_dict({f"{phase}/{name}": m.compute() for name, m in metrics.items()}, prog_bar=True)
-        for metric in metrics.values():
-            metric.reset()
-
-    def on_train_start(self) -> None:
-        # The sanity check must not count towards the best validation accuracy.
-        self.val_acc_best.reset()
-
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
-
-    def on_train_epoch_end(self) -> None:
-        self._log_phase("train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def on_validation_epoch_end(self) -> None:
-        acc = self.val_acc.compute()
-        self._log_phase("val")
-        if not self.trainer.sanity_checking:
-            self.val_acc_best.update(acc)
-            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_phase("test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self(batch)[batch.roots].softmax(dim=1)
