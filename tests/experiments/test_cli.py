@@ -38,6 +38,8 @@ def test_fit_writes_logs_checkpoints_config_then_evaluation_loads_them(cli, in_t
     assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
     saved = (run / "config.yaml").read_text()
     assert "seed_everything: 42" in saved and "max_epochs: 2" in saved
+    # Written without validating again (parsing did): the same text as a validated dump.
+    assert saved == fit._parser("fit").dump(fit.config["fit"], skip_none=False)
     trained = {k: v.clone() for k, v in fit.model.state_dict().items()}
 
     for subcommand, which in [("validate", "last"), ("test", "best"), ("predict", "last")]:
