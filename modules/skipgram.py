@@ -11,19 +11,28 @@ The model is the seed's: input vectors ``u`` and output vectors ``v`` (``nn.Embe
 word2vec.c the context word is the input and the center word (with the noise words) the output; the
 windows are symmetric, so over a corpus every pair is seen both ways.
 
-Two ways to train it, computing the same update:
-- ``closed_form: true`` (default): word2vec.c's SGD step, computed directly. Per center, the ``m``
-  context rows ``U`` of ``u`` and the ``k + 1`` output rows ``V`` of ``v`` (center and noise) give
-  scores ``S = U Vᵀ`` and ``G = (label - σ(S)) * lr``, then ``U += G V`` and ``V += Gᵀ U``: batched
-  matrix products over ``update_rows`` centers at a time, then ``index_add_`` into the tables. No
-  autograd graph, no sparse gradient tensors, no optimizer state. On a CPU, ``workers`` background
-  threads apply the slices (``BackgroundUpdates``) while ``training_step`` returns to Lightning's loop,
-  so the loop, the batch-making thread and the updates overlap; more than one thread updates the
-  tables at once, unlocked, as word2vec.c's and gensim's worker threads do. The queued updates are
-  all applied before anything reads the weights: at the epoch's end, before validation, before a
-  checkpoint is written and when a callback asks for ``embeddings()``.
+Ways to train it:
+- ``closed_form: true`` (default): word2vec.c's SGD step, computed directly: no autograd graph, no
+  sparse gradient tensors, no optimizer state. Two forms of it:
+  - on a CPU (``cpu_loop: true``, default): word2vec.c's own loop, compiled by numba
+    (``modules.word2vec_loop``): for each context word and each of its center's targets, one dot
+    product and two row updates in place, each step seeing the last, as word2vec.c and gensim's Cython
+    loop compute it. PyTorch's eager CPU operations cannot fuse that gather-multiply-scatter; the
+    loop updates 1.8-2.6x more pairs per second than the matrix form below (one thread, tinyshakespeare
+    and the King James Bible: benchmarks/word2vec_update.py).
+  - on a GPU (or ``cpu_loop: false``, or bfloat16 weights, or without numba): the matrix form. Per
+    center, the ``m`` context rows ``U`` of ``u`` and the ``k + 1`` output rows ``V`` of ``v`` (center
+    and noise) give scores ``S = U Vᵀ`` and ``G = (label - σ(S)) * lr``, then ``U += G V`` and
+    ``V += Gᵀ U``: batched matrix products over ``update_rows`` centers at a time, added into the
+    tables. Within one update every step is computed from the same old vectors (see below).
+  On a CPU, ``workers`` background threads apply a batch's ``update_rows``-center slices
+  (``BackgroundUpdates``) while ``training_step`` returns to Lightning's loop, so the loop, the
+  batch-making thread and the updates overlap; more than one thread updates the tables at once,
+  unlocked, as word2vec.c's and gensim's worker threads do. The queued updates are all applied before
+  anything reads the weights: at the epoch's end, before validation, before a checkpoint is written
+  and when a callback asks for ``embeddings()``.
 - ``closed_form: false``: the seed's ``forward`` loss, ``manual_backward`` and the injected optimizer
-  (which must take sparse gradients: SGD, SparseAdam), one step per batch. With SGD it is the closed
+  (which must take sparse gradients: SGD, SparseAdam), one step per batch. With SGD it is the matrix
   form's update of one slice (the tests check it to float precision), so give it batches of about
   ``update_rows`` centers (``--data.batch_size 1024``): SGD on the summed loss of a 4,096-center batch
   diverges.
@@ -32,12 +41,13 @@ The learning rate falls linearly from the optimizer's (0.025, word2vec's for ski
 over the run's batches, as word2vec.c and gensim decay ``alpha`` over its words; it is written into the
 optimizer's parameter groups, where the learning-rate monitor reads it.
 
-A word met several times in one update (a frequent word, a common noise word) gets the sum of its
-updates, as word2vec.c's sequential steps add up, but computed from the same old vectors: with too many
-occurrences at once the sum overshoots where the sequential steps would not (a 4,096-center update on
-tinyshakespeare diverged). ``update_rows`` keeps updates small, and ``duplicate_cap`` bounds a row's
-summed step at ``duplicate_cap`` occurrences' worth (its occurrences share that); at 32 it changed no
-measured result on tinyshakespeare, and it keeps tiny vocabularies without subsampling from diverging.
+In the matrix form (and the autograd path), a word met several times in one update (a frequent word, a
+common noise word) gets the sum of its updates, as word2vec.c's sequential steps add up, but computed
+from the same old vectors: with too many occurrences at once the sum overshoots where the sequential
+steps would not (a 4,096-center update on tinyshakespeare diverged). ``update_rows`` keeps updates
+small, and ``duplicate_cap`` bounds a row's summed step at ``duplicate_cap`` occurrences' worth (its
+occurrences share that); at 32 it changed no measured result on tinyshakespeare, and it keeps tiny
+vocabularies without subsampling from diverging.
 
 Logged: ``train/loss``, ``val/loss``, ``test/loss``: the loss per (context, center) pair with its noise
 words. ``predict`` returns each word's input vector (the embedding word2vec saves); the
@@ -53,14 +63,16 @@ Departures from the seed:
   format (``count dim``, then ``word v1 ... vd`` per line) that ``gensim``'s
   ``KeyedVectors.load_word2vec_format`` reads, from whatever device the weights are on.
 - The seed's chapter shows no training loop; this one is word2vec.c's (SGD, linear decay), with the
-  negatives of a window shared by its pairs (as pWord2Vec, Ji et al. 2016) so a window's updates are
-  matrix products.
+  negatives of a window shared by its pairs (as pWord2Vec, Ji et al. 2016) so that on a GPU a window's
+  updates are matrix products.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -126,10 +138,11 @@ class BackgroundUpdates:
             error, self.error = self.error, None
             raise error
 
-    def submit(self, slices: list[Batch], lr: float) -> None:
+    def submit(self, slices: list[Batch], rates: list[float]) -> None:
+        """Queue ``slices``, each to be applied with its learning rate in ``rates``."""
         self._raise()
-        for rows in slices:
-            self.queue.put((rows, lr))
+        for item in zip(slices, rates, strict=True):
+            self.queue.put(item)
 
     def drain(self) -> tuple[Tensor | None, int]:
         """Wait for the queued slices; their summed loss (None if there were none) and pair count."""
@@ -144,6 +157,31 @@ class BackgroundUpdates:
         """Stop the threads after the queued slices (once; later calls do nothing); a later ``drain``
         returns nothing."""
         self._stop()
+
+
+def _add_rows(table: Tensor, index: Tensor, rows: Tensor) -> None:
+    """``table[index[i]] += rows[i]``, summing repeated indices."""
+    if table.is_cpu:
+        # With an expanded index, scatter_add_ sorts it and adds each table row's updates in one pass,
+        # where index_add_ pays a kernel call per row: 2.3x faster for 1,024-center updates.
+        table.scatter_add_(0, index.unsqueeze(1).expand_as(rows), rows)
+    else:
+        table.index_add_(0, index, rows)
+
+
+@functools.cache
+def compiled_loop() -> Callable | None:
+    """``modules.word2vec_loop.skipgram_loop``, or None (with a warning) when numba cannot be imported."""
+    try:
+        from modules.word2vec_loop import skipgram_loop
+    except ImportError as error:
+        warnings.warn(
+            f"the word2vec CPU loop needs numba ({error}); using the matrix form, about 2x slower: "
+            "pip install numba",
+            stacklevel=3,
+        )
+        return None
+    return skipgram_loop
 
 
 def _stop_threads(queue: Queue, threads: list[threading.Thread]) -> None:
@@ -166,16 +204,20 @@ class SkipGramModel(LightningModule):
         min_lr: The learning rate falls linearly from the optimizer's to this over the run.
         closed_form: Update with word2vec's closed-form gradient (fast); false: autograd on ``forward``.
         update_rows: Closed form: centers per update; a batch is applied in slices of this many rows,
-            each seeing the last's result. Larger slices cost less per pair (King James Bible, one
+            each seeing the last's result (on a CPU, the unit of work the ``workers`` share). In the
+            matrix form larger slices cost less per pair (King James Bible, one
             thread: 1,024 rows updated 10 % more pairs per second than 512 and 16 % more than 2,048)
             but sum more updates of the same word from the same old vectors (see the module
             docstring): at 1,024 the held-out loss equalled 512's; at 2,048 it was 0.4 % worse on
             tinyshakespeare.
-        duplicate_cap: Closed form: a word met more often than this in one update gets this many
-            occurrences' worth of update, shared by its occurrences; 0 sums them all.
+        duplicate_cap: Matrix form: a word met more often than this in one update gets this many
+            occurrences' worth of update, shared by its occurrences; 0 sums them all. (The loop needs
+            none: each step sees the last.)
         workers: Closed form on a CPU: background threads applying the slices. 1: one thread, in
             order, deterministic; more update the tables at once, unlocked (Hogwild, like word2vec.c's
             and gensim's workers): faster on a CPU with idle cores, not reproducible bit for bit.
+        cpu_loop: Closed form on a CPU: run word2vec.c's loop compiled by numba (pair by pair, in
+            place); false: the matrix form that a GPU runs (1.8-2.6x slower on a CPU).
     """
 
     def __init__(
@@ -188,6 +230,7 @@ class SkipGramModel(LightningModule):
         update_rows: int = 1024,
         duplicate_cap: int = 32,
         workers: int = 1,
+        cpu_loop: bool = True,
     ) -> None:
         super().__init__()
         if min(vocab_size, embedding_dim, update_rows, workers) < 1 or duplicate_cap < 0:
@@ -202,6 +245,9 @@ class SkipGramModel(LightningModule):
         self.update_rows = update_rows
         self.duplicate_cap = duplicate_cap
         self.workers = workers
+        self.cpu_loop = cpu_loop
+        # Loaded (compiled on first use, then from numba's cache) with the model, not inside fit.
+        self._loop = compiled_loop() if closed_form and cpu_loop else None
         self._updates: BackgroundUpdates | None = None
         self._total_steps: float | None = None
         self.emb_size = vocab_size
@@ -265,21 +311,44 @@ class SkipGramModel(LightningModule):
     def closed_form_step(self, batch: Batch, lr: float) -> tuple[Tensor, int]:
         """word2vec's SGD update for a batch of windows; returns the summed loss before it and the pair count.
 
-        Per center: inputs ``U`` = ``u`` rows of its ``m`` context words, outputs ``V`` = ``v`` rows of the
-        center and its ``k`` noise words, scores ``S = U Vᵀ`` (m x k+1), ``G = (label - σ(S)) * lr``
-        (label 1 for the center, 0 for noise; 0 for empty context slots). Then ``U += G V`` and
-        ``V += Gᵀ U``, both from the old values, as word2vec.c computes ``neu1e`` before updating
-        ``syn1neg``; ``index_add_`` sums the updates of a word that occurs more than once in the batch
-        (``duplicate_cap`` bounds that sum).
+        On a CPU (with ``cpu_loop``) word2vec.c's own loop, compiled: pair by pair, each step seeing the
+        last (``modules.word2vec_loop``). Otherwise the matrix form, per center: inputs ``U`` = ``u`` rows
+        of its ``m`` context words, outputs ``V`` = ``v`` rows of the center and its ``k`` noise words,
+        scores ``S = U Vᵀ`` (m x k+1), ``G = (label - σ(S)) * lr`` (label 1 for the center, 0 for noise;
+        0 for empty context slots). Then ``U += G V`` and ``V += Gᵀ U``, both from the old values, as
+        word2vec.c computes ``neu1e`` before updating ``syn1neg``; a word that occurs more than once in
+        the batch gets the sum of its updates (``duplicate_cap`` bounds that sum).
         """
+        if self._uses_loop():
+            return self._loop_update(batch, lr)
         # In the weights' precision: under autocast (bf16-mixed) bmm would compute in bfloat16, whose
         # 8-bit mantissa loses updates of lr * 1e-3, and index_add_ takes only the weights' dtype.
         if torch.is_autocast_enabled(self.device.type):
             with torch.autocast(self.device.type, enabled=False):
-                return self._closed_form_update(batch, lr)
-        return self._closed_form_update(batch, lr)
+                return self._matrix_update(batch, lr)
+        return self._matrix_update(batch, lr)
 
-    def _closed_form_update(self, batch: Batch, lr: float) -> tuple[Tensor, int]:
+    def _uses_loop(self) -> bool:
+        """Whether the closed form runs as the compiled loop: on a CPU, for the precisions it is compiled for
+        (not bfloat16 or float16 weights, which take the matrix form)."""
+        u, v = self.u_embeddings.weight, self.v_embeddings.weight
+        return (
+            self._loop is not None
+            and u.is_cpu
+            and u.dtype == v.dtype
+            and u.dtype in (torch.float32, torch.float64)
+            and u.is_contiguous()
+            and v.is_contiguous()
+        )
+
+    def _loop_update(self, batch: Batch, lr: float) -> tuple[Tensor, int]:
+        center, context, negatives = (t.long().contiguous().numpy() for t in batch)
+        # numpy views of the tables: the loop updates the parameters' memory in place.
+        u, v = (e.weight.detach().numpy() for e in (self.u_embeddings, self.v_embeddings))
+        loss, pairs = self._loop(u, v, center, context, negatives, float(lr))
+        return torch.tensor(loss, dtype=self.u_embeddings.weight.dtype), pairs
+
+    def _matrix_update(self, batch: Batch, lr: float) -> tuple[Tensor, int]:
         center, context, negatives = batch
         u, v = self.u_embeddings.weight, self.v_embeddings.weight
         (n, m), d = context.shape, u.shape[1]
@@ -305,8 +374,8 @@ class SkipGramModel(LightningModule):
         grad_out = grad if share_out is None else grad * share_out.unsqueeze(1)
         grad_inputs = torch.bmm(grad_in, outputs)  # (C, m, d)
         grad_outputs = torch.bmm(grad_out.transpose(1, 2), inputs)  # (C, k + 1, d)
-        u.index_add_(0, flat_in, grad_inputs.view(-1, d))
-        v.index_add_(0, flat_out, grad_outputs.view(-1, d))
+        _add_rows(u, flat_in, grad_inputs.view(-1, d))
+        _add_rows(v, flat_out, grad_outputs.view(-1, d))
         return loss, int(valid.sum())
 
     def _share(self, rows: Tensor, size: int) -> Tensor | None:
@@ -360,13 +429,15 @@ class SkipGramModel(LightningModule):
         # The checkpoint's state_dict holds the live tables, written after this hook returns.
         self._sync()
 
-    def learning_rate(self) -> float:
+    def learning_rate(self, offset: float = 0.0) -> float:
         """word2vec's schedule (gensim's ``alpha - (alpha - min_alpha) * progress``), with progress the
-        share of the run's batches done: from the optimizer's learning rate down to ``min_lr``."""
+        share of the run's batches done: from the optimizer's learning rate down to ``min_lr``.
+        ``offset`` is the share of the current batch done: each slice of a batch gets its own rate, so the
+        schedule is as smooth with large batches as with small ones."""
         if self._total_steps is None:
             self._total_steps = self.total_steps()
         total = self._total_steps
-        progress = min(self.global_step / total, 1.0) if 0 < total < float("inf") else 0.0
+        progress = min((self.global_step + offset) / total, 1.0) if 0 < total < float("inf") else 0.0
         return self.start_lr - (self.start_lr - self.min_lr) * progress
 
     def total_steps(self) -> float:
@@ -390,14 +461,15 @@ class SkipGramModel(LightningModule):
             # Updates of `update_rows` centers at a time: their tensors stay in the CPU's cache, and the
             # later rows see the earlier rows' updates, as in word2vec's sequential loop.
             slices = list(zip(*(t.split(self.update_rows) for t in batch), strict=True))
+            rates = [self.learning_rate(i / len(slices)) for i in range(len(slices))]
             # No parameter has a gradient, so this changes nothing; it counts the step (global_step).
             optimizer.step()
             if self._updates is not None:
-                self._updates.submit(slices, lr)
+                self._updates.submit(slices, rates)
                 if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
                     self._sync()  # the epoch's end (callbacks, logging) sees all its updates
                 return
-            results = [self.closed_form_step(rows, lr) for rows in slices]
+            results = [self.closed_form_step(rows, rate) for rows, rate in zip(slices, rates, strict=True)]
             loss = torch.stack([part_loss for part_loss, _ in results]).sum()
             count = sum(part_count for _, part_count in results)
         else:

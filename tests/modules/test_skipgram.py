@@ -1,5 +1,6 @@
-"""SkipGramModel: the seed's initialisation and loss, the closed-form update against autograd, the
-word2vec text format through gensim, nearest neighbours, and learning on a corpus with two topics."""
+"""SkipGramModel: the seed's initialisation and loss, the compiled CPU loop against word2vec.c's, the matrix
+form against autograd, the word2vec text format through gensim, nearest neighbours, and learning on a
+corpus with two topics."""
 
 from __future__ import annotations
 
@@ -12,17 +13,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer
+from torch import Tensor
 
 from datamodules import TextCorpusDataModule
 from experiments.errors import ExperimentError
 from modules import SkipGramModel
-from modules.skipgram import BackgroundUpdates
+from modules.skipgram import BackgroundUpdates, compiled_loop
 from tests.text_data import TOPICS, write_topics_corpus
 
 
-def random_model(vocab_size: int = 20, dim: int = 8, seed: int = 0) -> SkipGramModel:
+def random_model(vocab_size: int = 20, dim: int = 8, seed: int = 0, cpu_loop: bool = True) -> SkipGramModel:
     torch.manual_seed(seed)
-    model = SkipGramModel(vocab_size, dim)
+    model = SkipGramModel(vocab_size, dim, cpu_loop=cpu_loop)
     # Trained-looking weights: the seed's v starts at zero, which makes every score 0.
     torch.nn.init.normal_(model.u_embeddings.weight, std=0.3)
     torch.nn.init.normal_(model.v_embeddings.weight, std=0.3)
@@ -61,8 +63,8 @@ def test_pairs_are_the_batch_as_context_center_pairs():
     assert neg_v.tolist() == [[5, 9]] * 2 + [[9, 9]] * 3 + [[2, 0]] + [[1, 7]] * 3 + [[0, 11]] * 3
 
 
-def test_closed_form_step_is_the_autograd_sgd_step():
-    closed, autograd = random_model(), random_model()
+def test_matrix_form_is_the_autograd_sgd_step():
+    closed, autograd = random_model(cpu_loop=False), random_model()
     loss, pairs = closed.closed_form_step(BATCH, lr=0.1)
     optimizer = torch.optim.SGD(autograd.parameters(), lr=0.1)
     reference = autograd(*autograd.pairs(BATCH))
@@ -78,7 +80,7 @@ def test_rows_met_more_than_duplicate_cap_times_share_a_capped_update():
     # Context word 4 occurs 8 times, center 1 and noise words 2, 3 eight times each; with a cap of 2 each
     # occurrence gets a quarter of its update, so each of those rows moves by 2 occurrences' worth.
     batch = (torch.full((8,), 1), torch.full((8, 1), 4), torch.tensor([[2, 3]]).repeat(8, 1))
-    capped, summed, single = random_model(), random_model(), random_model()
+    capped, summed, single = (random_model(cpu_loop=False) for _ in range(3))
     capped.duplicate_cap, summed.duplicate_cap = 2, 0
     before = {k: v.clone() for k, v in capped.state_dict().items()}
     capped.closed_form_step(batch, lr=0.1)
@@ -90,6 +92,87 @@ def test_rows_met_more_than_duplicate_cap_times_share_a_capped_update():
         assert torch.allclose(capped.state_dict()[name] - before[name], 2 * step, atol=1e-6)
 
 
+def word2vec_c(model: SkipGramModel, batch, lr: float) -> tuple[Tensor, Tensor, float, int]:
+    """word2vec.c's skip-gram loop in float64, pair by pair: the reference for the compiled loop."""
+    u = model.u_embeddings.weight.detach().double().clone()
+    v = model.v_embeddings.weight.detach().double().clone()
+    loss, pairs = 0.0, 0
+    for center, contexts, noise in zip(*batch, strict=True):
+        for a in contexts[contexts >= 0].tolist():
+            pairs += 1
+            neu1e = torch.zeros_like(u[a])
+            for label, t in [(1, int(center))] + [(0, int(n)) for n in noise]:
+                f = u[a] @ v[t]
+                loss -= float(F.logsigmoid(f if label else -f))
+                g = (label - torch.sigmoid(f)) * lr
+                neu1e += g * v[t]
+                v[t] += g * u[a]
+            u[a] += neu1e
+    return u, v, loss, pairs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_loop_is_word2vec_c_pair_by_pair(dtype):
+    model = random_model().to(dtype)
+    u, v, loss, pairs = word2vec_c(model, BATCH, lr=0.1)
+    assert model._uses_loop()
+    result, count = model.closed_form_step(BATCH, lr=0.1)
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    assert count == pairs == 12 and result.dtype == dtype
+    assert result.item() == pytest.approx(loss, rel=tolerance)
+    assert torch.allclose(model.u_embeddings.weight.double(), u, atol=tolerance, rtol=0)
+    assert torch.allclose(model.v_embeddings.weight.double(), v, atol=tolerance, rtol=0)
+    # Every step saw the last: the batch's repeated rows make that differ from the matrix form's sums.
+    matrix = random_model(cpu_loop=False).to(dtype)
+    matrix.closed_form_step(BATCH, lr=0.1)
+    assert not torch.allclose(matrix.v_embeddings.weight, model.v_embeddings.weight, atol=1e-3)
+
+
+def test_cpu_loop_loss_and_steps_stay_finite_for_saturated_scores():
+    # Scores of ±72: exp(72) overflows float32, so the loop takes its large-score branch.
+    model = random_model()
+    batch = (torch.tensor([1]), torch.tensor([[4]]), torch.tensor([[5, 6]]))
+    with torch.no_grad():
+        model.u_embeddings.weight[4] = 3.0
+        model.v_embeddings.weight[1] = -3.0  # center: f = -72, wrong by far
+        model.v_embeddings.weight[5:7] = 3.0  # noise: f = 72, wrong by far
+    u, v, loss, _ = word2vec_c(model, batch, lr=0.01)
+    result, count = model.closed_form_step(batch, lr=0.01)
+    assert count == 1 and loss == pytest.approx(3 * 72, rel=1e-6)
+    assert result.item() == pytest.approx(loss, rel=1e-6)
+    assert torch.allclose(model.u_embeddings.weight.double(), u, atol=1e-5)
+    assert torch.allclose(model.v_embeddings.weight.double(), v, atol=1e-5)
+
+
+def test_cpu_loop_and_matrix_form_agree_when_no_word_repeats():
+    # One context per center and no word twice: no step sees another's result, so the two forms agree.
+    batch = (torch.tensor([0, 1, 2]), torch.tensor([[3], [4], [5]]), torch.arange(6, 12).view(3, 2))
+    loop, matrix = random_model(), random_model(cpu_loop=False)
+    (loop_loss, loop_count), (matrix_loss, matrix_count) = (
+        m.closed_form_step(batch, 0.1) for m in (loop, matrix)
+    )
+    assert loop_count == matrix_count == 3 and torch.allclose(loop_loss, matrix_loss)
+    for name, value in loop.state_dict().items():
+        assert torch.allclose(value, matrix.state_dict()[name], atol=1e-7), name
+
+
+def test_without_numba_the_cpu_update_is_the_matrix_form(monkeypatch):
+    compiled_loop.cache_clear()
+    monkeypatch.setitem(sys.modules, "modules.word2vec_loop", None)  # its import now fails
+    try:
+        with pytest.warns(UserWarning, match="needs numba .*using the matrix form.*pip install numba"):
+            model = random_model()
+    finally:
+        monkeypatch.undo()
+        compiled_loop.cache_clear()
+    assert model._loop is None and not model._uses_loop()
+    matrix = random_model(cpu_loop=False)
+    model.closed_form_step(BATCH, 0.1)
+    matrix.closed_form_step(BATCH, 0.1)
+    assert torch.equal(model.v_embeddings.weight, matrix.v_embeddings.weight)
+    assert not random_model().to(torch.bfloat16)._uses_loop()  # numba has no bfloat16: matrix form
+
+
 def slices_of(batch, rows: int) -> list:
     return list(zip(*(t.split(rows) for t in batch), strict=True))
 
@@ -98,8 +181,8 @@ def test_one_background_thread_applies_the_slices_in_order():
     threaded, inline = random_model(), random_model()
     slices = slices_of(BATCH, 2) * 3  # rows repeat across slices: the order matters
     updates = BackgroundUpdates(threaded.closed_form_step, workers=1, depth=2)
-    updates.submit(slices[:3], lr=0.1)
-    updates.submit(slices[3:], lr=0.05)
+    updates.submit(slices[:3], [0.1] * 3)
+    updates.submit(slices[3:], [0.05] * 6)
     loss, count = updates.drain()
     results = [inline.closed_form_step(rows, 0.1) for rows in slices[:3]]
     results += [inline.closed_form_step(rows, 0.05) for rows in slices[3:]]
@@ -117,7 +200,7 @@ def test_an_error_in_an_update_thread_is_raised_in_the_training_loop():
         raise RuntimeError("shape mismatch in slice")
 
     updates = BackgroundUpdates(step, workers=2, depth=1)
-    updates.submit(slices_of(BATCH, 1), lr=0.1)
+    updates.submit(slices_of(BATCH, 1), [0.1] * 5)
     with pytest.raises(RuntimeError, match="shape mismatch in slice"):
         updates.drain()
     updates.close()
@@ -126,7 +209,7 @@ def test_an_error_in_an_update_thread_is_raised_in_the_training_loop():
 def test_a_checkpoint_holds_every_queued_update():
     threaded, inline = random_model(), random_model()
     threaded._updates = BackgroundUpdates(threaded.closed_form_step, workers=1, depth=1)
-    threaded._updates.submit(slices_of(BATCH, 1), lr=0.1)
+    threaded._updates.submit(slices_of(BATCH, 1), [0.1] * 5)
     threaded.on_save_checkpoint({})  # Lightning calls it before writing the state_dict's tensors
     for rows in slices_of(BATCH, 1):
         inline.closed_form_step(rows, 0.1)
@@ -245,8 +328,36 @@ def test_a_subsampled_corpus_trains_every_batch_and_validates_every_epoch(tmp_pa
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0001, abs=2e-3)
 
 
-def test_hogwild_threads_learn_as_well(tmp_path):
-    model, dm, trainer = fit(tmp_path, epochs=8, workers=2, update_rows=32)
+def test_each_slice_of_a_batch_gets_its_own_learning_rate(tmp_path):
+    # A 256-center batch in 64-row slices: the schedule steps by a quarter batch per slice.
+    class Rates(Callback):
+        def __init__(self) -> None:
+            self.rates: list[list[float]] = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch:  # the update threads (and this wrapper) last the whole run
+                return
+            submit = pl_module._updates.submit
+
+            def record(slices, rates):
+                self.rates.append(rates)
+                submit(slices, rates)
+
+            pl_module._updates.submit = record
+
+    rates = Rates()
+    model, _, trainer = fit(tmp_path, epochs=2, callbacks=(rates,), update_rows=64)
+    step = (0.025 - 0.0001) / model._total_steps  # the rate's fall per batch
+    assert len(rates.rates) == trainer.global_step
+    for batch, per_slice in enumerate(rates.rates):
+        expected = [0.025 - step * (batch + i / len(per_slice)) for i in range(len(per_slice))]
+        assert per_slice == pytest.approx(expected, abs=1e-9)
+    assert {len(r) for r in rates.rates} >= {4}
+
+
+@pytest.mark.parametrize("cpu_loop", [True, False], ids=["loop", "matrix"])
+def test_hogwild_threads_learn_as_well(tmp_path, cpu_loop):
+    model, dm, trainer = fit(tmp_path, epochs=8, workers=2, update_rows=32, cpu_loop=cpu_loop)
     assert trainer.callback_metrics["val/loss"].item() < 3.0
     assert topic_neighbours(model, dm) > 0.9
     assert model._updates is None  # the threads are stopped when training ends
