@@ -36,6 +36,7 @@ bench: $(STAMP)
 		$(PY) benchmarks/mnist_overhead.py --data-dir "$(DATA)" && \
 		$(PY) benchmarks/tree_batching.py --data_dir "$(DATA)/sst" && \
 		$(PY) benchmarks/word2vec_vs_gensim.py "$(DATA)/text/tinyshakespeare.txt" && \
+		$(PY) benchmarks/word2vec_update.py "$(DATA)/text/tinyshakespeare.txt" && \
 		$(PY) benchmarks/coco_overfit.py --data-dir "$(DATA)/coco"; \
 	else echo "skipping the data benchmarks: set DATA=<folder holding MNIST/raw, sst/, text/, coco/>"; fi
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/word2vec_vs_gensim.py CORPUS [CORPUS ...] \
         [--epochs 5] [--dim 100] [--window 5] [--negative 5] [--min-count 5] [--sample 1e-3] \
-        [--workers 2] [--batch-size 4096] [--update-rows 1024] [--repeats 2] [--held-out 0.05] [--autograd]
+        [--workers 2] [--batch-size 16384] [--update-rows 1024] [--repeats 2] [--held-out 0.05] [--autograd]
 
 Each CORPUS is a plain-text file (``../shared/data/text/tinyshakespeare.txt``; the King James Bible as
 text: ``apt-get download bible-kjv bible-kjv-text``, unpack both with ``dpkg-deb -x``, then
@@ -16,10 +16,12 @@ skip-gram with negative sampling.
   ``build_vocab`` untimed, timed is ``train(sentences, epochs)``: its worker threads plus its producer
   thread.
 - ours: ``configs/word2vec.yaml`` through ``ExperimentCLI(..., run=False)`` with the same settings and no
-  held-out slices, validation or callbacks (gensim has none); ``datamodule.prepare()`` (reading,
-  counting and encoding the corpus, as ``build_vocab``) untimed, timed is ``trainer.fit``: Lightning's
-  loop with logging and ``last.ckpt``, the closed-form step in ``--workers`` background threads
-  (Hogwild, as gensim's workers; one torch thread each) and the batch-making thread beside them.
+  held-out slices, validation or callbacks (gensim has none); building the model (which loads the
+  compiled loop, as importing gensim loads its Cython) and ``datamodule.prepare()`` (reading, counting
+  and encoding the corpus, as ``build_vocab``) untimed, timed is ``trainer.fit``: Lightning's loop with
+  logging and ``last.ckpt``, the closed-form step (on a CPU word2vec.c's loop compiled by numba) in
+  ``--workers`` background threads (Hogwild, as gensim's workers; one torch thread each) and the
+  batch-making thread beside them.
   ``--autograd`` times the autograd path (SGD on sparse gradients) instead, with batches of
   ``--update-rows`` centers (it steps once per batch; RESULTS.md's figure used ``--update-rows 512``).
 
@@ -112,10 +114,9 @@ def train_gensim(corpus: list[list[str]], args: argparse.Namespace, seed: int) -
     return Trained(model.wv, torch.from_numpy(model.syn1neg), wall, cpu)
 
 
-def train_ours(path: Path, args: argparse.Namespace, folder: Path, seed: int) -> Trained:
-    from gensim.models import KeyedVectors
-
-    torch.set_num_threads(1)
+def ours_cli(path: Path, folder: Path, seed: int, overrides: list[str]) -> ExperimentCLI:
+    """``configs/word2vec.yaml`` on ``path`` as the benchmarks train it: no held-out slices, validation or
+    callbacks, logs and checkpoints in ``folder``; then ``overrides``. The corpus is read, untimed."""
     cli = ExperimentCLI(
         args=[
             "--config",
@@ -123,30 +124,41 @@ def train_ours(path: Path, args: argparse.Namespace, folder: Path, seed: int) ->
             f"--seed_everything={seed}",
             f"--data.path={path}",
             f"--data.seed={seed}",
-            f"--data.min_count={args.min_count}",
-            f"--data.sample={args.sample}",
-            f"--data.window={args.window}",
-            f"--data.negative={args.negative}",
-            # The autograd path takes one optimizer step per batch: a batch the size of one closed-form
-            # update computes the same updates (larger ones diverge with SGD).
-            f"--data.batch_size={args.update_rows if args.autograd else args.batch_size}",
             "--data.val_fraction=0",
             "--data.test_fraction=0",
-            f"--model.embedding_dim={args.dim}",
-            f"--model.update_rows={args.update_rows}",
-            f"--model.workers={args.workers}",
-            f"--model.closed_form={not args.autograd}",
-            f"--trainer.max_epochs={args.epochs}",
             "--trainer.limit_val_batches=0",
             "--trainer.callbacks=[]",
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",
             f"--trainer.logger.init_args.save_dir={folder}",
             f"--checkpoint.dirpath={folder / 'checkpoints'}",
+            *overrides,
         ],
         run=False,
     )
     cli.datamodule.prepare()  # reading, counting and encoding the corpus: gensim's build_vocab, untimed
+    return cli
+
+
+def train_ours(path: Path, args: argparse.Namespace, folder: Path, seed: int) -> Trained:
+    from gensim.models import KeyedVectors
+
+    torch.set_num_threads(1)
+    overrides = [
+        f"--data.min_count={args.min_count}",
+        f"--data.sample={args.sample}",
+        f"--data.window={args.window}",
+        f"--data.negative={args.negative}",
+        # The autograd path takes one optimizer step per batch: a batch the size of one closed-form
+        # update computes the same updates (larger ones diverge with SGD).
+        f"--data.batch_size={args.update_rows if args.autograd else args.batch_size}",
+        f"--model.embedding_dim={args.dim}",
+        f"--model.update_rows={args.update_rows}",
+        f"--model.workers={args.workers}",
+        f"--model.closed_form={not args.autograd}",
+        f"--trainer.max_epochs={args.epochs}",
+    ]
+    cli = ours_cli(path, folder, seed, overrides)
     wall, cpu = timed(lambda: cli.trainer.fit(cli.model, cli.datamodule))
     vectors = folder / "vectors.txt"
     cli.model.save_embedding(cli.datamodule.words, vectors)
@@ -220,7 +232,7 @@ def main() -> None:
     parser.add_argument("--min-count", type=int, default=5)
     parser.add_argument("--sample", type=float, default=1e-3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=16384)
     parser.add_argument("--update-rows", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--held-out", type=float, default=0.05)
