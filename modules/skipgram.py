@@ -205,11 +205,10 @@ class SkipGramModel(LightningModule):
         closed_form: Update with word2vec's closed-form gradient (fast); false: autograd on ``forward``.
         update_rows: Closed form: centers per update; a batch is applied in slices of this many rows,
             each seeing the last's result (on a CPU, the unit of work the ``workers`` share). In the
-            matrix form larger slices cost less per pair (King James Bible, one
-            thread: 1,024 rows updated 10 % more pairs per second than 512 and 16 % more than 2,048)
-            but sum more updates of the same word from the same old vectors (see the module
-            docstring): at 1,024 the held-out loss equalled 512's; at 2,048 it was 0.4 % worse on
-            tinyshakespeare.
+            matrix form larger slices cost less per pair (King James Bible, one thread: 1,024 rows
+            updated 10 % more pairs per second than 512 and 16 % more than 2,048) but sum more updates
+            of the same word from the same old vectors (see the module docstring): at 1,024 the
+            held-out loss equalled 512's; at 2,048 it was 0.4 % worse on tinyshakespeare.
         duplicate_cap: Matrix form: a word met more often than this in one update gets this many
             occurrences' worth of update, shared by its occurrences; 0 sums them all. (The loop needs
             none: each step sees the last.)
@@ -322,7 +321,7 @@ class SkipGramModel(LightningModule):
         if self._uses_loop():
             return self._loop_update(batch, lr)
         # In the weights' precision: under autocast (bf16-mixed) bmm would compute in bfloat16, whose
-        # 8-bit mantissa loses updates of lr * 1e-3, and index_add_ takes only the weights' dtype.
+        # 8-bit mantissa loses updates of lr * 1e-3, and adding rows into the tables takes their dtype.
         if torch.is_autocast_enabled(self.device.type):
             with torch.autocast(self.device.type, enabled=False):
                 return self._matrix_update(batch, lr)
