@@ -171,17 +171,18 @@ def _add_rows(table: Tensor, index: Tensor, rows: Tensor) -> None:
 
 @functools.cache
 def compiled_loop() -> Callable | None:
-    """``modules.word2vec_loop.skipgram_loop``, or None (with a warning) when numba cannot be imported."""
+    """``modules.word2vec_loop.skipgram_loop``, or None (with a warning) when numba cannot import or
+    compile it: training goes on with the matrix form."""
     try:
         from modules.word2vec_loop import skipgram_loop
     except ImportError as error:
-        warnings.warn(
-            f"the word2vec CPU loop needs numba ({error}); using the matrix form, about 2x slower: "
-            "pip install numba",
-            stacklevel=3,
-        )
-        return None
-    return skipgram_loop
+        problem = f"needs numba>=0.60 ({error}); fix: pip install 'numba>=0.60'"
+    except Exception as error:  # a numba that cannot compile it: training need not stop for that
+        problem = f"could not be compiled by numba ({type(error).__name__}: {error})"
+    else:
+        return skipgram_loop
+    warnings.warn(f"the word2vec CPU loop {problem}; using the matrix form, about 2x slower", stacklevel=3)
+    return None
 
 
 def _stop_threads(queue: Queue, threads: list[threading.Thread]) -> None:

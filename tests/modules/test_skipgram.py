@@ -156,11 +156,26 @@ def test_cpu_loop_and_matrix_form_agree_when_no_word_repeats():
         assert torch.allclose(value, matrix.state_dict()[name], atol=1e-7), name
 
 
-def test_without_numba_the_cpu_update_is_the_matrix_form(monkeypatch):
+def fail_to_compile(*args, **kwargs):
+    raise RuntimeError("LLVM ERROR: unsupported CPU")
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("missing", r"needs numba>=0\.60 \(.*\); fix: pip install"),
+        ("compile", r"could not be compiled by numba \(RuntimeError: LLVM"),
+    ],
+)
+def test_without_a_working_numba_the_cpu_update_is_the_matrix_form(monkeypatch, problem, message):
     compiled_loop.cache_clear()
-    monkeypatch.setitem(sys.modules, "modules.word2vec_loop", None)  # its import now fails
+    if problem == "missing":
+        monkeypatch.setitem(sys.modules, "modules.word2vec_loop", None)  # its import now fails
+    else:
+        monkeypatch.delitem(sys.modules, "modules.word2vec_loop", raising=False)  # imported again
+        monkeypatch.setattr("numba.njit", lambda *args, **kwargs: fail_to_compile)
     try:
-        with pytest.warns(UserWarning, match="needs numba .*using the matrix form.*pip install numba"):
+        with pytest.warns(UserWarning, match=f"the word2vec CPU loop {message}.*using the matrix form"):
             model = random_model()
     finally:
         monkeypatch.undo()
