@@ -26,7 +26,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -74,19 +73,14 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     for path in args.corpora:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = TextCorpusDataModule(
-                path=str(path), batch_size=16384, val_fraction=0, test_fraction=0, cache_dir=tmp
-            )
-            data.prepare()
-            data.setup("fit")
-            loader = data.train_dataloader()
-            slices: Slices = [
-                rows
-                for batch in loader.batches(0)
-                for rows in zip(*(t.split(args.update_rows) for t in batch), strict=True)
-            ]
-            loader.close()
+        # Its encoded corpus goes to a temporary folder that it removes itself.
+        data = TextCorpusDataModule(path=str(path), batch_size=16384, val_fraction=0, test_fraction=0)
+        data.setup("fit")
+        slices: Slices = [
+            rows
+            for batch in data.train_dataloader().batches(0)
+            for rows in zip(*(t.split(args.update_rows) for t in batch), strict=True)
+        ]
         pairs = sum(int((rows[1] >= 0).sum()) for rows in slices)
         print(f"\n## {path.name}: vocabulary {data.vocab_size:,}, {len(slices)} slices, {pairs:,} pairs")
         seconds: dict[str, list[float]] = {name: [] for name in forms(data.vocab_size)}

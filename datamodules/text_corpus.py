@@ -478,6 +478,8 @@ class TextCorpusDataModule(LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.seed = seed
         self._prepared = False
+        self._train: SkipGramBatches | None = None  # the training loader setup("fit") started
+        self._train_handed_over = False  # to Lightning, by train_dataloader()
 
     # --- reading the corpus once ------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -710,13 +712,13 @@ class TextCorpusDataModule(LightningDataModule):
         return loader
 
     def train_dataloader(self) -> SkipGramBatches:
-        if getattr(self, "_train", None) is None or self._train_handed_over:
+        if self._train is None or self._train_handed_over:
             self._train = self._started_train_loader()
         self._train_handed_over = True
         return self._train
 
     def _close_train(self) -> None:
-        if getattr(self, "_train", None) is not None:
+        if self._train is not None:
             self._train.close()
             self._train = None
 

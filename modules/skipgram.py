@@ -245,7 +245,6 @@ class SkipGramModel(LightningModule):
         self.update_rows = update_rows
         self.duplicate_cap = duplicate_cap
         self.workers = workers
-        self.cpu_loop = cpu_loop
         # Loaded (compiled on first use, then from numba's cache) with the model, not inside fit.
         self._loop = compiled_loop() if closed_form and cpu_loop else None
         self._updates: BackgroundUpdates | None = None

@@ -6,7 +6,9 @@ time in per-matrix overhead of ``bmm`` on 3 x 100 x 6 products. This loop reads 
 in place, pair by pair, as word2vec.c's and gensim's (Cython) inner loops do, and releases the GIL, so
 ``BackgroundUpdates`` threads run it side by side (Hogwild). Compiled once for float32 and float64
 tables when this module is imported; numba caches the machine code beside this file (or in its user
-cache when this folder is read-only), so later imports only load it.
+cache when this folder is read-only), so later imports only load it. It is a file of its own, not part
+of ``modules/skipgram.py``, so that importing ``modules`` (every lesson's command does) does not import
+numba: ``SkipGramModel`` imports it when it is built to use it.
 """
 
 from __future__ import annotations
