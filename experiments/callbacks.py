@@ -1,11 +1,16 @@
 """Callbacks the lessons share: figures into TensorBoard and PNG files, predictions written to disk.
 
+On several processes each callback gathers what it draws or writes from every rank (the rule is in
+``experiments/distributed.py``), so a figure or a file shows what one process would have shown.
+
 matplotlib is imported inside the drawing functions, so that loading the CLI (``--help``) or a lesson
 that draws nothing never pays for it.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 
+from experiments.distributed import Columns, gather_outputs, gather_samples, run_dir, sample_positions
+
 
 def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
@@ -25,13 +32,6 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def run_dir(trainer: Trainer) -> Path | None:
-    """The folder of this run's logs (``lightning_logs/<name>/version_N``), or None when not logging."""
-    if trainer.fast_dev_run or trainer.logger is None or trainer.log_dir is None:
-        return None
-    return Path(trainer.log_dir)
 
 
 @rank_zero_only
@@ -54,10 +54,27 @@ def log_figure(trainer: Trainer, figure: Any, tag: str, png_name: str | None = N
     pyplot().close(figure)
 
 
+def peek(loader: Any) -> Iterator[Any]:
+    """Iterate over ``loader`` without touching its state: a ``TensorBatches`` told where a resumed epoch
+    starts (``resume_at``) keeps that for the loop, which iterates it after the callbacks' peek."""
+    return iter(copy.copy(loader))
+
+
 def collect(loader: Any) -> tuple[Tensor, ...]:
-    """Concatenate every batch of a small loader into one tuple of tensors."""
-    batches = list(loader)
+    """Concatenate every batch of a small loader into one tuple of tensors (empty without batches)."""
+    batches = list(peek(loader))
     return tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
+
+
+def collect_all(trainer: Trainer, loader: Any) -> tuple[Tensor, ...] | None:
+    """Every sample of a small split, in dataset order (where the loader's order is known), on global
+    rank 0 (None on the other ranks): each rank collects its shard of ``loader`` and rank 0 puts them
+    together. Every rank must call it."""
+    parts = collect(loader)
+    columns: Columns = {str(i): part for i, part in enumerate(parts)}
+    positions = sample_positions(loader, len(parts[0])) if parts else None
+    whole = gather_samples(trainer, columns, positions)
+    return None if whole is None else tuple(whole[str(i)] for i in range(len(whole)))
 
 
 class LinearFitPlot(Callback):
@@ -67,10 +84,11 @@ class LinearFitPlot(Callback):
     """
 
     def _plot(self, trainer: Trainer, pl_module: LightningModule, title: str, name: str) -> None:
-        if not trainer.is_global_zero:
-            return
-        x, y = collect(trainer.train_dataloader)[:2]
+        points = collect_all(trainer, trainer.train_dataloader)
         w, b = pl_module.slope_intercept()
+        if not points:  # None: not global rank 0, whose is the figure; (): no points at all
+            return
+        x, y = points[:2]
         plt = pyplot()
         figure = plt.figure(figsize=(12, 4))
         plt.title(title)
@@ -105,9 +123,13 @@ class SequencePlot(Callback):
         self.every_n_epochs = every_n_epochs
 
     def _plot(self, trainer: Trainer, pl_module: LightningModule, png_name: str | None) -> None:
-        if not trainer.is_global_zero or not trainer.val_dataloaders:
+        if trainer.val_dataloaders is None:
             return
-        x = collect(trainer.val_dataloaders)[0]
+        # The whole sequence first: a recurrent network's predictions depend on every earlier point.
+        sequence = collect_all(trainer, trainer.val_dataloaders)
+        if not sequence:  # None: not global rank 0, whose is the figure; (): no points at all
+            return
+        x = sequence[0]
         with torch.no_grad():
             pred = pl_module(x.to(pl_module.device)).cpu()
         t = getattr(trainer.datamodule, "time_steps", None)
@@ -131,8 +153,10 @@ class SequencePlot(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes what ``predict`` returns into ``<run folder>/<filename>``: one tensor when every batch is a
-    tensor (batches concatenated), else the list of batch outputs.
+    """Writes what ``predict`` returns into ``<run folder>/<filename>``: every sample's prediction in dataset
+    order, gathered from every process, as one tensor (batch outputs that are tensors, concatenated) or
+    one list (batch outputs that are lists, one item per sample); other batch outputs are saved as the
+    list of them. With several predict loaders, a list of those, one per loader.
 
     Args:
         filename: File name inside the run folder.
@@ -145,19 +169,25 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
+        loaders = trainer.predict_dataloaders
+        several = isinstance(loaders, (list, tuple))
+        per_loader = predictions if several else [predictions]
+        loader_list = list(loaders) if several else [loaders]
+        # Every rank gathers (a collective per loader); only rank 0 has a folder to write to.
+        gathered = [
+            gather_outputs(trainer, outputs, loader)
+            for outputs, loader in zip(per_loader, loader_list, strict=True)
+        ]
         folder = run_dir(trainer)
-        if folder is None or not trainer.is_global_zero:
+        if folder is None:
             return
         folder.mkdir(parents=True, exist_ok=True)
-        if self.write(trainer, predictions, folder / self.filename):
+        if self.write(trainer, gathered if several else gathered[0], folder / self.filename):
             rank_zero_info(f"Predictions written to {folder / self.filename}")
 
-    def write(self, trainer: Trainer, predictions: list[Any], path: Path) -> bool:
-        """Write ``predictions`` (the batch outputs) to ``path``; False when there is nothing to write.
-        Subclasses write other formats."""
-        # One dataloader gives a flat list of batch outputs; several give a list per dataloader.
-        if predictions and all(isinstance(p, Tensor) for p in predictions):
-            predictions = torch.cat(predictions)
+    def write(self, trainer: Trainer, predictions: Any, path: Path) -> bool:
+        """Write ``predictions`` (every sample's, in dataset order: see the class) to ``path``; False when
+        there is nothing to write. Subclasses write other formats."""
         torch.save(predictions, path)
         return True
 

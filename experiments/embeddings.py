@@ -14,7 +14,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from experiments.callbacks import run_dir
+from experiments.distributed import run_dir
 from experiments.errors import ExperimentError
 
 

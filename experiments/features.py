@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor
 
-from experiments.callbacks import run_dir
+from experiments.distributed import Columns, gather_samples, run_dir, sample_positions
 from experiments.errors import ExperimentError
 
 # The tracer settings torchvision's get_graph_node_names and create_feature_extractor use, so the names
@@ -66,9 +66,9 @@ class FeatureWriter(Callback):
     """Writes the activations of named layers of ``pl_module.<module>`` over the whole predict set.
 
     The file is ``<run folder>/<filename>``; nothing is written without a run folder (``fast_dev_run``, no
-    logger), though the features are still computed, so a smoke run checks the layer names. In a
-    multi-process run rank zero writes what it saw: all of an in-memory dataset (every process reads all
-    of it), one shard of a per-sample dataset behind a distributed sampler.
+    logger), though the features are still computed, so a smoke run checks the layer names. On several
+    processes each computes the features of its shard and rank zero gathers them, in dataset order, into
+    the file one process would have written.
 
     Args:
         layers: Layers to keep, by module path as in ``named_modules()`` (``conv_1``, ``features.3``); a
@@ -135,8 +135,7 @@ class FeatureWriter(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        # Only rank zero writes, so the other ranks need not spend the memory.
-        if self.extractor is None or not trainer.is_global_zero:
+        if self.extractor is None:
             return
         images, labels = batch[0], batch[1]
         # The extractor follows the network's train/eval mode (dropout off in predict). The precision
@@ -149,17 +148,33 @@ class FeatureWriter(Callback):
         self._labels.append(labels.cpu())
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        folder = run_dir(trainer)
-        if not self._labels or folder is None or not trainer.is_global_zero:
-            self._features, self._labels = {}, []
+        if self.extractor is None:
             return
-        # One layer at a time, freeing its batches: the peak is the batches plus one concatenated layer,
-        # not twice everything.
-        features = {layer: torch.cat(self._features.pop(layer)) for layer in self.layers}
-        labels = torch.cat(self._labels)
+        loaders = trainer.predict_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        labels = torch.cat(self._labels) if self._labels else torch.empty(0, dtype=torch.long)
         self._labels = []
+        positions = sample_positions(loader, len(labels)) if trainer.world_size > 1 else None
+        # Every rank sends its shard to rank 0, one layer at a time (a gather each, in the same order on
+        # every rank), freeing its batches as it goes: the peak is one layer, not twice everything.
+        gathered: dict[str, Tensor] = {}
+        for layer in [*self.layers, None]:
+            if layer is None:
+                columns: Columns = {"labels": labels} if len(labels) else {}
+            else:
+                batches = self._features.pop(layer)
+                columns = {layer: torch.cat(batches)} if batches else {}
+            whole = gather_samples(trainer, columns, positions)
+            if whole:
+                gathered.update(whole)
+        self._features = {}
+        folder = run_dir(trainer)
+        if folder is None or "labels" not in gathered:  # not rank 0, no run folder, or nothing predicted
+            return
+        features = {layer: gathered[layer] for layer in self.layers}
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / self.filename
-        torch.save({"features": features, "labels": labels, "layers": list(self.layers)}, path)
+        torch.save({"features": features, "labels": gathered["labels"], "layers": list(self.layers)}, path)
         shapes = ", ".join(f"{layer} {tuple(f.shape)}" for layer, f in features.items())
-        rank_zero_info(f"Features written to {path}: {shapes}, labels {tuple(labels.shape)}, {self.dtype}")
+        labels_shape = tuple(gathered["labels"].shape)
+        rank_zero_info(f"Features written to {path}: {shapes}, labels {labels_shape}, {self.dtype}")

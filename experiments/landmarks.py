@@ -1,9 +1,9 @@
 """The face-landmarks lesson's callbacks (``configs/face_landmarks.yaml`` adds both).
 
 - ``LandmarkGrid``: validation faces with their true and predicted landmarks, in TensorBoard's Images
-  tab as ``val/landmarks`` and in the run folder as ``figures/val_landmarks.png``. It draws on global
-  rank zero only and stands aside when the run writes no TensorBoard logs (``--trainer.logger false``,
-  ``fast_dev_run``), as the 可视化 callbacks do.
+  tab as ``val/landmarks`` and in the run folder as ``figures/val_landmarks.png``. On several processes
+  the faces are gathered and global rank zero draws; it stands aside when the run writes no TensorBoard
+  logs (``--trainer.logger false``, ``fast_dev_run``), as the 可视化 callbacks do.
 - ``LandmarkCSVWriter``: ``predict``'s landmarks as ``predictions.csv`` in the run folder, in the
   tutorial's own format (image name, then x and y of each point), so the output reads like the input.
 """
@@ -14,7 +14,6 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 
@@ -82,10 +81,10 @@ class LandmarkCSVWriter(PredictionWriter):
     def __init__(self, filename: str = "predictions.csv") -> None:
         super().__init__(filename)
 
-    def write(self, trainer: Trainer, predictions: list[Any], path: Path) -> bool:
-        if not predictions:
+    def write(self, trainer: Trainer, predictions: Any, path: Path) -> bool:
+        if not isinstance(predictions, Tensor) or not len(predictions):
             return False
-        points = torch.cat([p.detach().cpu() for p in predictions])
+        points = predictions.detach().cpu()
         names = list(getattr(trainer.datamodule, "predict_names", None) or [])
         if len(names) != len(points):
             names = [str(i) for i in range(len(points))]

@@ -8,10 +8,11 @@ TensorBoard's Images tab:
 - ``FilterGrid``: the first convolution's filters (``filters/<layer>``);
 - ``ConfusionMatrix``: counts of true against predicted classes (``val/confusion_matrix``).
 
-They draw only on global rank zero and stand aside when the run writes no TensorBoard logs
-(``--trainer.logger false``, ``fast_dev_run``). The two validation figures also go to the run folder's
-``figures/`` as PNG files, overwritten each epoch so the last epoch's remain. matplotlib is imported on
-first use (``experiments.callbacks.pyplot``).
+On several processes every rank takes part (the samples drawn are gathered, the confusion counts
+reduced) and global rank zero draws, so the figures are those of one process; they stand aside when the
+run writes no TensorBoard logs (``--trainer.logger false``, ``fast_dev_run``). The two validation
+figures also go to the run folder's ``figures/`` as PNG files, overwritten each epoch so the last
+epoch's remain. matplotlib is imported on first use (``experiments.callbacks.pyplot``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
-from experiments.callbacks import log_figure, pyplot
+from experiments.callbacks import log_figure, peek, pyplot
+from experiments.distributed import Columns, gather_objects, gather_samples, interleave, sample_positions
 
 
 def logs_images(trainer: Trainer) -> bool:
@@ -96,16 +98,21 @@ class InputGrid(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # on_train_start, not on_fit_start: the training loader exists only from here on.
-        if not trainer.is_global_zero or not logs_images(trainer) or trainer.train_dataloader is None:
+        if not logs_images(trainer) or trainer.train_dataloader is None:
             return
         # A shuffling DataLoader draws its seed from the global generator when iterated; forking keeps
         # this extra look at the data from changing the run's random stream.
         with torch.random.fork_rng(devices=[]):
-            batch = next(iter(trainer.train_dataloader), None)
+            batch = next(peek(trainer.train_dataloader), None)
         images = batch[0] if isinstance(batch, (tuple, list)) and batch else None
         if not isinstance(images, Tensor) or images.ndim != 4:
-            return  # several loaders, or batches that are not (images, labels): nothing to draw
-        images = images[: self.num_images].cpu()
+            images = None  # several loaders, or batches that are not (images, labels): nothing to draw
+        # Each rank has its shard of the first batch; rank 0 deals them back in turn into the batch
+        # one process would have drawn (every rank takes part, whatever it holds).
+        parts = gather_objects(trainer, None if images is None else images[: self.num_images])
+        if parts is None or any(part is None for part in parts):
+            return
+        images = interleave([{"images": part} for part in parts])["images"][: self.num_images]
         # Float images have no fixed range; uint8 ones are shown as they are.
         grid = make_grid(images, normalize=images.is_floating_point())
         add_image(trainer, "inputs", grid)
@@ -113,26 +120,37 @@ class InputGrid(Callback):
 
 class ValidationSamples(Callback):
     """Keeps the first ``num_images`` validation samples of an epoch, with what the module returned for
-    them, for a figure drawn at the epoch's end; on global rank zero, when TensorBoard images are logged.
+    them, for a figure drawn at the epoch's end, when TensorBoard images are logged. On several processes
+    every rank keeps the first of its shard and rank 0 gets the first ``num_images`` of the whole split
+    (``take``), the samples one process would have kept.
 
     Subclasses say what to keep of a batch (``sample``) and draw in ``on_validation_epoch_end`` from
-    ``take()``; ``subplots`` lays out one panel per sample.
+    ``take()``, which every rank calls and rank 0 alone gets samples from; ``subplots`` lays out one panel
+    per sample.
     """
 
     def __init__(self, num_images: int, columns: int) -> None:
         self.num_images = num_images
         self.columns = columns
         self._kept: list[tuple[Tensor, ...]] = []
+        self._positions: Tensor | None = None  # of this rank's validation samples, under several processes
+        self._seen = 0  # validation samples of this rank so far in the epoch
+        self._kept_positions: list[Tensor] = []
 
     def _wanted(self, trainer: Trainer) -> bool:
-        return trainer.is_global_zero and not trainer.sanity_checking and logs_images(trainer)
+        """Whether to draw this epoch: the same answer on every rank, since all of them gather."""
+        return not trainer.sanity_checking and logs_images(trainer)
 
     def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
         """Per-sample tensors to keep of one batch (first dimension: the batch's samples)."""
         raise NotImplementedError
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._kept = []
+        self._kept, self._kept_positions, self._seen = [], [], 0
+        self._positions = None
+        if trainer.world_size > 1 and self._wanted(trainer):
+            loaders = trainer.val_dataloaders
+            self._positions = sample_positions(loaders[0] if isinstance(loaders, (list, tuple)) else loaders)
 
     def on_validation_batch_end(
         self,
@@ -145,16 +163,29 @@ class ValidationSamples(Callback):
     ) -> None:
         if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
             return
+        first, self._seen = self._seen, self._seen + len(outputs)
         room = self.num_images - sum(len(part[0]) for part in self._kept)
         if room > 0:
-            self._kept.append(tuple(t[:room].detach().cpu() for t in self.sample(batch, outputs)))
+            kept = tuple(t[:room].detach().cpu() for t in self.sample(batch, outputs))
+            self._kept.append(kept)
+            if self._positions is not None:
+                self._kept_positions.append(self._positions[first : first + len(kept[0])])
 
     def take(self, trainer: Trainer) -> tuple[Tensor, ...] | None:
-        """The kept samples, concatenated (None when there are none or no figure is wanted); emptied."""
+        """The kept samples, concatenated, on global rank 0; None on the other ranks, when there are none,
+        or when no figure is wanted. Emptied. Every rank must call it (it gathers)."""
         parts, self._kept = self._kept, []
-        if not parts or not self._wanted(trainer):
+        positions, self._kept_positions = self._kept_positions, []
+        if not self._wanted(trainer):
             return None
-        return tuple(torch.cat(tensors) for tensors in zip(*parts, strict=True))
+        columns: Columns = {}
+        if parts:
+            columns = {str(i): torch.cat(tensors) for i, tensors in enumerate(zip(*parts, strict=True))}
+        known = self._positions is not None and bool(positions)
+        whole = gather_samples(trainer, columns, torch.cat(positions) if known else None)
+        if not whole:
+            return None
+        return tuple(whole[str(i)][: self.num_images] for i in range(len(whole)))
 
     def subplots(self, count: int, cell: tuple[float, float], title_height: float) -> tuple[Any, Any]:
         """A figure of ``count`` panels, ``columns`` per row, each ``cell`` inches, and its axes."""

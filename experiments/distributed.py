@@ -1,0 +1,182 @@
+"""What a callback needs to be correct on several processes: where rank 0 writes, and gathers.
+
+The rule every callback and lesson hook follows (docs/architecture.md states it for lesson authors):
+
+- every rank runs every hook and takes part in every collective: metric ``compute()``, the gathers
+  here, ``trainer.strategy`` calls;
+- only global rank 0 writes files, figures and TensorBoard entries;
+- no collective, and no Trainer property that communicates (``trainer.log_dir`` broadcasts), runs
+  inside code that only rank 0 reaches. ``run_dir`` reads the folder without communicating.
+
+Data-parallel loaders give each rank a shard of a split: ``TensorBatches`` and Lightning's distributed
+samplers take every ``world_size``-th sample, and may repeat a few to make the shards equal, while a
+loader that is not sharded gives every rank all of it. ``gather_samples`` puts per-sample results back
+in dataset order, each sample once, whatever the sharding, by the dataset position of every sample:
+what one process would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning_utilities.core.apply_func import apply_to_collection
+from torch import Tensor
+from torch.utils.data import DataLoader, RandomSampler
+
+#: One rank's per-sample columns: tensors with a first dimension per sample, or lists.
+Columns = dict[str, Tensor | list[Any]]
+
+
+def run_dir(trainer: Trainer) -> Path | None:
+    """The run folder (``lightning_logs/<name>/version_N``) on global rank 0; None on the other ranks and
+    when the run writes no logs (no logger, ``fast_dev_run``).
+
+    It reads the logger's folder as ``trainer.log_dir`` does but without its broadcast, so rank-zero-only
+    code may call it; rank 0's value is the one the broadcast would give every rank.
+    """
+    if not trainer.is_global_zero or trainer.fast_dev_run or not trainer.loggers:
+        return None
+    logger = trainer.loggers[0]
+    folder = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+    return Path(folder) if folder is not None else None
+
+
+def _on_cpu(value: Any) -> Any:
+    # A CUDA tensor pickled on rank 1 would unpickle onto rank 1's GPU inside rank 0.
+    return apply_to_collection(value, Tensor, lambda t: t.detach().cpu())
+
+
+def gather_objects(trainer: Trainer, value: Any) -> list[Any] | None:
+    """Every rank's ``value`` (tensors moved to the CPU), in rank order, on global rank 0; None on the
+    other ranks. A collective: every rank must call it. One process: ``[value]``."""
+    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return [value]
+    gathered: list[Any] | None = [None] * trainer.world_size if trainer.is_global_zero else None
+    torch.distributed.gather_object(_on_cpu(value), gathered, dst=0)
+    return gathered
+
+
+def sample_positions(loader: Any, count: int | None = None) -> Tensor | None:
+    """The dataset positions of the samples ``loader`` yields in this process, in the order it yields
+    them (the first ``count``), for loaders whose order is known: ``TensorBatches`` and its subclasses,
+    and a ``DataLoader`` over a map-style dataset (whose sampler Lightning made distributed). None for
+    others (an iterable dataset, a streaming loader, a sampler drawing from the global generator)."""
+    positions: Tensor | None = None
+    if callable(getattr(loader, "shard_indices", None)):
+        positions = loader.shard_indices()
+    elif isinstance(loader, DataLoader) and loader.batch_sampler is not None:
+        sampler = getattr(loader.batch_sampler, "sampler", None)
+        # A RandomSampler would draw a new order from the global generator: not the one it served.
+        if sampler is not None and not isinstance(sampler, RandomSampler):
+            positions = torch.as_tensor(list(sampler), dtype=torch.long)
+    if positions is None:
+        return None
+    return positions if count is None else positions[:count]
+
+
+def length(columns: Columns) -> int:
+    """The number of rows of ``columns`` (0 without columns)."""
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def take(columns: Columns, index: Tensor) -> Columns:
+    """The rows ``index`` of every column."""
+    rows = index.tolist()
+    return {
+        name: column[index] if isinstance(column, Tensor) else [column[i] for i in rows]
+        for name, column in columns.items()
+    }
+
+
+def concat(parts: Sequence[Columns]) -> Columns:
+    """Columns of several parts, one after the other; a part without columns (a rank that had nothing to
+    send) is left out."""
+    parts = [part for part in parts if part] or [{}]
+    names = parts[0].keys()
+    joined: Columns = {}
+    for name in names:
+        # A rank with no samples may not know its column's type (no prediction to show a shape).
+        pieces = [part[name] for part in parts if len(part[name])] or [parts[0][name]]
+        if all(isinstance(piece, Tensor) for piece in pieces):
+            joined[name] = torch.cat(pieces)  # type: ignore[arg-type]
+        else:
+            joined[name] = [item for piece in pieces for item in piece]
+    return joined
+
+
+def gather_samples(trainer: Trainer, columns: Columns, positions: Tensor | None) -> Columns | None:
+    """Every rank's per-sample ``columns`` on global rank 0, in dataset order and each sample once (the
+    first copy of one that several ranks hold); None on the other ranks. A collective: every rank calls it.
+
+    ``positions`` are the dataset positions of this rank's rows (``sample_positions``). Without them the
+    ranks' rows are only concatenated in rank order (a loader of unknown order), and one process's
+    columns are returned as they are.
+    """
+    if trainer.world_size == 1:
+        return columns if positions is None or not columns else in_order([(columns, positions)])
+    parts = gather_objects(trainer, (columns, positions))
+    if parts is None:
+        return None
+    return in_order(parts)
+
+
+def in_order(parts: Sequence[tuple[Columns, Tensor | None]]) -> Columns:
+    """The rows of several parts in order of their dataset positions, each position once (its first
+    row); concatenated as they come when a part's positions are unknown."""
+    parts = [(part_columns, part_positions) for part_columns, part_positions in parts if part_columns]
+    if not parts:
+        return {}
+    joined = concat([part_columns for part_columns, _ in parts])
+    if any(part_positions is None for _, part_positions in parts):
+        return joined
+    every = torch.cat([part_positions for _, part_positions in parts])
+    order = torch.argsort(every, stable=True)
+    ordered = every[order]
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return take(joined, order[first])
+
+
+def interleave(parts: Sequence[Columns]) -> Columns:
+    """Rows of each rank's part taken in turn (rank 0's first row, rank 1's first row, ...): the order in
+    which one process would have seen them, for loaders that deal samples to ranks in turn."""
+    sizes = [length(part) for part in parts]
+    starts = [sum(sizes[:rank]) for rank in range(len(parts))]
+    index = [
+        starts[rank] + row for row in range(max(sizes)) for rank in range(len(parts)) if row < sizes[rank]
+    ]
+    return take(concat(parts), torch.tensor(index, dtype=torch.long))
+
+
+def per_sample(outputs: Sequence[Any]) -> Tensor | list[Any] | None:
+    """Batch outputs as one row per sample: tensors concatenated, lists (one item per sample) joined;
+    None for outputs of another kind (a dict per batch), which have no rows to tell apart."""
+    if not outputs:
+        return []
+    if all(isinstance(output, Tensor) and output.ndim > 0 for output in outputs):
+        return torch.cat([output.detach() for output in outputs])
+    if all(isinstance(output, (list, tuple)) for output in outputs):
+        return [item for output in outputs for item in output]
+    return None
+
+
+def gather_outputs(trainer: Trainer, outputs: Sequence[Any], loader: Any) -> Tensor | list[Any] | None:
+    """The batch outputs of a loop over ``loader`` from every rank, on global rank 0 (None on the other
+    ranks): one row per sample in dataset order when they have rows (``per_sample``), else the batch
+    outputs, rank after rank. A collective: every rank calls it."""
+    rows = per_sample(outputs)
+    if rows is None:
+        columns: Columns = {"outputs": list(outputs)}
+        positions = None
+    else:
+        columns = {"outputs": rows} if len(rows) else {}
+        positions = sample_positions(loader, len(rows)) if trainer.world_size > 1 else None
+    whole = gather_samples(trainer, columns, positions)
+    if whole is None:
+        return None
+    return whole.get("outputs", [])
