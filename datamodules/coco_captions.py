@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
@@ -368,12 +369,26 @@ class CocoCaptionsDataModule(LightningDataModule):
 
     # --- loaders --------------------------------------------------------------------------------------
     def loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        """Batches of ``split`` (train, val, test or predict); in file order unless ``shuffle``."""
+        """Batches of ``split`` (train, val, test or predict); in file order unless ``shuffle``.
+
+        On several processes Lightning gives a training loader a ``DistributedSampler``; an evaluation
+        loader gets one that does not repeat images to even out the shards (Lightning's default would,
+        and a repeated image would count twice in val/bleu4), unless there are fewer images than
+        processes, when every process still needs a batch.
+        """
+        dataset = self.splits[split]
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        sampler = None
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1 and not shuffle and len(dataset) >= world:
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=world, rank=self.trainer.global_rank, shuffle=False
+            )
         return DataLoader(
-            self.splits[split],
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             generator=generator,
             collate_fn=CaptionBatch(self._built_vocabulary()),
             num_workers=self.num_workers,

@@ -23,6 +23,9 @@ class SineWaveDataModule(InMemoryDataModule):
     """
 
     shuffle_train = False  # the order of the points is what the network learns
+    # One sequence, learnt point by point, cannot be split between processes: each trains on all of it
+    # and all make the same updates, so a data-parallel run computes what one process does.
+    shard = False
 
     def __init__(self, n_points: int = 21, t_start: float = 2.0, t_end: float = 10.0) -> None:
         if n_points < 2:

@@ -43,6 +43,10 @@ class StudyScoresDataModule(InMemoryDataModule):
         seed: Seeds the training shuffle (which matters only with batches smaller than the data).
     """
 
+    # Three students, one full batch per update: every process of a data-parallel run takes all of them
+    # and makes the same update, which is the one-process update (a shard would pad 3 rows to 4).
+    shard = False
+
     def __init__(
         self,
         hours: list[list[float]] | None = None,

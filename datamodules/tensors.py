@@ -140,10 +140,14 @@ class InMemoryDataModule(LightningDataModule):
 
     Subclasses build each split's tensors; this class turns them into ``TensorBatches``: the training
     split shuffled with the datamodule's seed (unless ``shuffle_train`` is False: a sequence whose
-    order is the data), the others in order.
+    order is the data), the others in order; each sharded across processes unless ``shard`` is False.
     """
 
     shuffle_train: bool = True
+    #: Whether each process of a data-parallel run serves its own shard of every split (the default), or
+    #: every process serves all of it: data that cannot be split, such as one sequence trained point by
+    #: point, or a full batch of three samples. All processes then compute the same update.
+    shard: bool = True
 
     def __init__(self, batch_size: int, seed: int) -> None:
         super().__init__()
@@ -169,7 +173,7 @@ class InMemoryDataModule(LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             seed=self.seed,
-            **shard_arguments(self.trainer, split),
+            **shard_arguments(self.trainer if self.shard else None, split),
         )
 
     def train_dataloader(self) -> TensorBatches:

@@ -37,6 +37,7 @@ with a new draw of subsampling, windows and negatives every epoch (seeded by ``s
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 import shutil
@@ -55,7 +56,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
 from datamodules.images import DataConfigError, DataNotFoundError
-from datamodules.tensors import TensorBatches
+from datamodules.tensors import TensorBatches, shard_arguments
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
@@ -262,9 +263,20 @@ class SkipGramBatches:
     """
 
     def __init__(
-        self, data: TextCorpusDataModule, start: int, stop: int, seed: int, fixed: bool, last_epoch: int = -1
+        self,
+        data: TextCorpusDataModule,
+        start: int,
+        stop: int,
+        seed: int,
+        fixed: bool,
+        last_epoch: int = -1,
+        rank: int = 0,
+        num_replicas: int = 1,
     ) -> None:
         self.data = data
+        # An evaluation loader of a data-parallel run: every process makes the same batches and keeps every
+        # num_replicas-th, from its rank; the loss metric adds the shares up.
+        self.rank, self.num_replicas = rank, num_replicas
         self.start, self.stop = start, stop
         self.seed = seed
         self.fixed = fixed  # same draw every epoch (evaluation)
@@ -304,9 +316,17 @@ class SkipGramBatches:
         epoch = self.epoch if epoch is None else epoch
         generator = torch.Generator().manual_seed(self.seed + (0 if self.fixed else 1_000_003 * epoch))
         words, sentences = data.encoded_corpus()
-        for begin in self._chunks():
-            end = min(begin + data.chunk_tokens, self.stop)
-            yield from chunk_batches(data, words[begin:end].long(), sentences[begin:end].long(), generator)
+        made = (
+            batch
+            for begin in self._chunks()
+            for batch in chunk_batches(
+                data,
+                words[begin : min(begin + data.chunk_tokens, self.stop)].long(),
+                sentences[begin : min(begin + data.chunk_tokens, self.stop)].long(),
+                generator,
+            )
+        )
+        yield from itertools.islice(made, self.rank, None, self.num_replicas)
 
     def prefetch(self, epoch: int) -> None:
         """Start making ``epoch``'s batches in the background (training loaders, up to ``last_epoch``)."""
@@ -688,14 +708,25 @@ class TextCorpusDataModule(LightningDataModule):
             max_epochs = self.trainer.max_epochs
             # -1 (or None): the run ends on max_steps or max_time instead
             last_epoch = max_epochs - 1 if max_epochs is not None and max_epochs >= 0 else sys.maxsize
-        return SkipGramBatches(self, start, stop, self.seed + (7 if fixed else 0), fixed, last_epoch)
+        shards = shard_arguments(self.trainer if fixed else None, split)
+        return SkipGramBatches(
+            self,
+            start,
+            stop,
+            self.seed + (7 if fixed else 0),
+            fixed,
+            last_epoch,
+            rank=shards["rank"],
+            num_replicas=shards["num_replicas"],
+        )
 
     def setup(self, stage: str) -> None:
         self.prepare()
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if stage == "fit" and self.trainer is not None and self.trainer.world_size > 1:
             raise DataConfigError(
-                "TextCorpusDataModule streams the corpus in one process: run word2vec on one device "
-                "(--trainer.devices 1)"
+                "word2vec trains in one process (its updates change the vectors in place, which DDP does "
+                "not synchronise): fit with --trainer.devices 1 --trainer.num_nodes 1; test, validate and "
+                "predict run on several"
             )
         if stage == "test" and self.test_fraction == 0:
             raise DataConfigError("test needs a held-out slice: set --data.test_fraction above 0")
@@ -732,4 +763,8 @@ class TextCorpusDataModule(LightningDataModule):
         return self._batches("test")
 
     def predict_dataloader(self) -> TensorBatches:
-        return TensorBatches(torch.arange(self.vocab_size), batch_size=max(self.batch_size, 1024))
+        return TensorBatches(
+            torch.arange(self.vocab_size),
+            batch_size=max(self.batch_size, 1024),
+            **shard_arguments(self.trainer, "predict"),
+        )

@@ -23,13 +23,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric, MinMetric
 
 from modules.classifier import LRSchedulerCallable, optimizer_config
-from modules.regression import OptimizerCallable
+from modules.regression import OptimizerCallable, updated_anywhere
 
 LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
 
@@ -170,9 +171,9 @@ class LandmarkRegressor(LightningModule):
         self.val_nme_mean_shape = NormalizedMeanError(*eye_corners)
         self.test_nme_mean_shape = NormalizedMeanError(*eye_corners)
         self.val_nme_best = MinMetric()
-        # Sum and count of every relative training target seen: the mean training shape, as the network
-        # sees it (after augmentation; under DDP, rank 0's, as DDP broadcasts buffers). Buffers, so a
-        # checkpoint keeps the baseline. float32, not 64: Apple's MPS has no float64.
+        # Sum and count of every relative training target seen (by every process): the mean training
+        # shape, as the network sees it (after augmentation). Buffers, so a checkpoint keeps the baseline.
+        # float32, not 64: Apple's MPS has no float64.
         self.register_buffer("shape_sum", torch.zeros(num_points, 2))
         self.register_buffer("shape_count", torch.zeros(()))
 
@@ -202,8 +203,15 @@ class LandmarkRegressor(LightningModule):
         getattr(self, f"{phase}_loss").update(loss.detach(), weight=len(images))
         getattr(self, f"{phase}_nme").update(pixels, landmarks)
         if phase == "train":
-            self.shape_sum += target.detach().sum(dim=0).float()
-            self.shape_count += len(target)
+            shape_sum = target.detach().sum(dim=0).float()
+            shape_count = torch.tensor(float(len(target)), device=shape_sum.device)
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                # Every process adds every process's targets, so the mean shape is that of all the
+                # training faces seen, the same on each rank (DDP would overwrite the others with rank 0's).
+                dist.all_reduce(shape_sum)
+                dist.all_reduce(shape_count)
+            self.shape_sum += shape_sum
+            self.shape_count += shape_count
         else:
             mean = self.mean_shape()
             if mean is not None:
@@ -214,7 +222,7 @@ class LandmarkRegressor(LightningModule):
     def _log_phase(self, phase: str) -> Tensor:
         values = {f"{phase}/{name}": getattr(self, f"{phase}_{name}") for name in ("loss", "nme")}
         baseline = getattr(self, f"{phase}_nme_mean_shape", None)
-        if baseline is not None and baseline.update_called:
+        if baseline is not None and updated_anywhere(baseline):
             values[f"{phase}/nme_mean_shape"] = baseline
         computed = {name: metric.compute() for name, metric in values.items()}
         self.log_dict(computed, prog_bar=True)

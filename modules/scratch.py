@@ -102,17 +102,25 @@ class ScratchNetwork(LightningModule):
         with torch.no_grad():
             hidden, output = self.layers(x)
             grad_w1, grad_w2 = self.gradients(x, y, hidden, output)
+            if self.trainer.world_size > 1:
+                # DDP averages the gradients autograd makes; these bypass autograd, so they are averaged
+                # here, or each process would step its own way.
+                grad_w1, grad_w2 = (
+                    self.trainer.strategy.reduce(g, reduce_op="mean") for g in (grad_w1, grad_w2)
+                )
         optimizer.zero_grad()
         # Under autocast (bf16-mixed) the matmuls give bf16; a .grad must have its parameter's dtype.
         self.W1.grad, self.W2.grad = grad_w1.to(self.W1.dtype), grad_w2.to(self.W2.dtype)
         # LightningOptimizer.step: one call per batch, so its hooks cost nothing here, and it counts
         # global_step.
         optimizer.step()
-        self.log("train/loss", (y - output).pow(2).mean(), on_step=False, on_epoch=True, batch_size=len(x))
+        loss = (y - output).pow(2).mean()
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], phase: str) -> None:
         x, y = batch
-        self.log(f"{phase}/loss", (y - self(x)).pow(2).mean(), prog_bar=True, batch_size=len(x))
+        loss = (y - self(x)).pow(2).mean()
+        self.log(f"{phase}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -103,13 +103,22 @@ class SineRNN(LightningModule):
             # Truncated backpropagation through time of length one, as the seed.
             context = context.detach()
             total_loss += loss.detach()
-        self.log("train/loss", total_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+        self.log(
+            "train/loss",
+            total_loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=1,
+            sync_dist=True,
+        )
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], phase: str) -> None:
         x, y = batch
         pred = self(x)
-        self.log(f"{phase}/loss", (pred - y).pow(2).sum() / 2, prog_bar=True, batch_size=1)
-        self.log(f"{phase}/mse", (pred - y).pow(2).mean(), prog_bar=True, batch_size=1)
+        # sync_dist: each process of a data-parallel run logs the mean over all of them.
+        self.log(f"{phase}/loss", (pred - y).pow(2).sum() / 2, prog_bar=True, batch_size=1, sync_dist=True)
+        self.log(f"{phase}/mse", (pred - y).pow(2).mean(), prog_bar=True, batch_size=1, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

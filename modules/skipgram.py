@@ -85,7 +85,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from experiments.errors import ExperimentError
-from modules.regression import OptimizerCallable
+from modules.regression import OptimizerCallable, updated_anywhere
 
 Batch = tuple[Tensor, Tensor, Tensor]
 
@@ -503,7 +503,7 @@ class SkipGramModel(LightningModule):
 
     def _log_phase(self, phase: str) -> None:
         metric = getattr(self, f"{phase}_loss")
-        if metric.update_count:
+        if updated_anywhere(metric):
             self.log(f"{phase}/loss", metric.compute(), prog_bar=True)
         metric.reset()
 

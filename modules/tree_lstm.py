@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -146,6 +147,13 @@ def read_word_vectors(path: str | Path, words: list[str], dim: int) -> tuple[Ten
     return vectors, hit
 
 
+def nccl_data_parallel() -> bool:
+    """Whether this process is one of several joined by NCCL (data-parallel on GPUs)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    return dist.get_world_size() > 1 and dist.get_backend() == "nccl"
+
+
 class TreeLSTM(PhaseAccuracy):
     """Sentiment of every node of binary parse trees; ``predict`` returns each tree's root class
     probabilities. Logs ``{train,val,test}/loss``, ``/acc`` (root accuracy, the figure the papers report),
@@ -252,6 +260,11 @@ class TreeLSTM(PhaseAccuracy):
         return int(found.sum())
 
     def setup(self, stage: str) -> None:
+        # Runs before DDP wraps the module, which reads each embedding's `sparse` then: NCCL all-reduces
+        # dense tensors only (gloo, on CPUs, takes sparse ones).
+        if self.embedding.sparse and nccl_data_parallel():
+            self.embedding.sparse = False
+            rank_zero_warn("sparse_gradients is off for this run: NCCL all-reduces dense gradients only")
         # Only fit starts from the file; test and predict restore the trained vectors from a checkpoint.
         if stage == "fit" and self.pretrained_vectors:
             words = getattr(self.trainer.datamodule, "vocab", None)
