@@ -48,6 +48,7 @@ import modules
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter
 from experiments.errors import ExperimentError
 from experiments.faults import (
+    EndTogether,
     ExactResume,
     FiniteLossGuard,
     SlurmRequeue,
@@ -280,6 +281,8 @@ class ExperimentCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
+        # Not a configurable callback: there is nothing to set, and a run must never go without it.
+        trainer.callbacks.append(EndTogether())
         return trainer
 
     def instantiate_classes(self) -> None:

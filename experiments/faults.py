@@ -12,6 +12,8 @@ Every experiment carries these (the CLI adds them), so a run can be killed at an
   a resumed run draws the same batches, augmentations and dropout masks as one that never stopped.
 - ``FiniteLossGuard`` stops the run at the first NaN or infinite training loss, naming the step, before
   anything is saved, so the last good checkpoint is the newest one on disk.
+- ``EndTogether`` ends the processes rank 0 launched for the other ranks when rank 0 fails, so a
+  failed data-parallel job leaves none of them behind.
 - ``SlurmRequeue`` replaces Lightning's SIGUSR1 handler on SLURM. Lightning saves the HPC checkpoint
   inside the signal handler, wherever the main thread happens to be (possibly halfway through an
   optimiser step); here the handler only raises a flag and the checkpoint is written after the step
@@ -169,15 +171,40 @@ class FiniteLossGuard(Callback):
         if not isinstance(loss, torch.Tensor):
             return
         value = loss.detach().float()
-        if bool(torch.isfinite(value).all()):
+        finite = bool(torch.isfinite(value).all())
+        # Every rank stops at the same step: a rank that stopped alone would leave the others waiting in
+        # the next gradient all-reduce.
+        if trainer.world_size > 1 and not trainer.strategy.reduce_boolean_decision(finite, all=True):
+            finite = False
+        if finite:
             return
-        shown = value.item() if value.numel() == 1 else "non-finite"
+        if bool(torch.isfinite(value).all()):
+            shown = "non-finite on another process"
+        else:
+            shown = value.item() if value.numel() == 1 else "non-finite"
         raise NonFiniteLossError(
             f"training loss is {shown} at epoch {trainer.current_epoch}, batch {batch_idx} "
             f"(global step {trainer.global_step}); stopped without saving, so the newest checkpoint is the "
             f"last good one: lower the learning rate, set --trainer.gradient_clip_val, or use bf16-mixed "
             f"instead of 16-mixed"
         )
+
+
+class EndTogether(Callback):
+    """When this process fails, the processes it launched for the other ranks end with it.
+
+    Started from a plain command, ``--trainer.strategy ddp`` makes rank 0 launch ranks 1..N-1 as its child
+    processes. Lightning 2.6 stops them when one of them fails or on Ctrl-C, but when rank 0 itself fails
+    (an error, a collective that timed out because a rank stopped answering) it exits and leaves them
+    running: blocked in their next collective or stuck where they hung, holding their devices. On any
+    exception this kills them. torchrun and SLURM's srun stop a failed job's processes themselves (their
+    ranks have no children here).
+    """
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        launcher = trainer.strategy.launcher
+        if launcher is not None:
+            launcher.kill(signal.SIGKILL)  # SIGTERM does not end a process blocked in a collective
 
 
 class SlurmRequeue(Callback):
