@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench tensorboard clean
+.PHONY: setup demo test test-gpu lint bench tensorboard clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+## test-gpu: set up, then run only the tests that need a CUDA GPU (every lesson on cuda in fp32 and
+## bf16-mixed, the GPU presets, DDP on one GPU); without a GPU each is reported skipped, with the reason
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu -rs
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from experiments.cli import ExperimentCLI
@@ -21,6 +23,24 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 def config(lesson: str) -> str:
     return str(CONFIGS / f"{lesson}.yaml")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child process, with the repository first on ``PYTHONPATH``; the
+    caller's own ``PYTHONPATH`` stays after it (it may hold packages the child needs)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with the reason, on a machine without CUDA (``make test-gpu``
+    runs just them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 def free_port() -> int:

@@ -43,9 +43,9 @@ def test_fit_then_predict_writes_one_caption_string_per_image(cli, coco_dir, in_
     fit = cli("fit", *args, "--trainer.max_epochs=1")
     assert fit.trainer.callback_metrics["val/bleu4"] >= 0
     cli("predict", *args, "--ckpt_path=last")
+    # One caption per image, in the order of the files (what each batch returned, joined).
     captions = torch.load(in_tmp / "lightning_logs/coco_captions/version_1/predictions.pt")
-    flat = [c for batch in captions for c in batch]
-    assert len(flat) == 3 and all(isinstance(c, str) for c in flat)
+    assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
 
 
 def test_a_partial_image_folder_is_one_error_line(in_tmp, coco_dir, capsys, monkeypatch):

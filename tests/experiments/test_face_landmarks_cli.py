@@ -40,7 +40,9 @@ def test_face_landmarks_fast_dev_run(cli, faces_dir, subcommand):
 
 
 def test_fit_then_predict_returns_points_in_the_files_pixels(cli, faces_dir, in_tmp):
+    # On the CPU: the predictions are compared with the checkpoint's network run here on the CPU.
     args = ["--config", config("face_landmarks"), f"--data.data_dir={faces_dir}", *SMALL, *NARROW]
+    args.append("--trainer.accelerator=cpu")
     fit = cli("fit", *args, "--trainer.max_epochs=2")
     run = in_tmp / "lightning_logs" / "face_landmarks" / "version_0"
     assert fit.trainer.checkpoint_callback.monitor == "val/nme"
@@ -60,7 +62,9 @@ def test_fit_then_predict_returns_points_in_the_files_pixels(cli, faces_dir, in_
     predictions = torch.load(predict_run / "predictions.pt")
     assert predictions.shape == (4, 68, 2)
     # The same numbers by hand: the checkpoint's network on the held-out crops, mapped to the files.
-    model = LandmarkRegressor.load_from_checkpoint(run / "checkpoints" / "last.ckpt").eval()
+    model = LandmarkRegressor.load_from_checkpoint(
+        run / "checkpoints" / "last.ckpt", map_location="cpu"
+    ).eval()
     data = FaceLandmarksDataModule(data_dir=str(faces_dir), image_size=32, crop_size=28, val_split=4)
     data.setup("predict")
     images, to_original = data.splits["predict"]

@@ -22,7 +22,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from experiments.cli import main
 from experiments.cli import main as run_main
 from experiments.faults import AtomicCheckpointIO, slurm_topology
-from tests.conftest import QUIET, REPO, config, free_port
+from tests.conftest import QUIET, REPO, config, free_port, subprocess_env
 
 EPOCHS = 3
 BATCHES = 6  # per epoch: 64 images, 16 held out, batch 8
@@ -127,7 +127,7 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(
 ) -> None:
     ref_ckpt, data = reference
     # As many threads as this process: float results depend on how a reduction is split.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = subprocess_env(OMP_NUM_THREADS=str(torch.get_num_threads()))
     kill = callback_arg(SignalAt, name="SIGKILL", epoch=2, batch=3)
     killed = subprocess.run(
         [sys.executable, "-m", "experiments", *run_args(data, kill)],
@@ -262,3 +262,29 @@ def test_experiments_write_checkpoints_atomically(in_tmp: Path, mnist_dir: Path)
 
     cli = ExperimentCLI(args=run_args(mnist_dir)[1:], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_end_together_finds_the_children_of_lightnings_launcher() -> None:
+    # EndTogether reads them from the launcher's `procs` (Lightning 2.6): if the attribute moves, this
+    # fails instead of EndTogether quietly no longer waiting for them.
+    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    launcher = _SubprocessScriptLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)
+    assert launcher.procs == []
+
+
+@pytest.mark.parametrize("exits_by_itself", [True, False])
+def test_end_together_waits_for_the_other_ranks_then_kills_them(exits_by_itself: bool) -> None:
+    from types import SimpleNamespace
+
+    from experiments.faults import EndTogether
+
+    seconds = 0.2 if exits_by_itself else 600
+    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    launcher = SimpleNamespace(procs=[child], kill=lambda signum: child.send_signal(signum))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=launcher))
+    EndTogether(grace=5).on_exception(trainer, None, RuntimeError("rank 0 failed"))
+    # A rank that ends on its own within the grace keeps its status (and its last words); one that does
+    # not is killed.
+    assert child.wait(timeout=5) == (0 if exits_by_itself else -signal.SIGKILL)

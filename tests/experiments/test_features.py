@@ -24,14 +24,15 @@ QUIET_TRAINER = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
 def test_predict_writes_the_named_features_of_the_checkpoint(cli, in_tmp, mnist_dir):
+    # On the CPU: the features are compared with a CPU computation of the same layers to float32 rounding.
     cli(
         "fit", "--config", config("mnist_convnet"), "--data.data_dir", str(mnist_dir),
         "--data.val_split", "16", "--data.batch_size", "16", "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_train_batches", "2", "--trainer.accelerator", "cpu",
     )  # fmt: skip
     predict = cli(
         "predict", "--config", config("feature_extraction"), "--data.data_dir", str(mnist_dir),
-        "--data.batch_size", "16", "--ckpt_path", "last",
+        "--data.batch_size", "16", "--ckpt_path", "last", "--trainer.accelerator", "cpu",
     )  # fmt: skip
     runs = in_tmp / "lightning_logs" / "mnist_convnet"
     checkpoint = runs / "version_0" / "checkpoints" / "last.ckpt"
@@ -50,7 +51,7 @@ def test_predict_writes_the_named_features_of_the_checkpoint(cli, in_tmp, mnist_
 
     # The trained weights (2 Adadelta steps at lr 1.0 from the same seed), on the images as the
     # datamodule hands them over: x / 255, the config's normalize: false.
-    net = MNISTConvNet.load_from_checkpoint(checkpoint).net.eval()
+    net = MNISTConvNet.load_from_checkpoint(checkpoint, map_location="cpu").net.eval()
     images = test.data.unsqueeze(1).float() / 255
     with torch.no_grad():
         expected_1 = F.conv2d(images, net.conv_1.weight, net.conv_1.bias)

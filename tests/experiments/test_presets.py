@@ -12,7 +12,7 @@ from experiments.cli import ExperimentCLI, main
 from tests.conftest import QUIET, REPO, config
 
 PRESETS = REPO / "configs" / "trainer"
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = pytest.mark.gpu  # skipped, with the reason, without CUDA (tests/conftest.py)
 
 
 def preset(name: str) -> list[str]:

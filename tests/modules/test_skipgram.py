@@ -285,6 +285,8 @@ def fit(
     model = SkipGramModel(dm.vocab_size, embedding_dim=16, **model_args)
     trainer = Trainer(
         max_epochs=epochs,
+        # The CPU's update paths (the compiled loop, the threads) are what these tests check.
+        accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -405,8 +407,9 @@ class Boom(Callback):
 path = write_topics_corpus(__import__("pathlib").Path({folder!r}) / "topics.txt", lines=12000)
 dm = TextCorpusDataModule(path=str(path), min_count=1, batch_size=1024, val_fraction=0, test_fraction=0)
 model = SkipGramModel(dm.vocab_size, workers=2, update_rows=16)
-trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, limit_val_batches=0, callbacks=[Boom()])
+trainer = Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                  callbacks=[Boom()])
 trainer.fit(model, dm)
 """
 

@@ -205,3 +205,21 @@ def test_bad_arguments_are_rejected():
         TreeLSTM(10, cell="rntn")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sparse_gradients needs embedding_weight_decay 0"):
         TreeLSTM(10, sparse_gradients=True, embedding_weight_decay=1e-4)
+
+
+@pytest.mark.parametrize(("backend", "sparse"), [("nccl", False), ("gloo", True)])
+def test_sparse_gradients_turn_dense_only_under_nccl(monkeypatch, backend, sparse):
+    # NCCL all-reduces dense tensors only; DDP reads each embedding's `sparse` when it wraps the module,
+    # which is after setup. No NCCL here: the process group is stood in for.
+    from modules import tree_lstm
+
+    monkeypatch.setattr(tree_lstm.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(tree_lstm.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(tree_lstm.dist, "get_backend", lambda: backend)
+    model = TreeLSTM(vocab_size=10, embedding_dim=4, hidden_size=3, sparse_gradients=True)
+    if sparse:
+        model.setup("fit")
+    else:
+        with pytest.warns(UserWarning, match="NCCL all-reduces dense gradients only"):
+            model.setup("fit")
+    assert model.embedding.sparse is sparse
