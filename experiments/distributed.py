@@ -17,6 +17,7 @@ what one process would have seen.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,15 @@ def gather_objects(trainer: Trainer, value: Any) -> list[Any] | None:
     other ranks. A collective: every rank must call it. One process: ``[value]``."""
     if trainer.world_size == 1 or not torch.distributed.is_initialized():
         return [value]
+    # Serialised by torch.save, not plain pickle: torch 2.14 pickles a uint32 tensor (numpy's random
+    # state) into bytes it cannot unpickle.
+    buffer = io.BytesIO()
+    torch.save(_on_cpu(value), buffer)
     gathered: list[Any] | None = [None] * trainer.world_size if trainer.is_global_zero else None
-    torch.distributed.gather_object(_on_cpu(value), gathered, dst=0)
-    return gathered
+    torch.distributed.gather_object(buffer.getvalue(), gathered, dst=0)
+    if gathered is None:
+        return None
+    return [torch.load(io.BytesIO(data), weights_only=False) for data in gathered]
 
 
 def sample_positions(loader: Any, count: int | None = None) -> Tensor | None:

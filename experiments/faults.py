@@ -7,9 +7,10 @@ Every experiment carries these (the CLI adds them), so a run can be killed at an
   leaves the previous file intact. Lightning's own writer goes through fsspec, which stages the file in
   the system temporary folder and moves it with ``shutil.move``: a copy, not a rename, whenever that
   folder is on another file system (a node's local /tmp and a shared checkpoint folder), and no fsync.
-- ``ExactResume`` stores the random number generators' states in every checkpoint and, when a run
-  resumes mid-epoch, makes the in-memory loader skip the batches the checkpoint had already trained on:
-  a resumed run draws the same batches, augmentations and dropout masks as one that never stopped.
+- ``ExactResume`` gives each data-parallel rank its own random stream, stores every rank's random
+  number generator states in every checkpoint and, when a run resumes mid-epoch, makes the in-memory
+  loader skip the batches the checkpoint had already trained on: a resumed run draws the same batches,
+  augmentations and dropout masks as one that never stopped.
 - ``FiniteLossGuard`` stops the run at the first NaN or infinite training loss, naming the step, before
   anything is saved, so the last good checkpoint is the newest one on disk; on every rank at once.
 - ``EndTogether`` ends the processes rank 0 launched for the other ranks when rank 0 fails, so a
@@ -41,6 +42,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from datamodules.tensors import TensorBatches
+from experiments.distributed import gather_objects
 from experiments.errors import ExperimentError
 
 
@@ -99,6 +101,22 @@ def _rng_states() -> dict[str, Any]:
     return states
 
 
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)  # every device's generator too
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s random stream in a run seeded with ``seed``: rank 0 keeps ``seed``."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % 2**63  # a large odd step: no two ranks share a seed
+
+
 def _set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     random.setstate(states["python"])
@@ -112,13 +130,18 @@ def _set_rng_states(states: dict[str, Any]) -> None:
 
 
 class ExactResume(Callback):
-    """Makes a resumed fit continue exactly where the checkpoint left it.
+    """Gives each data-parallel rank a random stream of its own, and makes a resumed fit continue exactly
+    where the checkpoint left it.
+
+    Every rank runs ``seed_everything`` with the run's seed, so the ranks of a data-parallel run would
+    draw the same augmentations and dropout masks for their different samples: every rank's first image
+    cropped and flipped alike. When fit starts, each rank other than 0 reseeds from the run's seed and its
+    rank (``rank_seed``); rank 0 keeps the run's stream, so one process computes what it always has.
 
     Lightning restores weights, optimiser, schedulers and loop counters. Two things it leaves out:
 
-    - the random number generators, which draw augmentations and dropout masks. Their states are saved
-      in each checkpoint and restored on load. Data-parallel ranks are seeded alike and draw the same
-      amounts, so rank 0's states stand for every rank.
+    - the random number generators, which draw augmentations and dropout masks. Every rank's states are
+      saved in each checkpoint (gathered to rank 0, which writes it) and each rank restores its own.
     - the position inside an epoch. Lightning knows how many batches of the interrupted epoch were
       trained; an in-memory loader (``TensorBatches``, whose order is a function of seed and epoch)
       is told to start at the next one. Other loaders restart the epoch, and Lightning warns.
@@ -126,12 +149,25 @@ class ExactResume(Callback):
 
     KEY = "rng_states"
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # After the process group is up (ranks known) and before a checkpoint is restored over it.
+        if stage == "fit" and trainer.global_rank > 0:
+            _seed_all(rank_seed(torch.initial_seed(), trainer.global_rank))
+
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
-        checkpoint[self.KEY] = _rng_states()
+        # Every rank saves a checkpoint (rank 0 writes it), so every rank takes part in the gather.
+        every_rank = gather_objects(trainer, _rng_states())
+        checkpoint[self.KEY] = every_rank if every_rank is not None else []
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
-        if self.KEY in checkpoint and trainer.state.fn == "fit":
-            _set_rng_states(checkpoint[self.KEY])
+        saved = checkpoint.get(self.KEY)
+        if saved is None or trainer.state.fn != "fit":
+            return
+        # A list by rank; a checkpoint of before that holds one dict, rank 0's.
+        per_rank = saved if isinstance(saved, list) else [saved]
+        if trainer.global_rank < len(per_rank):
+            _set_rng_states(per_rank[trainer.global_rank])
+        # A rank the checkpoint had none for (resumed on more processes) keeps the stream setup gave it.
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Loop counters are restored by now. A checkpoint written at a batch end of an unfinished epoch

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from experiments.cli import main
+from experiments.faults import rank_seed
 from tests.conftest import QUIET, REPO, config, free_port, subprocess_env
 from tests.image_data import write_image_folder, write_mnist
 
@@ -287,3 +288,68 @@ def test_ddp_on_one_gpu_fits_and_predicts_with_the_lessons_callbacks(tmp_path: P
     runs = tmp_path / "lightning_logs" / "mnist_convnet"
     assert (runs / "version_0" / "figures" / "confusion_matrix.png").is_file()
     assert torch.load(runs / "version_1" / "predictions.pt").shape == (32, 10)
+
+
+class RecordDraws(Callback):
+    """Writes the first numbers this rank's generator draws in training to ``draws<rank>.json``."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        Path(f"draws{trainer.global_rank}.json").write_text(json.dumps(torch.rand(4).tolist()))
+
+
+def test_each_rank_draws_from_a_stream_of_its_own(tmp_path: Path) -> None:
+    # Else every rank would crop, flip and drop out alike on its own images.
+    record = f"--trainer.callbacks+={json.dumps({'class_path': f'{__name__}.RecordDraws'})}"
+    command = [
+        sys.executable, "-m", "experiments", "fit", "--config", config("linear_regression"),
+        "--trainer.max_epochs", "1", record, *QUIET,
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / f"draws{r}.json").read_text()) for r in (0, 1))
+    # Lightning reseeds every rank with the run's seed when the processes join; rank 1 then moves to its
+    # own seed. Nothing else draws before training starts in this lesson.
+    expected = [
+        torch.rand(4, generator=torch.Generator().manual_seed(s)).tolist() for s in (42, rank_seed(42, 1))
+    ]
+    assert [rank0, rank1] == expected
+
+
+def test_ddp_resumes_exactly_with_augmentation_dropout_and_figures(tmp_path: Path) -> None:
+    """Killed (SIGKILL, every rank) after the first epoch's checkpoint and resumed, a 2-process run with
+    shuffling, random shifts, dropout and the lesson's figure callbacks on ends bit-identical to one that
+    never stopped: every rank's random state is in the checkpoint and each rank restores its own."""
+    data = write_mnist(tmp_path / "mnist")
+
+    def fit(name: str, *extra: str) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable, "-m", "experiments", "fit", "--config", config("mnist_convnet"),
+            "--data.data_dir", str(data), "--data.val_split", "16", "--data.batch_size", "8",
+            "--data.random_crop_padding", "2", "--trainer.max_epochs", "3", "--trainer.deterministic", "true",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+            "--trainer.logger.init_args.name", name, *QUIET, *extra,
+        ]  # fmt: skip
+        return subprocess.run(
+            command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=TIMEOUT
+        )
+
+    whole = fit("whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    kill = {
+        "class_path": "tests.experiments.test_faults.SignalAt",
+        "init_args": {"name": "SIGKILL", "epoch": 1, "batch": 1},
+    }
+    cut = fit("cut", f"--trainer.callbacks+={json.dumps(kill)}")
+    assert cut.returncode == -signal.SIGKILL, cut.stderr[-3000:]
+    resumed = fit("cut", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = tmp_path / "lightning_logs"
+    reference = torch.load(runs / "whole" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    ours = torch.load(runs / "cut" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ours["global_step"] == reference["global_step"] == 3 * 3  # 48 training images, global batch 16
+    for key, tensor in reference["state_dict"].items():
+        torch.testing.assert_close(ours["state_dict"][key], tensor, rtol=0, atol=0, msg=key)
+    assert len(ours["rng_states"]) == 2  # each rank's, gathered by rank 0
