@@ -55,7 +55,9 @@ def _on_cpu(value: Any) -> Any:
 def gather_objects(trainer: Trainer, value: Any) -> list[Any] | None:
     """Every rank's ``value`` (tensors moved to the CPU), in rank order, on global rank 0; None on the
     other ranks. A collective: every rank must call it. One process: ``[value]``."""
-    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+    if trainer.world_size == 1 or not (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    ):
         return [value]
     # Serialised by torch.save, not plain pickle: torch 2.14 pickles a uint32 tensor (numpy's random
     # state) into bytes it cannot unpickle.
