@@ -50,12 +50,12 @@ class Case:
 
     batch: int | None = None
     exact: tuple[str, ...] | None = None
-    flags: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ("--trainer.max_epochs=3",)
 
 
 CASES: dict[str, Case] = {
     "first_network": Case(batch=5, exact=()),
-    "linear_regression": Case(batch=8, exact=(), flags=("--data.n_points=40",)),
+    "linear_regression": Case(batch=8, exact=(), flags=("--data.n_points=40", "--trainer.max_epochs=3")),
     "sine_rnn": Case(exact=(), flags=("--trainer.max_epochs=30",)),
     "boston_housing": Case(batch=16, exact=("--model.dropout=0",)),
     "boston_housing_linear": Case(batch=16, exact=()),
