@@ -1,40 +1,7 @@
-"""LightningDataModules, one file per data source; importing the package registers them with the CLI."""
+"""LightningDataModules, one file per data source. Every public class of a file here is registered when the
+package is imported (``core.registry``): the command finds a datamodule by its class name, with no list
+to keep. A file whose name starts with ``_`` is a private helper and is imported only by whoever needs it."""
 
-from datamodules.cifar10 import CIFAR10DataModule
-from datamodules.coco_captions import CocoCaptionsDataModule, Vocabulary
-from datamodules.face_landmarks import FaceLandmarksDataModule
-from datamodules.image_folder import ImageFolderDataModule
-from datamodules.images import DataConfigError, DataNotFoundError, ImageClassificationDataModule
-from datamodules.line import LineDataModule
-from datamodules.mnist import MNISTDataModule
-from datamodules.random_tensors import RandomTensorDataModule
-from datamodules.sine_wave import SineWaveDataModule
-from datamodules.study_scores import StudyScoresDataModule
-from datamodules.tabular import BostonHousingDataModule, CSVFormatError, CSVRegressionDataModule
-from datamodules.tensors import InMemoryDataModule, TensorBatches
-from datamodules.text_corpus import TextCorpusDataModule
-from datamodules.treebank import TreebankDataModule, TreeSyntaxError
+from core.registry import register_package
 
-__all__ = [
-    "BostonHousingDataModule",
-    "CIFAR10DataModule",
-    "CSVFormatError",
-    "CSVRegressionDataModule",
-    "CocoCaptionsDataModule",
-    "DataConfigError",
-    "DataNotFoundError",
-    "FaceLandmarksDataModule",
-    "ImageClassificationDataModule",
-    "ImageFolderDataModule",
-    "InMemoryDataModule",
-    "LineDataModule",
-    "MNISTDataModule",
-    "RandomTensorDataModule",
-    "SineWaveDataModule",
-    "StudyScoresDataModule",
-    "TensorBatches",
-    "TextCorpusDataModule",
-    "TreeSyntaxError",
-    "TreebankDataModule",
-    "Vocabulary",
-]
+__all__ = register_package(__name__, __path__, globals())

@@ -50,7 +50,7 @@ from torchvision.datasets import CocoCaptions
 from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
-from datamodules.images import DataConfigError, DataNotFoundError
+from core.errors import DataConfigError, DataNotFoundError
 
 ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
 IMAGES_URL = "http://images.cocodataset.org/zips/{folder}.zip"

@@ -38,8 +38,8 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from core.errors import DataConfigError, DataNotFoundError
 from datamodules.image_folder import EXTENSIONS
-from datamodules.images import DataConfigError, DataNotFoundError
 from datamodules.tensors import InMemoryDataModule
 
 NUM_POINTS = 68

@@ -24,7 +24,8 @@ from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from datamodules.images import DataConfigError, DataNotFoundError, ImageClassificationDataModule
+from core.errors import DataConfigError, DataNotFoundError
+from datamodules.images import ImageClassificationDataModule
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 

@@ -23,16 +23,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
-from experiments.errors import ExperimentError
-
-
-class DataNotFoundError(ExperimentError, FileNotFoundError):
-    """A dataset's files are absent or unreadable; the message names the folder, the files and the fix."""
-
-
-class DataConfigError(ExperimentError, ValueError):
-    """Data settings that cannot work with the data found (a split larger than the dataset, mixed sizes)."""
 
 
 def random_crop_flip(images: Tensor, padding: int, flip: bool) -> Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from datamodules.images import DataConfigError
+from core.errors import DataConfigError
 from datamodules.tensors import InMemoryDataModule
 
 SEED_HOURS = [[2.0, 9.0], [1.0, 5.0], [3.0, 6.0]]

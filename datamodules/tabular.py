@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from datamodules.images import DataConfigError, DataNotFoundError
+from core.errors import DataConfigError, DataNotFoundError, ExperimentError
 from datamodules.tensors import InMemoryDataModule
-from experiments.errors import ExperimentError
 
 #: The Boston house-prices table shipped inside the package (see ``BostonHousingDataModule``).
 BOSTON_CSV = resources.files("datamodules").joinpath("resources", "boston_housing.csv")

@@ -55,7 +55,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from datamodules.images import DataConfigError, DataNotFoundError
+from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"

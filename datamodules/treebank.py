@@ -33,7 +33,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
-from datamodules.images import DataConfigError, DataNotFoundError
+from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
 
 SST_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"

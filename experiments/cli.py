@@ -45,8 +45,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 import datamodules
 import modules
-from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter
-from experiments.errors import ExperimentError
+from core.callbacks import PredictionWriter
+from core.errors import ExperimentError
+from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
 from experiments.faults import (
     EndTogether,
     ExactResume,

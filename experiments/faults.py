@@ -41,9 +41,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from core.distributed import gather_objects
+from core.errors import ExperimentError
 from datamodules.tensors import TensorBatches
-from experiments.distributed import gather_objects
-from experiments.errors import ExperimentError
 
 
 class NonFiniteLossError(ExperimentError):

@@ -20,8 +20,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor
 
-from experiments.distributed import Columns, gather_samples, run_dir, sample_positions
-from experiments.errors import ExperimentError
+from core.distributed import Columns, gather_samples, run_dir, sample_positions
+from core.errors import ExperimentError
 
 # The tracer settings torchvision's get_graph_node_names and create_feature_extractor use, so the names
 # found here are theirs: torchvision.ops modules stay whole nodes instead of being traced through.

@@ -12,7 +12,7 @@ On several processes every rank takes part (the samples drawn are gathered, the 
 reduced) and global rank zero draws, so the figures are those of one process; they stand aside when the
 run writes no TensorBoard logs (``--trainer.logger false``, ``fast_dev_run``). The two validation
 figures also go to the run folder's ``figures/`` as PNG files, overwritten each epoch so the last
-epoch's remain. matplotlib is imported on first use (``experiments.callbacks.pyplot``).
+epoch's remain. matplotlib is imported on first use (``core.figures.pyplot``).
 """
 
 from __future__ import annotations
@@ -22,27 +22,13 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
-from experiments.callbacks import log_figure, peek, pyplot
-from experiments.distributed import Columns, gather_objects, gather_samples, interleave, sample_positions
-
-
-def logs_images(trainer: Trainer) -> bool:
-    """Whether this run writes TensorBoard logs; the same answer on every rank."""
-    # fast_dev_run swaps the loggers for a DummyLogger, so the type check alone covers it; said
-    # explicitly because drawing for a smoke run is wasted time.
-    return not trainer.fast_dev_run and any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
-
-
-def add_image(trainer: Trainer, tag: str, image: Tensor) -> None:
-    """Put a ``(C, H, W)`` image (uint8, or float in [0, 1]) in every TensorBoard log of the run."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(tag, image, global_step=trainer.global_step)
+from core.callbacks import ValidationSamples, peek
+from core.distributed import gather_objects, interleave
+from core.figures import add_image, log_figure, logs_images, pyplot
 
 
 def wrong_predictions(predictions: Tensor, labels: Tensor) -> Tensor:
@@ -116,84 +102,6 @@ class InputGrid(Callback):
         # Float images have no fixed range; uint8 ones are shown as they are.
         grid = make_grid(images, normalize=images.is_floating_point())
         add_image(trainer, "inputs", grid)
-
-
-class ValidationSamples(Callback):
-    """Keeps the first ``num_images`` validation samples of an epoch, with what the module returned for
-    them, for a figure drawn at the epoch's end, when TensorBoard images are logged. On several processes
-    every rank keeps the first of its shard and rank 0 gets the first ``num_images`` of the whole split
-    (``take``), the samples one process would have kept.
-
-    Subclasses say what to keep of a batch (``sample``) and draw in ``on_validation_epoch_end`` from
-    ``take()``, which every rank calls and rank 0 alone gets samples from; ``subplots`` lays out one panel
-    per sample.
-    """
-
-    def __init__(self, num_images: int, columns: int) -> None:
-        self.num_images = num_images
-        self.columns = columns
-        self._kept: list[tuple[Tensor, ...]] = []
-        self._positions: Tensor | None = None  # of this rank's validation samples, under several processes
-        self._seen = 0  # validation samples of this rank so far in the epoch
-        self._kept_positions: list[Tensor] = []
-
-    def _wanted(self, trainer: Trainer) -> bool:
-        """Whether to draw this epoch: the same answer on every rank, since all of them gather."""
-        return not trainer.sanity_checking and logs_images(trainer)
-
-    def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
-        """Per-sample tensors to keep of one batch (first dimension: the batch's samples)."""
-        raise NotImplementedError
-
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._kept, self._kept_positions, self._seen = [], [], 0
-        self._positions = None
-        if trainer.world_size > 1 and self._wanted(trainer):
-            loaders = trainer.val_dataloaders
-            self._positions = sample_positions(loaders[0] if isinstance(loaders, (list, tuple)) else loaders)
-
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
-            return
-        first, self._seen = self._seen, self._seen + len(outputs)
-        room = self.num_images - sum(len(part[0]) for part in self._kept)
-        if room > 0:
-            kept = tuple(t[:room].detach().cpu() for t in self.sample(batch, outputs))
-            self._kept.append(kept)
-            if self._positions is not None:
-                self._kept_positions.append(self._positions[first : first + len(kept[0])])
-
-    def take(self, trainer: Trainer) -> tuple[Tensor, ...] | None:
-        """The kept samples, concatenated, on global rank 0; None on the other ranks, when there are none,
-        or when no figure is wanted. Emptied. Every rank must call it (it gathers)."""
-        parts, self._kept = self._kept, []
-        positions, self._kept_positions = self._kept_positions, []
-        if not self._wanted(trainer):
-            return None
-        columns: Columns = {}
-        if parts:
-            columns = {str(i): torch.cat(tensors) for i, tensors in enumerate(zip(*parts, strict=True))}
-        known = self._positions is not None and bool(positions)
-        whole = gather_samples(trainer, columns, torch.cat(positions) if known else None)
-        if not whole:
-            return None
-        return tuple(whole[str(i)][: self.num_images] for i in range(len(whole)))
-
-    def subplots(self, count: int, cell: tuple[float, float], title_height: float) -> tuple[Any, Any]:
-        """A figure of ``count`` panels, ``columns`` per row, each ``cell`` inches, and its axes."""
-        columns = min(self.columns, count)
-        rows = math.ceil(count / columns)
-        size = (cell[0] * columns, cell[1] * rows + title_height)
-        # Constrained layout, unlike tight_layout, leaves room for the suptitle above the titles.
-        return pyplot().subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
 
 
 class PredictionGrid(ValidationSamples):

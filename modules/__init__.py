@@ -1,34 +1,7 @@
-"""LightningModules, one file per lesson; importing the package registers them with the CLI."""
+"""LightningModules, one file per lesson. Every public class of a file here is registered when the package
+is imported (``core.registry``): the command finds a lesson's module by its class name, with no list to
+keep. A file whose name starts with ``_`` is a private helper and is imported only by whoever needs it."""
 
-from modules.captioning import CaptionModel, CaptionModelError
-from modules.classifier import ImageClassifier, InputShapeError
-from modules.convnets import MNISTConvNet, SimpleCNN
-from modules.feedforward import FeedForwardNet
-from modules.landmarks import LandmarkRegressor, NormalizedMeanError
-from modules.linear_regression import LinearRegression
-from modules.regression import RegressionModule
-from modules.scratch import ScratchNetwork
-from modules.sine_rnn import SineRNN
-from modules.skipgram import SkipGramModel
-from modules.tabular import TabularRegressor
-from modules.tree_lstm import TreeLSTM, WordVectorsError
+from core.registry import register_package
 
-__all__ = [
-    "CaptionModel",
-    "CaptionModelError",
-    "FeedForwardNet",
-    "ImageClassifier",
-    "InputShapeError",
-    "LandmarkRegressor",
-    "LinearRegression",
-    "MNISTConvNet",
-    "NormalizedMeanError",
-    "RegressionModule",
-    "ScratchNetwork",
-    "SimpleCNN",
-    "SineRNN",
-    "SkipGramModel",
-    "TabularRegressor",
-    "TreeLSTM",
-    "WordVectorsError",
-]
+__all__ = register_package(__name__, __path__, globals())

@@ -37,9 +37,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
-from experiments.errors import ExperimentError
-from modules.classifier import LRSchedulerCallable, optimizer_config
-from modules.regression import OptimizerCallable
+from core.errors import ExperimentError
+from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 

@@ -11,39 +11,17 @@ builds ``self.net``, a network that returns logits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from experiments.errors import ExperimentError
-from modules.regression import OptimizerCallable
-
-# optimizer -> scheduler, as LightningCLI's LRSchedulerCallable; any torch scheduler class can be injected.
-LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
-
-
-def optimizer_config(
-    parameters: Iterable[Tensor], optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None
-) -> Any:
-    """``configure_optimizers``' answer for an injected optimizer and optional scheduler: the scheduler
-    steps once per epoch, and a ReduceLROnPlateau watches ``val/loss``."""
-    built = optimizer(parameters)
-    if lr_scheduler is None:
-        return built
-    scheduler = {"scheduler": lr_scheduler(built), "interval": "epoch", "monitor": "val/loss"}
-    return {"optimizer": built, "lr_scheduler": scheduler}
-
-
-class InputShapeError(ExperimentError, ValueError):
-    """Images of a shape the network cannot take; the message says which shape it needs and how to get it."""
+from core.errors import InputShapeError
+from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 
 class PhaseAccuracy(LightningModule):

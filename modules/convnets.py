@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modules.classifier import ImageClassifier, LRSchedulerCallable
-from modules.regression import OptimizerCallable
+from core.optim import LRSchedulerCallable, OptimizerCallable
+from modules.classifier import ImageClassifier
 
 
 class SimpleCNN(ImageClassifier):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modules.regression import OptimizerCallable, RegressionModule
+from core.optim import OptimizerCallable
+from modules.regression import RegressionModule
 
 
 class FeedForwardNet(RegressionModule):

@@ -4,8 +4,8 @@ Run: ``python -m experiments fit --config configs/linear_regression.yaml``
 
 The seed builds the data and the model and plots the fit before training, but its training loop is
 missing from the chapter; this lesson trains with SGD and MSE (mini-batches of 32) and prints the
-recovered slope and intercept when fit ends. The seed's ``plot_current_fit`` is the
-``experiments.callbacks.LinearFitPlot`` callback. Seed bugs not carried over: the duplicated
+recovered slope and intercept when fit ends. The seed's ``plot_current_fit`` is the ``LinearFitPlot``
+callback below. Seed bugs not carried over: the duplicated
 ``m = 2 ... c = 3`` line, ``input_dim, output_dim(1, 1)`` (a call on a tuple), and the unindented
 body of ``plot_current_fit``.
 """
@@ -13,10 +13,14 @@ body of ``plot_current_fit``.
 from __future__ import annotations
 
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from modules.regression import OptimizerCallable, RegressionModule
+from core.callbacks import collect_all
+from core.figures import log_figure, pyplot
+from core.optim import OptimizerCallable
+from modules.regression import RegressionModule
 
 
 class LinearRegression(RegressionModule):
@@ -51,3 +55,34 @@ class LinearRegression(RegressionModule):
     def on_fit_end(self) -> None:
         slope, intercept = self.slope_intercept()
         print(f"Recovered slope {slope:.4f}, intercept {intercept:.4f}")
+
+
+class LinearFitPlot(Callback):
+    """The seed's ``plot_current_fit``: training points and the current line, before and after training.
+
+    The legend reads "Current Fit (w, b)" as in the seed. Needs a module with ``slope_intercept()``.
+    """
+
+    def _plot(self, trainer: Trainer, pl_module: LightningModule, title: str, name: str) -> None:
+        points = collect_all(trainer, trainer.train_dataloader)
+        w, b = pl_module.slope_intercept()
+        if not points:  # None: not global rank 0, whose is the figure; (): no points at all
+            return
+        x, y = points[:2]
+        plt = pyplot()
+        figure = plt.figure(figsize=(12, 4))
+        plt.title(title)
+        plt.scatter(x[:, 0].cpu(), y[:, 0].cpu(), s=8)
+        x1 = torch.tensor([0.0, 1.0])
+        plt.plot(x1, x1 * w + b, "r", label=f"Current Fit ({w:.3f}, {b:.3f})")
+        plt.xlabel("x (input)")
+        plt.ylabel("y (target)")
+        plt.legend()
+        log_figure(trainer, figure, f"fit/{name}", png_name=f"fit_{name}")
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # on_train_start, not on_fit_start: the training loader exists only from here on.
+        self._plot(trainer, pl_module, "Before training", "before_training")
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._plot(trainer, pl_module, "After training", "after_training")

@@ -6,31 +6,13 @@ the rest. Subclasses only build ``self.net``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 
-# What LightningCLI's dependency injection hands a module: params -> optimizer. Spelled out rather than
-# imported from lightning.pytorch.cli so a module file imports nothing of the CLI.
-OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
-
-
-def updated_anywhere(metric: Metric) -> bool:
-    """Whether ``metric`` was updated in any process of the run since its last reset. ``compute()`` is a
-    collective under DDP, so whether to call it must be decided alike on every rank: a rank whose shard
-    of a small split was empty has no update, and skipping the call there would leave the others
-    waiting for it."""
-    updated = bool(metric.update_count)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        flag = torch.tensor(float(updated), device=metric.device)
-        dist.all_reduce(flag)
-        updated = bool(flag.item() > 0)
-    return updated
+from core.optim import OptimizerCallable
 
 
 class RegressionModule(LightningModule):

@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from modules.regression import OptimizerCallable
+from core.optim import OptimizerCallable
 
 
 def sigmoid_prime(activation: Tensor) -> Tensor:

@@ -25,10 +25,12 @@ no gradient.
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
-from modules.regression import OptimizerCallable
+from core.callbacks import collect_all
+from core.figures import log_figure, pyplot
+from core.optim import OptimizerCallable
 
 
 class SineRNN(LightningModule):
@@ -131,3 +133,47 @@ class SineRNN(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(self.parameters())
+
+
+class SequencePlot(Callback):
+    """The seed's sine-wave figure: the actual points and the predicted next points over time.
+
+    Drawn every ``every_n_epochs`` validation epochs into TensorBoard, and at the end of training
+    also as ``figures/predictions.png``. Time steps come from the datamodule's ``time_steps`` when it
+    has them, else the point indices.
+
+    Args:
+        every_n_epochs: Epochs between figures in TensorBoard; 0 draws only the final one.
+    """
+
+    def __init__(self, every_n_epochs: int = 50) -> None:
+        self.every_n_epochs = every_n_epochs
+
+    def _plot(self, trainer: Trainer, pl_module: LightningModule, png_name: str | None) -> None:
+        if trainer.val_dataloaders is None:
+            return
+        # The whole sequence first: a recurrent network's predictions depend on every earlier point.
+        sequence = collect_all(trainer, trainer.val_dataloaders)
+        if not sequence:  # None: not global rank 0, whose is the figure; (): no points at all
+            return
+        x = sequence[0]
+        with torch.no_grad():
+            pred = pl_module(x.to(pl_module.device)).cpu()
+        t = getattr(trainer.datamodule, "time_steps", None)
+        t = torch.arange(len(x) + 1, dtype=torch.float64) if t is None else t.cpu()
+        plt = pyplot()
+        figure = plt.figure(figsize=(8, 4))
+        plt.scatter(t[:-1], x[:, 0].cpu(), s=90, label="Actual")
+        plt.scatter(t[1:], pred[:, 0], label="Predicted")
+        plt.title(f"epoch {trainer.current_epoch}")
+        plt.legend()
+        log_figure(trainer, figure, "predictions", png_name=png_name)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not self.every_n_epochs:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._plot(trainer, pl_module, None)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._plot(trainer, pl_module, "predictions")

@@ -15,7 +15,7 @@ Ways to train it:
 - ``closed_form: true`` (default): word2vec.c's SGD step, computed directly: no autograd graph, no
   sparse gradient tensors, no optimizer state. Two forms of it:
   - on a CPU (``cpu_loop: true``, default): word2vec.c's own loop, compiled by numba
-    (``modules.word2vec_loop``): for each context word and each of its center's targets, one dot
+    (``modules._word2vec_loop``): for each context word and each of its center's targets, one dot
     product and two row updates in place, each step seeing the last, as word2vec.c and gensim's Cython
     loop compute it. PyTorch's eager CPU operations cannot fuse that gather-multiply-scatter; the
     loop updates 1.8-2.6x more pairs per second than the matrix form below (one thread, tinyshakespeare
@@ -51,7 +51,7 @@ vocabularies without subsampling from diverging.
 
 Logged: ``train/loss``, ``val/loss``, ``test/loss``: the loss per (context, center) pair with its noise
 words. ``predict`` returns each word's input vector (the embedding word2vec saves); the
-``experiments.embeddings.WordEmbeddings`` callback writes them in word2vec's text format.
+``WordEmbeddings`` callback (below) writes them in word2vec's text format.
 
 Departures from the seed:
 - ``emb_size`` / ``emb_dimension`` are ``vocab_size`` (given by the datamodule through the CLI) and
@@ -80,12 +80,16 @@ from queue import Queue
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from experiments.errors import ExperimentError
-from modules.regression import OptimizerCallable, updated_anywhere
+from core.distributed import run_dir
+from core.errors import ExperimentError
+from core.metrics import updated_anywhere
+from core.optim import OptimizerCallable
 
 Batch = tuple[Tensor, Tensor, Tensor]
 
@@ -171,10 +175,10 @@ def _add_rows(table: Tensor, index: Tensor, rows: Tensor) -> None:
 
 @functools.cache
 def compiled_loop() -> Callable | None:
-    """``modules.word2vec_loop.skipgram_loop``, or None (with a warning) when numba cannot import or
+    """``modules._word2vec_loop.skipgram_loop``, or None (with a warning) when numba cannot import or
     compile it: training goes on with the matrix form."""
     try:
-        from modules.word2vec_loop import skipgram_loop
+        from modules._word2vec_loop import skipgram_loop
     except ImportError as error:
         problem = f"needs numba>=0.60 ({error}); fix: pip install 'numba>=0.60'"
     except Exception as error:  # a numba that cannot compile it: training need not stop for that
@@ -311,7 +315,7 @@ class SkipGramModel(LightningModule):
         """word2vec's SGD update for a batch of windows; returns the summed loss before it and the pair count.
 
         On a CPU (with ``cpu_loop``) word2vec.c's own loop, compiled: pair by pair, each step seeing the
-        last (``modules.word2vec_loop``). Otherwise the matrix form, per center: inputs ``U`` = ``u`` rows
+        last (``modules._word2vec_loop``). Otherwise the matrix form, per center: inputs ``U`` = ``u`` rows
         of its ``m`` context words, outputs ``V`` = ``v`` rows of the center and its ``k`` noise words,
         scores ``S = U Vᵀ`` (m x k+1), ``G = (label - σ(S)) * lr`` (label 1 for the center, 0 for noise;
         0 for empty context slots). Then ``U += G V`` and ``V += Gᵀ U``, both from the old values, as
@@ -514,3 +518,96 @@ class SkipGramModel(LightningModule):
         optimizer = self.optimizer(self.parameters())
         self.start_lr = optimizer.param_groups[0]["lr"]
         return optimizer
+
+
+def neighbour_lines(pl_module: LightningModule, words: list[str], probes: list[str], k: int) -> list[str]:
+    """One line per probe word in the vocabulary: ``word: neighbour (cosine), ...``."""
+    index = {w: i for i, w in enumerate(words)}
+    present = [w for w in probes if w in index]
+    if not present:
+        return []
+    similarity, ids = pl_module.nearest(torch.tensor([index[w] for w in present]), k)
+    lines = []
+    for word, sims, nbrs in zip(present, similarity.tolist(), ids.tolist(), strict=True):
+        lines.append(
+            f"{word}: " + ", ".join(f"{words[j]} ({s:.2f})" for j, s in zip(nbrs, sims, strict=True))
+        )
+    return lines
+
+
+class WordEmbeddings(Callback):
+    """Nearest neighbours of probe words in TensorBoard (text) after each validation; at the end of
+    training the most frequent words' vectors in TensorBoard's projector and, in the run folder,
+    ``vectors.txt`` (word2vec text format) and ``neighbours.txt``; ``predict`` writes the same two files.
+
+    Args:
+        probes: Words whose neighbours are shown; unset: eight words of frequency ranks 100 to 800.
+        neighbours: Neighbours per probe word.
+        projector_words: The most frequent words whose vectors go to the projector (0: none).
+    """
+
+    def __init__(
+        self, probes: list[str] | None = None, neighbours: int = 10, projector_words: int = 2000
+    ) -> None:
+        self.probes = probes
+        self.neighbours = neighbours
+        self.projector_words = projector_words
+
+    @staticmethod
+    def _words(trainer: Trainer) -> list[str]:
+        words = getattr(trainer.datamodule, "words", None)
+        if words is None:
+            raise ExperimentError(
+                "WordEmbeddings needs a datamodule with a vocabulary (words), such as TextCorpusDataModule"
+            )
+        return words
+
+    def _probes(self, words: list[str]) -> list[str]:
+        if self.probes is not None:
+            return self.probes
+        # Frequent enough to have learnt something, rare enough not to be "the", "and", "of".
+        return [words[r] for r in range(100, min(len(words), 900), 100)] or words[:8]
+
+    def _text(self, trainer: Trainer, pl_module: LightningModule) -> str:
+        words = self._words(trainer)
+        return "\n".join(neighbour_lines(pl_module, words, self._probes(words), self.neighbours))
+
+    @staticmethod
+    def _tensorboard(trainer: Trainer) -> TensorBoardLogger | None:
+        return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        logger = self._tensorboard(trainer)
+        if trainer.sanity_checking or logger is None:
+            return
+        # Two spaces before each newline: TensorBoard renders text as Markdown.
+        text = self._text(trainer, pl_module).replace("\n", "  \n")
+        logger.experiment.add_text("embeddings/neighbours", text, global_step=trainer.global_step)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        logger = self._tensorboard(trainer)
+        words = self._words(trainer)
+        if logger is not None and self.projector_words:
+            n = min(self.projector_words, len(words))
+            logger.experiment.add_embedding(
+                pl_module.embeddings()[:n].cpu(),
+                metadata=words[:n],
+                global_step=trainer.global_step,
+                tag="words",
+            )
+        self._write(trainer, pl_module)
+
+    @rank_zero_only
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def _write(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        folder = run_dir(trainer)
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        pl_module.save_embedding(self._words(trainer), folder / "vectors.txt")
+        (folder / "neighbours.txt").write_text(self._text(trainer, pl_module) + "\n", encoding="utf-8")
+        rank_zero_info(f"Word vectors written to {Path(folder) / 'vectors.txt'}")

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 from torchmetrics import MinMetric
 from torchmetrics.regression import MeanSquaredError
 
-from modules.classifier import InputShapeError, LRSchedulerCallable, optimizer_config
-from modules.regression import OptimizerCallable, RegressionModule
+from core.errors import InputShapeError
+from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
+from modules.regression import RegressionModule
 
 
 def mlp(in_features: int, hidden_sizes: list[int], out_features: int, dropout: float) -> nn.Sequential:

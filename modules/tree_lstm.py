@@ -39,9 +39,9 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from experiments.errors import ExperimentError
+from core.errors import ExperimentError
+from core.optim import OptimizerCallable
 from modules.classifier import PhaseAccuracy
-from modules.regression import OptimizerCallable
 
 #: the label of nodes that do not count (the datamodule's neutral nodes in binary mode)
 IGNORE = -1

@@ -18,7 +18,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 import datamodules.face_landmarks as face_landmarks
-from datamodules import DataConfigError, DataNotFoundError, FaceLandmarksDataModule
+from core.errors import DataConfigError, DataNotFoundError
+from datamodules import FaceLandmarksDataModule
 from datamodules.face_landmarks import MIRROR_68, LandmarkHorizontalFlip, decode
 from tests.face_data import face_template, read_points, write_faces
 

@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datamodules import (
-    CIFAR10DataModule,
-    DataConfigError,
-    DataNotFoundError,
-    ImageFolderDataModule,
-    MNISTDataModule,
-)
+from core.errors import DataConfigError, DataNotFoundError
+from datamodules import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
 from datamodules.images import random_crop_flip
 from tests.image_data import write_image_folder
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datamodules import DataConfigError, StudyScoresDataModule
+from core.errors import DataConfigError
+from datamodules import StudyScoresDataModule
 
 
 def test_seed_students_scaled_by_training_maxima():

@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules import (
-    BostonHousingDataModule,
-    CSVFormatError,
-    CSVRegressionDataModule,
-    DataConfigError,
-    DataNotFoundError,
-)
-from experiments.errors import ExperimentError
+from core.errors import DataConfigError, DataNotFoundError, ExperimentError
+from datamodules import BostonHousingDataModule, CSVFormatError, CSVRegressionDataModule
 from tests.tabular_data import HEADER, linear_table, write_linear_table, write_rows
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import datamodules.text_corpus as text_corpus
-from datamodules import DataConfigError, DataNotFoundError, TextCorpusDataModule
+from core.errors import DataConfigError, DataNotFoundError
+from datamodules import TextCorpusDataModule
 from datamodules.text_corpus import (
     LINE_BREAK,
     AliasTable,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules import DataNotFoundError, TreebankDataModule, TreeSyntaxError
+from core.errors import DataNotFoundError
+from datamodules import TreebankDataModule, TreeSyntaxError
 from datamodules.treebank import IGNORE, SST_URL, UNK, EncodedTrees, build_vocab, parse_trees, read_trees
 from tests.tree_data import NBSP, write_treebank
 

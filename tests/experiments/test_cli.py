@@ -13,9 +13,10 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger, PredictionWriter
+from core.callbacks import PredictionWriter
+from core.errors import ExperimentError
+from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
 from experiments.cli import ExperimentCLI, main
-from experiments.errors import ExperimentError
 from tests.conftest import LESSONS, QUIET, REPO, config
 
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.check_val_every_n_epoch=1"]
@@ -267,7 +268,7 @@ def test_help_imports_nothing_heavy(tmp_path):
     )
     added = set(eval(done.stderr.strip().splitlines()[-1]))
     small = {"attr", "attrs", "docstring_parser", "typeshed_client", "tensorboard", "absl", "google"}
-    assert added - small == {"experiments", "modules", "datamodules"}
+    assert added - small == {"core", "experiments", "modules", "datamodules"}
 
 
 def test_cli_class_is_importable_without_running():

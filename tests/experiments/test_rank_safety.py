@@ -13,8 +13,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from datamodules.tensors import TensorBatches
-from experiments.distributed import (
+from core.distributed import (
     gather_outputs,
     gather_samples,
     in_order,
@@ -23,6 +22,7 @@ from experiments.distributed import (
     run_dir,
     sample_positions,
 )
+from datamodules.tensors import TensorBatches
 from tests.conftest import REPO
 
 PACKAGES = ("experiments", "modules", "datamodules")

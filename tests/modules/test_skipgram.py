@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer
 from torch import Tensor
 
+from core.errors import ExperimentError
 from datamodules import TextCorpusDataModule
-from experiments.errors import ExperimentError
 from modules import SkipGramModel
 from modules.skipgram import BackgroundUpdates, compiled_loop
 from tests.text_data import TOPICS, write_topics_corpus
@@ -170,9 +170,9 @@ def fail_to_compile(*args, **kwargs):
 def test_without_a_working_numba_the_cpu_update_is_the_matrix_form(monkeypatch, problem, message):
     compiled_loop.cache_clear()
     if problem == "missing":
-        monkeypatch.setitem(sys.modules, "modules.word2vec_loop", None)  # its import now fails
+        monkeypatch.setitem(sys.modules, "modules._word2vec_loop", None)  # its import now fails
     else:
-        monkeypatch.delitem(sys.modules, "modules.word2vec_loop", raising=False)  # imported again
+        monkeypatch.delitem(sys.modules, "modules._word2vec_loop", raising=False)  # imported again
         monkeypatch.setattr("numba.njit", lambda *args, **kwargs: fail_to_compile)
     try:
         with pytest.warns(UserWarning, match=f"the word2vec CPU loop {message}.*using the matrix form"):

@@ -9,8 +9,9 @@ import torch
 from lightning.pytorch import Trainer
 from torch import nn
 
+from core.errors import InputShapeError
 from datamodules import CSVRegressionDataModule
-from modules import InputShapeError, TabularRegressor
+from modules import TabularRegressor
 from tests.tabular_data import write_linear_table
 
 

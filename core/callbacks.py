@@ -1,0 +1,162 @@
+"""Callback pieces that lessons build on: reading a small split whole, keeping validation samples for a
+figure, and writing what ``predict`` returns. Each gathers from every rank what one process would have
+seen (``core.distributed``); global rank 0 draws or writes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from core.distributed import Columns, gather_outputs, gather_samples, run_dir, sample_positions
+from core.figures import logs_images, pyplot
+
+
+def peek(loader: Any) -> Iterator[Any]:
+    """Iterate over ``loader`` without touching its state: a ``TensorBatches`` told where a resumed epoch
+    starts (``resume_at``) keeps that for the loop, which iterates it after the callbacks' peek."""
+    return iter(copy.copy(loader))
+
+
+def collect(loader: Any) -> tuple[Tensor, ...]:
+    """Concatenate every batch of a small loader into one tuple of tensors (empty without batches)."""
+    batches = list(peek(loader))
+    return tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
+
+
+def collect_all(trainer: Trainer, loader: Any) -> tuple[Tensor, ...] | None:
+    """Every sample of a small split, in dataset order (where the loader's order is known), on global
+    rank 0 (None on the other ranks): each rank collects its shard of ``loader`` and rank 0 puts them
+    together. Every rank must call it."""
+    parts = collect(loader)
+    columns: Columns = {str(i): part for i, part in enumerate(parts)}
+    positions = sample_positions(loader, len(parts[0])) if parts else None
+    whole = gather_samples(trainer, columns, positions)
+    return None if whole is None else tuple(whole[str(i)] for i in range(len(whole)))
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes what ``predict`` returns into ``<run folder>/<filename>``: every sample's prediction in dataset
+    order, gathered from every process, as one tensor (batch outputs that are tensors, concatenated) or
+    one list (batch outputs that are lists, one item per sample); other batch outputs are saved as the
+    list of them. With several predict loaders, a list of those, one per loader.
+
+    Args:
+        filename: File name inside the run folder.
+    """
+
+    def __init__(self, filename: str = "predictions.pt") -> None:
+        super().__init__(write_interval="epoch")
+        self.filename = filename
+
+    def write_on_epoch_end(
+        self, trainer: Trainer, pl_module: LightningModule, predictions: Any, batch_indices: Any
+    ) -> None:
+        loaders = trainer.predict_dataloaders
+        several = isinstance(loaders, (list, tuple))
+        per_loader = predictions if several else [predictions]
+        loader_list = list(loaders) if several else [loaders]
+        # Every rank gathers (a collective per loader); only rank 0 has a folder to write to.
+        gathered = [
+            gather_outputs(trainer, outputs, loader)
+            for outputs, loader in zip(per_loader, loader_list, strict=True)
+        ]
+        folder = run_dir(trainer)
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.write(trainer, gathered if several else gathered[0], folder / self.filename):
+            rank_zero_info(f"Predictions written to {folder / self.filename}")
+
+    def write(self, trainer: Trainer, predictions: Any, path: Path) -> bool:
+        """Write ``predictions`` (every sample's, in dataset order: see the class) to ``path``; False when
+        there is nothing to write. Subclasses write other formats."""
+        torch.save(predictions, path)
+        return True
+
+
+class ValidationSamples(Callback):
+    """Keeps the first ``num_images`` validation samples of an epoch, with what the module returned for
+    them, for a figure drawn at the epoch's end, when TensorBoard images are logged. On several processes
+    every rank keeps the first of its shard and rank 0 gets the first ``num_images`` of the whole split
+    (``take``), the samples one process would have kept.
+
+    Subclasses say what to keep of a batch (``sample``) and draw in ``on_validation_epoch_end`` from
+    ``take()``, which every rank calls and rank 0 alone gets samples from; ``subplots`` lays out one panel
+    per sample.
+    """
+
+    def __init__(self, num_images: int, columns: int) -> None:
+        self.num_images = num_images
+        self.columns = columns
+        self._kept: list[tuple[Tensor, ...]] = []
+        self._positions: Tensor | None = None  # of this rank's validation samples, under several processes
+        self._seen = 0  # validation samples of this rank so far in the epoch
+        self._kept_positions: list[Tensor] = []
+
+    def _wanted(self, trainer: Trainer) -> bool:
+        """Whether to draw this epoch: the same answer on every rank, since all of them gather."""
+        return not trainer.sanity_checking and logs_images(trainer)
+
+    def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
+        """Per-sample tensors to keep of one batch (first dimension: the batch's samples)."""
+        raise NotImplementedError
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._kept, self._kept_positions, self._seen = [], [], 0
+        self._positions = None
+        if trainer.world_size > 1 and self._wanted(trainer):
+            loaders = trainer.val_dataloaders
+            self._positions = sample_positions(loaders[0] if isinstance(loaders, (list, tuple)) else loaders)
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
+            return
+        first, self._seen = self._seen, self._seen + len(outputs)
+        room = self.num_images - sum(len(part[0]) for part in self._kept)
+        if room > 0:
+            kept = tuple(t[:room].detach().cpu() for t in self.sample(batch, outputs))
+            self._kept.append(kept)
+            if self._positions is not None:
+                self._kept_positions.append(self._positions[first : first + len(kept[0])])
+
+    def take(self, trainer: Trainer) -> tuple[Tensor, ...] | None:
+        """The kept samples, concatenated, on global rank 0; None on the other ranks, when there are none,
+        or when no figure is wanted. Emptied. Every rank must call it (it gathers)."""
+        parts, self._kept = self._kept, []
+        positions, self._kept_positions = self._kept_positions, []
+        if not self._wanted(trainer):
+            return None
+        columns: Columns = {}
+        if parts:
+            columns = {str(i): torch.cat(tensors) for i, tensors in enumerate(zip(*parts, strict=True))}
+        known = self._positions is not None and bool(positions)
+        whole = gather_samples(trainer, columns, torch.cat(positions) if known else None)
+        if not whole:
+            return None
+        return tuple(whole[str(i)][: self.num_images] for i in range(len(whole)))
+
+    def subplots(self, count: int, cell: tuple[float, float], title_height: float) -> tuple[Any, Any]:
+        """A figure of ``count`` panels, ``columns`` per row, each ``cell`` inches, and its axes."""
+        columns = min(self.columns, count)
+        rows = math.ceil(count / columns)
+        size = (cell[0] * columns, cell[1] * rows + title_height)
+        # Constrained layout, unlike tight_layout, leaves room for the suptitle above the titles.
+        return pyplot().subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
