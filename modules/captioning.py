@@ -38,6 +38,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
 from core.errors import ExperimentError
+from core.metrics import log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -150,7 +151,7 @@ class CaptionModel(LightningModule):
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_bleu, self.test_bleu = BLEUScore(n_gram=4), BLEUScore(n_gram=4)
+        self.val_bleu4, self.test_bleu4 = BLEUScore(n_gram=4), BLEUScore(n_gram=4)
 
     # --- vocabulary -----------------------------------------------------------------------------------
     def set_vocabulary(self, vocabulary: Sequence[str]) -> None:
@@ -274,16 +275,13 @@ class CaptionModel(LightningModule):
     def _evaluate(self, batch: dict[str, Any], phase: str) -> list[str]:
         self._loss(batch, phase)
         captions = self.caption(batch["images"])
-        getattr(self, f"{phase}_bleu").update(captions, batch["references"])
+        getattr(self, f"{phase}_bleu4").update(captions, batch["references"])
         return captions
 
     def _log_phase(self, phase: str) -> None:
-        values = {f"{phase}/loss": getattr(self, f"{phase}_loss")}
-        if phase != "train":
-            values[f"{phase}/bleu4"] = getattr(self, f"{phase}_bleu")
-        self.log_dict({k: m.compute() for k, m in values.items()}, prog_bar=True)
-        for metric in values.values():
-            metric.reset()
+        log_phase(
+            self, phase, phase_metrics(self, phase, ("loss",) if phase == "train" else ("loss", "bleu4"))
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._loss(batch, "train")

@@ -21,6 +21,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from core.errors import InputShapeError
+from core.metrics import log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 
@@ -32,11 +33,8 @@ class PhaseAccuracy(LightningModule):
     phase_metrics: tuple[str, ...] = ("loss", "acc")
     val_acc_best: MaxMetric
 
-    def _log_phase(self, phase: str) -> None:
-        metrics = {name: getattr(self, f"{phase}_{name}") for name in self.phase_metrics}
-        self.log_dict({f"{phase}/{name}": m.compute() for name, m in metrics.items()}, prog_bar=True)
-        for metric in metrics.values():
-            metric.reset()
+    def _log_phase(self, phase: str) -> dict[str, Tensor]:
+        return log_phase(self, phase, phase_metrics(self, phase, self.phase_metrics))
 
     def on_train_start(self) -> None:
         # The sanity check must not count towards the best validation accuracy.
@@ -46,11 +44,8 @@ class PhaseAccuracy(LightningModule):
         self._log_phase("train")
 
     def on_validation_epoch_end(self) -> None:
-        acc = self.val_acc.compute()
-        self._log_phase("val")
-        if not self.trainer.sanity_checking:
-            self.val_acc_best.update(acc)
-            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        values = self._log_phase("val")
+        log_best(self, "val/acc_best", values["val/acc"], self.val_acc_best)
 
     def on_test_epoch_end(self) -> None:
         self._log_phase("test")

@@ -33,7 +33,7 @@ from torchmetrics import MeanMetric, Metric, MinMetric
 
 from core.callbacks import PredictionWriter, ValidationSamples
 from core.figures import log_figure
-from core.metrics import updated_anywhere
+from core.metrics import log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
@@ -223,16 +223,10 @@ class LandmarkRegressor(LightningModule):
                 getattr(self, f"{phase}_nme_mean_shape").update(baseline, landmarks)
         return loss, pixels
 
-    def _log_phase(self, phase: str) -> Tensor:
-        values = {f"{phase}/{name}": getattr(self, f"{phase}_{name}") for name in ("loss", "nme")}
-        baseline = getattr(self, f"{phase}_nme_mean_shape", None)
-        if baseline is not None and updated_anywhere(baseline):
-            values[f"{phase}/nme_mean_shape"] = baseline
-        computed = {name: metric.compute() for name, metric in values.items()}
-        self.log_dict(computed, prog_bar=True)
-        for metric in values.values():
-            metric.reset()
-        return computed[f"{phase}/nme"]
+    def _log_phase(self, phase: str) -> dict[str, Tensor]:
+        # The mean-shape baseline exists for evaluation only, and is known once training has seen a face.
+        names = ("loss", "nme") if phase == "train" else ("loss", "nme", "nme_mean_shape")
+        return log_phase(self, phase, phase_metrics(self, phase, names), optional=("nme_mean_shape",))
 
     def on_train_start(self) -> None:
         # The sanity check must not count towards the best validation NME.
@@ -248,10 +242,8 @@ class LandmarkRegressor(LightningModule):
         return self._step(batch, "val")[1]
 
     def on_validation_epoch_end(self) -> None:
-        nme = self._log_phase("val")
-        if not self.trainer.sanity_checking:
-            self.val_nme_best.update(nme)
-            self.log("val/nme_best", self.val_nme_best.compute(), prog_bar=True)
+        values = self._log_phase("val")
+        log_best(self, "val/nme_best", values["val/nme"], self.val_nme_best)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "test")[1]

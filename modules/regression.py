@@ -12,6 +12,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from core.metrics import log_phase
 from core.optim import OptimizerCallable
 
 
@@ -43,9 +44,8 @@ class RegressionModule(LightningModule):
         self._metric(phase).update(loss.detach(), weight=len(x))
         return loss
 
-    def _log_epoch(self, phase: str) -> None:
-        self.log(f"{phase}/loss", self._metric(phase).compute(), prog_bar=True)
-        self._metric(phase).reset()
+    def _log_epoch(self, phase: str) -> dict[str, Tensor]:
+        return log_phase(self, phase, {"loss": self._metric(phase)})
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._loss(batch, "train")

@@ -88,7 +88,7 @@ from torchmetrics import MeanMetric
 
 from core.distributed import run_dir
 from core.errors import ExperimentError
-from core.metrics import updated_anywhere
+from core.metrics import log_phase, phase_metrics
 from core.optim import OptimizerCallable
 
 Batch = tuple[Tensor, Tensor, Tensor]
@@ -506,10 +506,8 @@ class SkipGramModel(LightningModule):
         self._log_phase("test")
 
     def _log_phase(self, phase: str) -> None:
-        metric = getattr(self, f"{phase}_loss")
-        if updated_anywhere(metric):
-            self.log(f"{phase}/loss", metric.compute(), prog_bar=True)
-        metric.reset()
+        # A split that gave no pairs this epoch has no loss to show.
+        log_phase(self, phase, phase_metrics(self, phase, ("loss",)), optional=("loss",))
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         return self.u_embeddings(batch[0])

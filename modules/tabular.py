@@ -25,6 +25,7 @@ from torchmetrics import MinMetric
 from torchmetrics.regression import MeanSquaredError
 
 from core.errors import InputShapeError
+from core.metrics import log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 from modules.regression import RegressionModule
 
@@ -108,15 +109,11 @@ class TabularRegressor(RegressionModule):
         getattr(self, f"{phase}_rmse").update(pred.detach(), y)
         return loss
 
-    def _log_epoch(self, phase: str) -> None:
-        loss, rmse = self._metric(phase), getattr(self, f"{phase}_rmse")
-        values = {f"{phase}/loss": loss.compute(), f"{phase}/rmse": rmse.compute()}
-        self.log_dict(values, prog_bar=True)
-        loss.reset()
-        rmse.reset()
-        if phase == "val" and not self.trainer.sanity_checking:
-            self.val_rmse_best.update(values["val/rmse"])
-            self.log("val/rmse_best", self.val_rmse_best.compute())
+    def _log_epoch(self, phase: str) -> dict[str, Tensor]:
+        values = log_phase(self, phase, phase_metrics(self, phase, ("loss", "rmse")))
+        if phase == "val":
+            log_best(self, "val/rmse_best", values["val/rmse"], self.val_rmse_best)
+        return values
 
     def on_train_start(self) -> None:
         # The sanity check must not count towards the best validation RMSE.
