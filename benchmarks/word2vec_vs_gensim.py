@@ -67,7 +67,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from datamodules.text_corpus import noise_distribution, skipgram_contexts, tokenize  # noqa: E402
+from datamodules.corpus import tokenize  # noqa: E402
+from datamodules.skipgram_sampling import noise_distribution, skipgram_contexts  # noqa: E402
 from experiments.cli import ExperimentCLI  # noqa: E402
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules import coco_captions
-from datamodules.coco_captions import CocoCaptionsDataModule, Vocabulary, tokenize
+from datamodules.captions import Vocabulary, tokenize
+from datamodules.coco_captions import CocoCaptionsDataModule
 from tests.coco_data import write_coco_captions, write_coco_json
 
 TRAIN = {"train_annotations": "annotations/captions_train.json", "train_images": "train"}

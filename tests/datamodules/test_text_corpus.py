@@ -12,20 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import datamodules.corpus
 import datamodules.text_corpus as text_corpus
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules import TextCorpusDataModule
-from datamodules.text_corpus import (
-    LINE_BREAK,
-    AliasTable,
-    chunk_batches,
-    keep_probability,
-    noise_distribution,
-    read_pieces,
-    sentence_ids,
-    skipgram_contexts,
-    tokenize,
-)
+from datamodules.corpus import LINE_BREAK, read_pieces, sentence_ids, tokenize
+from datamodules.skipgram_sampling import AliasTable, keep_probability, noise_distribution, skipgram_contexts
 from tests.text_data import write_topics_corpus
 
 
@@ -44,9 +36,9 @@ def data(path: Path, **kwargs) -> TextCorpusDataModule:
 
 
 def all_batches(dm: TextCorpusDataModule, seed: int = 0) -> list:
-    """One pass of ``chunk_batches`` over the whole encoded corpus."""
-    words, sentences = dm.encoded_corpus()
-    return list(chunk_batches(dm, words.long(), sentences.long(), torch.Generator().manual_seed(seed)))
+    """One pass of the sampling over the whole encoded corpus, as one chunk."""
+    words, sentences = dm.corpus.encoded()
+    return list(dm.sampling.batches(words.long(), sentences.long(), torch.Generator().manual_seed(seed)))
 
 
 def pair_multiset(batches) -> Counter:
@@ -72,7 +64,7 @@ def test_tokenize_keeps_words_and_inner_apostrophes():
 
 
 def test_long_lines_are_read_in_pieces_without_cutting_words(tmp_path, monkeypatch):
-    monkeypatch.setattr(text_corpus, "BLOCK_CHARS", 16)
+    monkeypatch.setattr(datamodules.corpus, "BLOCK_CHARS", 16)
     words = [f"word{i}" for i in range(200)]
     path = corpus(tmp_path, " ".join(words[:150]) + "\n" + " ".join(words[150:]))  # no final newline
     pieces = list(read_pieces(path))
@@ -87,7 +79,7 @@ def test_vocabulary_counts_order_and_min_count(tmp_path):
     assert dm.words == ["b", "a"] and dm.counts.tolist() == [3, 2] and dm.vocab_size == 2
     # Ties: first seen first.
     assert data(path).words == ["b", "a", "c", "d"]
-    stream = dm.token_stream().tolist()
+    stream = dm.corpus.token_stream().tolist()
     assert stream.count(LINE_BREAK) == 4 and len(stream) == 11  # three lines, then the file's end
 
 
@@ -121,9 +113,9 @@ def test_subsampling_keeps_each_word_at_its_probability(tmp_path):
     for epoch in range(epochs):
         for center, _, _ in all_batches(dm, seed=epoch):
             seen += torch.bincount(center, minlength=dm.vocab_size)
-    expected = dm.counts * dm.keep_probability * epochs
+    expected = dm.counts * dm.sampling.keep * epochs
     frequent = dm.counts >= 200
-    assert (dm.keep_probability[frequent] < 0.9).any()  # the test exercises subsampling
+    assert (dm.sampling.keep[frequent] < 0.9).any()  # the test exercises subsampling
     assert torch.allclose(seen[frequent], expected[frequent].float(), rtol=0.06)
 
 
@@ -137,7 +129,7 @@ def test_negatives_follow_the_unigram_power_three_quarters(tmp_path):
     assert (observed - noise_distribution(counts)).abs().max() < 0.004
     # The datamodule's table is built from its vocabulary's counts.
     dm = data(write_topics_corpus(tmp_path / "topics.txt"))
-    draws = dm.noise_table.sample((100_000,), torch.Generator().manual_seed(1))
+    draws = dm.sampling.noise.sample((100_000,), torch.Generator().manual_seed(1))
     observed = torch.bincount(draws, minlength=dm.vocab_size).double() / len(draws)
     assert (observed - noise_distribution(dm.counts)).abs().max() < 0.006
 
@@ -239,7 +231,7 @@ def test_epochs_draw_anew_and_evaluation_is_fixed(tmp_path):
     )
     bounds = dm._bounds()
     assert bounds["train"][1] == bounds["val"][0] and bounds["val"][1] == bounds["test"][0]
-    assert bounds["test"][1] == dm.corpus_words == int(dm.counts.sum())
+    assert bounds["test"][1] == dm.corpus.corpus_words == int(dm.counts.sum())
     train = dm.train_dataloader()
     first = [b[0] for b in train]
     train.set_epoch(1)
@@ -273,22 +265,22 @@ def test_next_epoch_is_made_ahead_and_dropped_when_not_asked_for(tmp_path):
     loader = data(path, batch_size=16, prefetch_batches=2)._batches("train")
     loader.last_epoch = 2
     loader.prefetch(0)  # what train_dataloader() does while Lightning sets up
-    first = loader._next
-    assert first is not None and first.epoch == 0
+    first = loader._next  # (epoch, its producer)
+    assert first is not None and first[0] == 0
     assert [b[0].tolist() for b in loader] == expected[0]
-    first.thread.join(timeout=10)  # once epoch 0 was all made, its thread started epoch 1
+    first[1].join(timeout=10)  # once epoch 0 was all made, its thread started epoch 1
     second = loader._next
-    assert second is not None and second.epoch == 1
+    assert second is not None and second[0] == 1
     loader.set_epoch(1)
     assert [b[0].tolist() for b in loader] == expected[1]
-    second.thread.join(timeout=10)
+    second[1].join(timeout=10)
     made_ahead = loader._next
-    assert made_ahead is not None and made_ahead.epoch == 2
+    assert made_ahead is not None and made_ahead[0] == 2
     # A resumed run asks for another epoch: the one made ahead is dropped, not served.
     loader.set_epoch(5)
     assert [b[0].tolist() for b in loader] == expected[5]
-    made_ahead.thread.join(timeout=10)
-    assert not made_ahead.thread.is_alive()
+    made_ahead[1].join(timeout=10)
+    assert not made_ahead[1].is_alive()
     assert loader._next is None  # nothing is made past the last epoch
     loader.set_epoch(2)
     assert [b[0].tolist() for b in loader] == expected[2]
@@ -300,11 +292,11 @@ def test_teardown_stops_an_epoch_made_ahead(tmp_path):
     assert loader._next is None  # without a trainer there is no epoch to make ahead
     loader.last_epoch = 3
     loader.prefetch(0)
-    producer = loader._next
-    assert producer is not None and producer.epoch == 0
+    ahead = loader._next
+    assert ahead is not None and ahead[0] == 0
     dm.teardown("fit")
-    producer.thread.join(timeout=10)
-    assert not producer.thread.is_alive() and loader._next is None
+    ahead[1].join(timeout=10)
+    assert not ahead[1].is_alive() and loader._next is None
 
 
 def test_fit_setup_starts_the_first_epoch_and_hands_that_loader_over(tmp_path):
@@ -314,7 +306,7 @@ def test_fit_setup_starts_the_first_epoch_and_hands_that_loader_over(tmp_path):
     dm.trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     dm.setup("fit")
     started = dm._train
-    assert started._next is not None and started._next.epoch == 0 and started.last_epoch == 1
+    assert started._next is not None and started._next[0] == 0 and started.last_epoch == 1
     assert dm.train_dataloader() is started
     again = dm.train_dataloader()  # asked again (reload_dataloaders_every_n_epochs): a new loader
     assert again is not started and started._next is None
@@ -342,7 +334,8 @@ def test_cache_dir_keeps_the_token_file_for_the_next_run(tmp_path):
     assert [f.suffix for f in files] == [".encoded", ".tokens", ".tsv"]
     stamps = [f.stat().st_mtime_ns for f in files]
     second = data(path, cache_dir=str(tmp_path / "cache"))
-    assert second.words == first.words and torch.equal(second.token_stream(), first.token_stream())
+    assert second.words == first.words
+    assert torch.equal(second.corpus.token_stream(), first.corpus.token_stream())
     assert [f.stat().st_mtime_ns for f in files] == stamps
     path.write_text("other words entirely\n", encoding="utf-8")  # a changed file is read again
     assert data(path, cache_dir=str(tmp_path / "cache")).words == ["other", "words", "entirely"]

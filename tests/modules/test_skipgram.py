@@ -16,9 +16,10 @@ from lightning.pytorch import Callback, Trainer
 from torch import Tensor
 
 from core.errors import ExperimentError
+from core.threads import Workers
 from datamodules import TextCorpusDataModule
 from modules import SkipGramModel
-from modules.skipgram import BackgroundUpdates, compiled_loop
+from modules.skipgram_updates import compiled_loop
 from tests.text_data import TOPICS, write_topics_corpus
 
 
@@ -115,7 +116,7 @@ def word2vec_c(model: SkipGramModel, batch, lr: float) -> tuple[Tensor, Tensor, 
 def test_cpu_loop_is_word2vec_c_pair_by_pair(dtype):
     model = random_model().to(dtype)
     u, v, loss, pairs = word2vec_c(model, BATCH, lr=0.1)
-    assert model._uses_loop()
+    assert model.uses_loop()
     result, count = model.closed_form_step(BATCH, lr=0.1)
     tolerance = 1e-6 if dtype == torch.float32 else 1e-12
     assert count == pairs == 12 and result.dtype == dtype
@@ -180,12 +181,12 @@ def test_without_a_working_numba_the_cpu_update_is_the_matrix_form(monkeypatch, 
     finally:
         monkeypatch.undo()
         compiled_loop.cache_clear()
-    assert model._loop is None and not model._uses_loop()
+    assert model._loop is None and not model.uses_loop()
     matrix = random_model(cpu_loop=False)
     model.closed_form_step(BATCH, 0.1)
     matrix.closed_form_step(BATCH, 0.1)
     assert torch.equal(model.v_embeddings.weight, matrix.v_embeddings.weight)
-    assert not random_model().to(torch.bfloat16)._uses_loop()  # numba has no bfloat16: matrix form
+    assert not random_model().to(torch.bfloat16).uses_loop()  # numba has no bfloat16: matrix form
 
 
 def slices_of(batch, rows: int) -> list:
@@ -195,36 +196,41 @@ def slices_of(batch, rows: int) -> list:
 def test_one_background_thread_applies_the_slices_in_order():
     threaded, inline = random_model(), random_model()
     slices = slices_of(BATCH, 2) * 3  # rows repeat across slices: the order matters
-    updates = BackgroundUpdates(threaded.closed_form_step, workers=1, depth=2)
-    updates.submit(slices[:3], [0.1] * 3)
-    updates.submit(slices[3:], [0.05] * 6)
-    loss, count = updates.drain()
+    updates = Workers(threaded.closed_form_step, threads=1, depth=2, name="test-update")
+    for rows in slices[:3]:
+        updates.submit(rows, 0.1)
+    for rows in slices[3:]:
+        updates.submit(rows, 0.05)
+    done = updates.drain()
     results = [inline.closed_form_step(rows, 0.1) for rows in slices[:3]]
     results += [inline.closed_form_step(rows, 0.05) for rows in slices[3:]]
-    assert count == sum(c for _, c in results) == 36
-    assert torch.allclose(loss, torch.stack([x for x, _ in results]).sum())
+    assert [c for _, c in done] == [c for _, c in results] and sum(c for _, c in done) == 36
+    assert torch.allclose(torch.stack([x for x, _ in done]), torch.stack([x for x, _ in results]))
     for name, value in threaded.state_dict().items():
         assert torch.equal(value, inline.state_dict()[name]), name  # bit for bit
-    assert updates.drain() == (None, 0)
-    updates.close()
-    assert not any(thread.is_alive() for thread in updates.threads)
+    assert updates.drain() == []
+    updates.stop()
+    assert not updates.is_alive()
 
 
 def test_an_error_in_an_update_thread_is_raised_in_the_training_loop():
     def step(rows, lr):
         raise RuntimeError("shape mismatch in slice")
 
-    updates = BackgroundUpdates(step, workers=2, depth=1)
-    updates.submit(slices_of(BATCH, 1), [0.1] * 5)
+    updates = Workers(step, threads=2, depth=1, name="test-update")
+    # At the next submit, or at the drain that waits for the slices.
     with pytest.raises(RuntimeError, match="shape mismatch in slice"):
+        for rows in slices_of(BATCH, 1):
+            updates.submit(rows, 0.1)
         updates.drain()
-    updates.close()
+    updates.stop()
 
 
 def test_a_checkpoint_holds_every_queued_update():
     threaded, inline = random_model(), random_model()
-    threaded._updates = BackgroundUpdates(threaded.closed_form_step, workers=1, depth=1)
-    threaded._updates.submit(slices_of(BATCH, 1), [0.1] * 5)
+    threaded._updates = Workers(threaded.closed_form_step, threads=1, depth=1, name="test-update")
+    for rows in slices_of(BATCH, 1):
+        threaded._updates.submit(rows, 0.1)
     threaded.on_save_checkpoint({})  # Lightning calls it before writing the state_dict's tensors
     for rows in slices_of(BATCH, 1):
         inline.closed_form_step(rows, 0.1)
@@ -349,27 +355,27 @@ def test_each_slice_of_a_batch_gets_its_own_learning_rate(tmp_path):
     # A 256-center batch in 64-row slices: the schedule steps by a quarter batch per slice.
     class Rates(Callback):
         def __init__(self) -> None:
-            self.rates: list[list[float]] = []
+            self.rates: dict[int, list[float]] = {}  # by batch (global step, counted before the submits)
 
         def on_train_epoch_start(self, trainer, pl_module):
             if trainer.current_epoch:  # the update threads (and this wrapper) last the whole run
                 return
             submit = pl_module._updates.submit
 
-            def record(slices, rates):
-                self.rates.append(rates)
-                submit(slices, rates)
+            def record(rows, rate):
+                self.rates.setdefault(pl_module.global_step - 1, []).append(rate)
+                submit(rows, rate)
 
             pl_module._updates.submit = record
 
     rates = Rates()
     model, _, trainer = fit(tmp_path, epochs=2, callbacks=(rates,), update_rows=64)
     step = (0.025 - 0.0001) / model._total_steps  # the rate's fall per batch
-    assert len(rates.rates) == trainer.global_step
-    for batch, per_slice in enumerate(rates.rates):
+    assert sorted(rates.rates) == list(range(trainer.global_step))
+    for batch, per_slice in rates.rates.items():
         expected = [0.025 - step * (batch + i / len(per_slice)) for i in range(len(per_slice))]
         assert per_slice == pytest.approx(expected, abs=1e-9)
-    assert {len(r) for r in rates.rates} >= {4}
+    assert {len(r) for r in rates.rates.values()} >= {4}
 
 
 @pytest.mark.parametrize("cpu_loop", [True, False], ids=["loop", "matrix"])
