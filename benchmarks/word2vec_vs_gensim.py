@@ -8,7 +8,7 @@ Each CORPUS is a plain-text file (``../shared/data/text/tinyshakespeare.txt``; t
 text: ``apt-get download bible-kjv bible-kjv-text``, unpack both with ``dpkg-deb -x``, then
 ``usr/bin/bible -p usr/lib gen1:1-rev22:21 > kjv.txt``). Its last ``--held-out`` share of lines is held
 out; both sides train on the rest, written to a temporary file, and see the same sentences: its lines,
-tokenised by ``datamodules.text_corpus.tokenize`` (lower case, letters and digits), cut at 10,000 words;
+tokenised by ``datamodules.corpus.tokenize`` (lower case, letters and digits), cut at 10,000 words;
 the same vocabulary (``min_count``), subsampling (``sample``), window, negatives, dimension and epochs;
 skip-gram with negative sampling.
 
