@@ -61,6 +61,8 @@ class LastCheckpoint(Checkpoint):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         # With every_n_epochs > 1 the final epochs may not have been saved; the latest state must be.
+        # _last_global_step_saved: ModelCheckpoint's own record (Lightning 2.6, no public accessor;
+        # tests/experiments/test_lightning_internals.py checks it).
         if (
             trainer.fast_dev_run
             or self.dirpath is None

@@ -256,11 +256,13 @@ class ExperimentCLI(LightningCLI):
         """Remove ``DATA_TO_MODEL`` values from the hyperparameters of a model whose ``__init__`` does not
         take them (see ``link_data_to_model``); checkpoints and logged hyperparameters hold what it took."""
         parameters = inspect.signature(type(self.model)).parameters
-        for name in DATA_TO_MODEL:
-            if name not in parameters:
-                self.model.hparams.pop(name, None)
-                # The copy Lightning logs as the run's hyperparameters when training starts.
-                getattr(self.model, "_hparams_initial", {}).pop(name, None)
+        foreign = {name for name in DATA_TO_MODEL if name not in parameters and name in self.model.hparams}
+        if foreign:
+            for name in foreign:
+                self.model.hparams.pop(name)
+            # Saving the hyperparameters again refreshes the copy Lightning logs when training starts
+            # (hparams_initial, read-only): the public way to change what a module reports.
+            self.model.save_hyperparameters(dict(self.model.hparams))
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -178,8 +179,9 @@ class ExactResume(Callback):
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if not 0 < done < trainer.num_training_batches:
             return  # nothing trained yet, or saved at the epoch's last batch: Lightning starts the next one
-        combined = trainer.fit_loop._combined_loader
-        loaders = combined.flattened if combined is not None else []
+        given = trainer.train_dataloader  # one loader, or a list or dict of them
+        loaders = list(given.values()) if isinstance(given, Mapping) else given
+        loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
         if loaders and all(isinstance(loader, TensorBatches) for loader in loaders):
             for loader in loaders:
                 loader.resume_at(done)
@@ -251,8 +253,8 @@ class EndTogether(Callback):
         launcher = trainer.strategy.launcher
         if launcher is None:
             return
-        # The children of Lightning 2.6's _SubprocessScriptLauncher (tests/experiments/test_faults.py
-        # fails if the attribute moves); other launchers have none.
+        # The children of Lightning 2.6's _SubprocessScriptLauncher (no public accessor;
+        # tests/experiments/test_lightning_internals.py fails if it moves); other launchers have none.
         children = getattr(launcher, "procs", None) or []
         deadline = time.monotonic() + self.grace
         while any(child.poll() is None for child in children) and time.monotonic() < deadline:
@@ -278,6 +280,8 @@ class SlurmRequeue(Callback):
         self._requested = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Lightning 2.6 has no public accessor for a one-device run's cluster environment (a strategy has
+        # one only when it is parallel); tests/experiments/test_lightning_internals.py checks it is there.
         environment = trainer._accelerator_connector.cluster_environment
         if stage != "fit" or not isinstance(environment, SLURMEnvironment) or not environment.auto_requeue:
             return
@@ -298,6 +302,8 @@ class SlurmRequeue(Callback):
     ) -> None:
         if self._signal is None or not self._agreed(trainer):
             return
+        # Where Lightning 2.6 looks for it on the next start (no public API names it; checked in
+        # tests/experiments/test_lightning_internals.py).
         path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)
         rank_zero_info(f"Requeue signal: checkpoint written to {path}")

@@ -91,6 +91,7 @@ class SineRNN(LightningModule):
         optimizer = self.optimizers().optimizer
         # Lightning counts global_step in LightningOptimizer.step(); count the plain steps ourselves so
         # that global_step (checkpoint names, max_steps, log_every_n_steps) is still the update count.
+        # Lightning 2.6 has no public way to; tests/experiments/test_lightning_internals.py checks this.
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         context = self.initial_context()
         total_loss = x.new_zeros(())

@@ -358,8 +358,11 @@ def test_image_lessons_keep_their_configured_num_classes(in_tmp):
 def test_models_without_the_argument_ignore_the_link(in_tmp):
     run = built("--model=FeedForwardNet", f"--data={__name__}.SizedData")
     assert type(run.model).__name__ == "FeedForwardNet"
-    # Nothing of the links reaches its hyperparameters (and so its checkpoints).
-    assert "vocab_size" not in run.model.hparams and "num_classes" not in run.model.hparams
+    # Nothing of the links reaches its hyperparameters (and so its checkpoints), nor the copy Lightning
+    # logs when training starts.
+    for hparams in (run.model.hparams, run.model.hparams_initial):
+        assert "vocab_size" not in hparams and "num_classes" not in hparams and "in_features" not in hparams
+    assert run.model.hparams_initial["n_in"] == 10
     assert run.datamodule.vocab_size_reads == 0
 
 

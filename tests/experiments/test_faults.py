@@ -264,16 +264,6 @@ def test_experiments_write_checkpoints_atomically(in_tmp: Path, mnist_dir: Path)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
-def test_end_together_finds_the_children_of_lightnings_launcher() -> None:
-    # EndTogether reads them from the launcher's `procs` (Lightning 2.6): if the attribute moves, this
-    # fails instead of EndTogether quietly no longer waiting for them.
-    from lightning.fabric.plugins.environments import LightningEnvironment
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
-    launcher = _SubprocessScriptLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)
-    assert launcher.procs == []
-
-
 @pytest.mark.parametrize("exits_by_itself", [True, False])
 def test_end_together_waits_for_the_other_ranks_then_kills_them(exits_by_itself: bool) -> None:
     from types import SimpleNamespace
