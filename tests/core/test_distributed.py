@@ -1,4 +1,4 @@
-"""experiments/distributed.py's pieces, and the rank-safety rule checked over the code: nothing that
+"""core/distributed.py's pieces, and the rank-safety rule checked over the code: nothing that
 communicates runs inside rank-zero-only code. tests/experiments/test_ddp_lessons.py runs them on two
 processes."""
 

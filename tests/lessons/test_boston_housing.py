@@ -1,5 +1,5 @@
-"""The Boston-housing and from-scratch configs through the CLI, a CSV of the user's own by class name,
-and the one-line errors a bad CSV gives."""
+"""configs/boston_housing.yaml and boston_housing_linear.yaml end to end (Boston house prices, MLP and
+linear), a CSV of the user's own by class name, and the one-line errors a bad CSV gives."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.conftest import QUIET, config
 from tests.tabular_data import write_linear_table, write_rows
 
 
-@pytest.mark.parametrize("lesson", ["boston_housing", "scratch_network"])
+@pytest.mark.parametrize("lesson", ["boston_housing", "boston_housing_linear"])
 @pytest.mark.parametrize("subcommand", ["fit", "test", "predict"])
 def test_fast_dev_run(cli, lesson, subcommand):
     run = cli(subcommand, "--config", config(lesson), "--trainer.fast_dev_run=true")
@@ -48,14 +48,6 @@ def test_boston_fit_then_test_and_predict_from_the_checkpoint(cli, in_tmp):
     assert predictions.shape == (76, 1)
     errors = predictions - data.splits["test"][1]
     assert torch.sqrt((errors**2).mean()).item() == pytest.approx(rmse, rel=1e-4)
-
-
-def test_scratch_network_predicts_the_seeds_student(cli, in_tmp):
-    short = ["--trainer.max_epochs=5", "--trainer.check_val_every_n_epoch=5"]
-    cli("fit", "--config", config("scratch_network"), *short)
-    cli("predict", "--config", config("scratch_network"), "--ckpt_path=last")
-    predictions = torch.load(in_tmp / "lightning_logs" / "scratch_network" / "version_1" / "predictions.pt")
-    assert predictions.shape == (1, 1) and 0 < predictions.item() < 1
 
 
 def csv_args(path, *extra: str) -> list[str]:
