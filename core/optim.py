@@ -15,10 +15,23 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from core.errors import ExperimentError
+
 #: params -> optimizer
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 #: optimizer -> scheduler; any torch scheduler class can be injected
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
+
+
+def build_optimizer(optimizer: OptimizerCallable, parameters: Iterable[Any]) -> torch.optim.Optimizer:
+    """``optimizer(parameters)``, with an argument the optimizer rejects (torch's ``ValueError``: a
+    negative learning rate, betas out of range) a user's error naming the flag."""
+    try:
+        return optimizer(parameters)
+    except ValueError as error:
+        raise ExperimentError(
+            f"--model.optimizer: {error}: set a valid value in the config or the flag"
+        ) from error
 
 
 def optimizer_config(
@@ -26,7 +39,7 @@ def optimizer_config(
 ) -> Any:
     """``configure_optimizers``' answer for an injected optimizer and optional scheduler: the scheduler
     steps once per epoch, and a ReduceLROnPlateau watches ``val/loss``."""
-    built = optimizer(parameters)
+    built = build_optimizer(optimizer, parameters)
     if lr_scheduler is None:
         return built
     scheduler = {"scheduler": lr_scheduler(built), "interval": "epoch", "monitor": "val/loss"}

@@ -16,6 +16,7 @@ reuses them.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 import shutil
@@ -70,6 +71,30 @@ def read_pieces(file: Path) -> Iterator[tuple[str, bool]]:
             if text:
                 yield text, False
     yield carry, True  # the file's end ends a sentence, with or without a final newline
+
+
+def first_bad_utf8(file: Path, chunk: int = 1 << 20) -> tuple[int, int, str]:
+    """``(byte offset, line number, reason)`` of a file's first byte that is not UTF-8, read in chunks
+    so a large corpus is never held whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    consumed = lines = 0
+    with open(file, "rb") as handle:
+        while data := handle.read(chunk):
+            pending = decoder.getstate()[0]
+            try:
+                decoder.decode(data)
+            except UnicodeDecodeError as error:
+                # error.start counts from the bytes held over from the last chunk (part of a character,
+                # so no newline among them).
+                at = error.start - len(pending)
+                return consumed + at, lines + data.count(b"\n", 0, max(at, 0)) + 1, error.reason
+            consumed += len(data)
+            lines += data.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as error:
+        return consumed - len(decoder.getstate()[0]) + error.start, lines + 1, error.reason
+    return consumed, lines + 1, "no error"
 
 
 def sentence_ids(
@@ -183,9 +208,11 @@ class EncodedCorpus:
                             ids.append(LINE_BREAK)
                         ids.tofile(out)
                 except UnicodeDecodeError as error:
+                    # The error's offset counts from the decoder's buffer; find the byte in the file.
+                    byte, line, reason = first_bad_utf8(file)
                     raise DataConfigError(
-                        f"{file} is not UTF-8 text ({error.reason} at byte {error.start}): "
-                        "convert it or leave it out of the corpus"
+                        f"{file} is not UTF-8 text ({reason} at byte {byte}, line {line}): "
+                        "convert it (iconv -t UTF-8) or leave it out of the corpus"
                     ) from error
         partial.replace(tokens_path)
         seen = list(index)
@@ -201,6 +228,12 @@ class EncodedCorpus:
             raise DataConfigError(
                 f"min_count={self.min_count} leaves no word in the vocabulary (the most frequent word occurs "
                 f"{int(seen_counts.max())} times): lower --data.min_count or use a larger corpus"
+            )
+        if len(order) < 2:
+            # One word has no context to tell it from: every pair and every negative would be itself.
+            raise DataConfigError(
+                f"min_count={self.min_count} leaves one word in the vocabulary ({seen[order[0]]!r}): "
+                "a skip-gram model needs at least two; lower --data.min_count or use a larger corpus"
             )
         #: the vocabulary, most frequent first: ``words[i]`` is the word of id ``i``
         self.words = [seen[i] for i in order]

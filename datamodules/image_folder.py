@@ -16,6 +16,7 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,6 +29,18 @@ from core.errors import DataConfigError, DataNotFoundError
 from datamodules.images import ImageClassificationDataModule
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def load_rgb(path: str) -> Any:
+    """torchvision's image loader for ``ImageFolder`` (PIL, RGB), with a file that cannot be decoded an
+    error naming it. A module-level function: DataLoader workers pickle it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as file:
+            return Image.open(file).convert("RGB")
+    except OSError as error:  # PIL's UnidentifiedImageError, a truncated file
+        raise DataNotFoundError(f"cannot decode image {path} ({error}): replace or remove the file") from None
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):
@@ -117,19 +130,28 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         files = self._files(split)
         cache = self._cache_path(split, files)
         if cache.is_file():
-            cached = torch.load(cache, weights_only=True)
-            return cached["images"], cached["labels"]
+            try:
+                cached = torch.load(cache, weights_only=True)
+                return cached["images"], cached["labels"]
+            except Exception as error:  # truncated, or not ours: any failure to read means rebuild it
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                warnings.warn(
+                    f"the image cache {cache} is unreadable ({reason}); decoding the images again",
+                    stacklevel=2,
+                )
         images, labels = self._decode(files)
+        # One temporary file per process: the processes of a multi-node run may all build the cache at
+        # once, and a half-written cache is never read.
+        temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            # One temporary file per process: the processes of a multi-node run may all build the cache
-            # at once, and a half-written cache is never read.
-            temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
             torch.save({"images": images, "labels": labels}, temporary)
             temporary.replace(cache)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+            temporary.unlink(missing_ok=True)
+            reason = str(error).splitlines()[0]
             warnings.warn(
-                f"could not write the image cache {cache} ({error}); decoding again next run", stacklevel=2
+                f"could not write the image cache {cache} ({reason}); decoding again next run", stacklevel=2
             )
         return images, labels
 
@@ -158,4 +180,4 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             steps.append(v2.Resize([self.image_size, self.image_size], antialias=True))
         if self.grayscale:
             steps.insert(0, v2.Grayscale())
-        return datasets.ImageFolder(self.data_dir / split, transform=v2.Compose(steps))
+        return datasets.ImageFolder(self.data_dir / split, transform=v2.Compose(steps), loader=load_rgb)

@@ -178,8 +178,7 @@ class ImageClassificationDataModule(LightningDataModule):
         # checkpoint's model was trained with) only after setup has run.
         if self.mean is None:
             if self.mean_std is None:
-                images = self.splits["train"][0] if "train" in self.splits else self.load_split(train=True)[0]
-                pixels = images.float().div_(255)
+                pixels = self._training_images().float().div_(255)
                 self.mean_std = (
                     tuple(pixels.mean(dim=(0, 2, 3)).tolist()),
                     tuple(pixels.std(dim=(0, 2, 3)).tolist()),
@@ -189,6 +188,16 @@ class ImageClassificationDataModule(LightningDataModule):
         if self.mean.device != device:
             self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self.mean, self.std
+
+    def _training_images(self, most: int = 1000) -> Tensor:
+        """The training images the normalisation statistics come from: all of them in memory; else up to
+        ``most``, evenly spread, decoded one by one."""
+        train = self.splits.get("train")
+        if self.in_memory:
+            return train[0] if train is not None else self.load_split(train=True)[0]
+        dataset = train if train is not None else self.per_sample_dataset(train=True)
+        picks = torch.linspace(0, len(dataset) - 1, min(len(dataset), most)).long().unique()
+        return torch.stack([dataset[int(i)][0] for i in picks])
 
     # --- loaders --------------------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> Any:

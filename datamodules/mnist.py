@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 from torch import Tensor
 from torchvision import datasets
 
+from core.errors import DataConfigError
 from datamodules.images import ImageClassificationDataModule
 
 MNIST_FILES = (
@@ -13,6 +17,38 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+#: An IDX file's first four bytes: 0, 0, the type (8: unsigned bytes), the number of dimensions.
+IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
+
+
+def idx_problem(path: Path) -> str | None:
+    """What is wrong with an MNIST IDX file (None if nothing): its magic number, or its length against
+    the sizes its header gives."""
+    kind = "images" if "images" in path.name else "labels"
+    data = path.read_bytes()
+    if len(data) < 8:
+        return f"{path} is {len(data)} bytes, shorter than an IDX header"
+    (magic,) = struct.unpack(">I", data[:4])
+    if magic != IDX_MAGIC[kind]:
+        return (
+            f"{path} is not an IDX {kind} file (magic number {magic:#010x}, expected {IDX_MAGIC[kind]:#010x})"
+        )
+    dims = magic & 0xFF
+    header = 4 + 4 * dims
+    if len(data) < header:
+        return f"{path} is {len(data)} bytes, shorter than its header"
+    sizes = struct.unpack(f">{dims}I", data[4:header])
+    expected = header + _product(sizes)
+    if len(data) != expected:
+        return f"{path} is truncated or corrupt: {len(data):,} bytes where its header says {expected:,}"
+    return None
+
+
+def _product(sizes: tuple[int, ...]) -> int:
+    total = 1
+    for size in sizes:
+        total *= size
+    return total
 
 
 class MNISTDataModule(ImageClassificationDataModule):
@@ -35,6 +71,14 @@ class MNISTDataModule(ImageClassificationDataModule):
         )
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
-        dataset = self._dataset(train)
+        try:
+            dataset = self._dataset(train)
+        except (AssertionError, RuntimeError, ValueError) as error:  # torchvision's parser asserts
+            raw = self.data_dir / "MNIST" / "raw"
+            prefix = "train" if train else "t10k"
+            for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
+                if (problem := idx_problem(raw / name)) is not None:
+                    raise DataConfigError(f"{problem}: download MNIST again (--data.download true)") from None
+            raise DataConfigError(f"MNIST in {raw} cannot be read ({error}): download it again") from None
         # torchvision has already parsed the IDX file into one (N, 28, 28) uint8 tensor.
         return dataset.data.unsqueeze(1).contiguous(), dataset.targets.long()

@@ -25,6 +25,8 @@ import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from torch import Tensor
 
+from core.errors import DataConfigError
+
 
 class EpochPermutation:
     """Indices of one epoch: in order, or a permutation seeded by ``seed + epoch``."""
@@ -151,6 +153,9 @@ class InMemoryDataModule(LightningDataModule):
 
     def __init__(self, batch_size: int, seed: int) -> None:
         super().__init__()
+        if batch_size < 1:
+            # Checked here, when the command starts, not when the first loader is built.
+            raise DataConfigError(f"--data.batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         self.seed = seed
         self.splits: dict[str, tuple[Tensor, ...]] = {}

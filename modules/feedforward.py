@@ -26,6 +26,8 @@ class FeedForwardNet(RegressionModule):
         optimizer: Builds the optimizer from the parameters; the seed's is SGD with lr 0.01.
     """
 
+    input_argument = "n_in"
+
     def __init__(
         self,
         n_in: int = 10,

@@ -32,6 +32,8 @@ class LinearRegression(RegressionModule):
         optimizer: Builds the optimizer from the parameters (SGD, lr 0.1 by default).
     """
 
+    input_argument = "input_dim"
+
     def __init__(
         self,
         input_dim: int = 1,

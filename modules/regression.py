@@ -12,8 +12,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from core.errors import InputShapeError
 from core.metrics import log_phase
-from core.optim import OptimizerCallable
+from core.optim import OptimizerCallable, build_optimizer
 
 
 class RegressionModule(LightningModule):
@@ -23,6 +24,8 @@ class RegressionModule(LightningModule):
     """
 
     net: torch.nn.Module
+    #: The ``__init__`` argument that sets the number of input features (named in the shape error).
+    input_argument = "in_features"
 
     def __init__(self, optimizer: OptimizerCallable) -> None:
         super().__init__()
@@ -38,8 +41,19 @@ class RegressionModule(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def check_input(self, x: Tensor) -> None:
+        """Fail with a readable message naming both shapes, not a matrix-multiply error in the network."""
+        first = next((m for m in self.net.modules() if isinstance(m, torch.nn.Linear)), None)
+        if first is not None and (x.dim() != 2 or x.shape[1] != first.in_features):
+            raise InputShapeError(
+                f"{type(self).__name__} takes rows of {first.in_features} features, got a batch of shape "
+                f"{tuple(x.shape)} from the data: set --model.{self.input_argument} to "
+                f"{x.shape[-1]}, or give it data with {first.in_features} features"
+            )
+
     def _loss(self, batch: tuple[Tensor, Tensor], phase: str) -> Tensor:
         x, y = batch
+        self.check_input(x)
         loss = F.mse_loss(self(x), y)
         self._metric(phase).update(loss.detach(), weight=len(x))
         return loss
@@ -69,4 +83,4 @@ class RegressionModule(LightningModule):
         return self(batch[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())
+        return build_optimizer(self.optimizer, self.parameters())

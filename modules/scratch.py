@@ -33,7 +33,8 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from core.optim import OptimizerCallable
+from core.errors import InputShapeError
+from core.optim import OptimizerCallable, build_optimizer
 
 
 def sigmoid_prime(activation: Tensor) -> Tensor:
@@ -96,8 +97,17 @@ class ScratchNetwork(LightningModule):
         # The seed adds Xᵀ @ delta to the weights: that is minus the gradient.
         return -(x.T @ hidden_delta), -(hidden.T @ output_delta)
 
+    def check_input(self, x: Tensor) -> None:
+        """Fail with a readable message naming both shapes, not a matrix-multiply error."""
+        if x.dim() != 2 or x.shape[1] != self.W1.shape[0]:
+            raise InputShapeError(
+                f"ScratchNetwork takes rows of {self.W1.shape[0]} inputs, got a batch of shape "
+                f"{tuple(x.shape)} from the data: set --model.input_size to {x.shape[-1]}"
+            )
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
+        self.check_input(x)
         optimizer = self.optimizers()
         with torch.no_grad():
             hidden, output = self.layers(x)
@@ -119,6 +129,7 @@ class ScratchNetwork(LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], phase: str) -> None:
         x, y = batch
+        self.check_input(x)
         loss = (y - self(x)).pow(2).mean()
         self.log(f"{phase}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
 
@@ -132,4 +143,4 @@ class ScratchNetwork(LightningModule):
         return self(batch[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())
+        return build_optimizer(self.optimizer, self.parameters())

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from core.callbacks import collect_all
 from core.figures import log_figure, pyplot
-from core.optim import OptimizerCallable
+from core.optim import OptimizerCallable, build_optimizer
 
 
 class SineRNN(LightningModule):
@@ -133,7 +133,7 @@ class SineRNN(LightningModule):
         return self(batch[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())
+        return build_optimizer(self.optimizer, self.parameters())
 
 
 class SequencePlot(Callback):

@@ -68,7 +68,7 @@ from torchmetrics import MeanMetric
 
 from core.errors import ExperimentError
 from core.metrics import log_phase, phase_metrics
-from core.optim import OptimizerCallable
+from core.optim import OptimizerCallable, build_optimizer
 from core.threads import Workers
 from modules.skipgram_updates import Batch, closed_form_update, compiled_loop, loop_applies
 
@@ -314,6 +314,6 @@ class SkipGramModel(LightningModule):
         return self.u_embeddings(batch[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = self.optimizer(self.parameters())
+        optimizer = build_optimizer(self.optimizer, self.parameters())
         self.start_lr = optimizer.param_groups[0]["lr"]
         return optimizer

@@ -40,7 +40,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from core.errors import ExperimentError
-from core.optim import OptimizerCallable
+from core.optim import OptimizerCallable, build_optimizer
 from modules.classifier import PhaseAccuracy
 
 #: the label of nodes that do not count (the datamodule's neutral nodes in binary mode)
@@ -305,4 +305,4 @@ class TreeLSTM(PhaseAccuracy):
             # The optimizers build sparse tensors from the gradients; torch warns unless told whether to
             # check their invariants. Its default (no checks) is kept, explicitly.
             torch.sparse.check_sparse_tensor_invariants.disable()
-        return self.optimizer(groups)
+        return build_optimizer(self.optimizer, groups)

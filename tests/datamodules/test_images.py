@@ -135,6 +135,21 @@ def test_image_folder_decodes_caches_and_splits(image_folder_dir):
     assert test_cats[:, :, 8:, 8:].float().mean() < 80
 
 
+def test_a_truncated_image_cache_is_rebuilt_with_a_warning(image_folder_dir):
+    first = ImageFolderDataModule(data_dir=str(image_folder_dir), val_split=0.25, seed=0)
+    first.setup("fit")
+    (cache,) = (image_folder_dir / ".cache").glob("*.pt")
+    cache.write_bytes(cache.read_bytes()[:200])  # a copy cut short, a disk that filled up
+    again = ImageFolderDataModule(data_dir=str(image_folder_dir), val_split=0.25, seed=0)
+    with pytest.warns(
+        UserWarning, match=rf"the image cache {cache} is unreadable .*decoding the images again"
+    ):
+        again.setup("fit")
+    assert torch.equal(again.splits["train"][0], first.splits["train"][0])
+    assert torch.load(cache, weights_only=True)["images"].shape[0] == 24  # written whole again
+    assert not list(cache.parent.glob("*.tmp"))
+
+
 def test_image_folder_uses_val_folder_and_rejects_bad_layouts(tmp_path):
     root = write_image_folder(tmp_path / "d", splits={"train": 4, "val": 2, "test": 2}, fmt="png")
     dm = ImageFolderDataModule(data_dir=str(root))
