@@ -70,5 +70,5 @@ class LastCheckpoint(Checkpoint):
         ):
             return
         path = Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         self._last_global_step_saved = trainer.global_step

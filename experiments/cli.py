@@ -27,8 +27,10 @@ status 2; set ``EXPERIMENTS_DEBUG=1`` to see the traceback instead.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
+import logging
 import os
 import re
 import sys
@@ -38,24 +40,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentError, Namespace
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-import datamodules
-import modules
 from core.callbacks import PredictionWriter
 from core.errors import ExperimentError
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
 from experiments.faults import (
+    DropFailedRun,
     EndTogether,
     ExactResume,
     FiniteLossGuard,
-    SlurmRequeue,
-    slurm_topology,
+    remove_stale_temporaries,
     use_atomic_checkpoints,
 )
+from experiments.messages import USER_ERRORS, check_config_files, checkpoint_model, one_line, read_checkpoint
+from experiments.preemption import Preemption, slurm_topology
 
 LOG_ROOT = "lightning_logs"
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
@@ -63,6 +65,11 @@ DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
 #: Datamodule attributes that become the model's init argument of the same name when the datamodule has
 #: them (properties computed from the data, or attributes set in ``__init__``).
 DATA_TO_MODEL = ("in_features", "num_classes", "vocab_size")
+
+
+def _plain(value: Any) -> Any:
+    """A value as a config and a checkpoint can both hold it (tuples and lists alike)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def snake_case(name: str) -> str:
@@ -143,7 +150,8 @@ class ExperimentCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         # Each module takes its optimiser as an argument (dependency injection), so no top-level one.
         kwargs.setdefault("auto_configure_optimizers", False)
-        kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
+        # No abbreviated flags: --trainer.max_epoch would run as max_epochs; a typo gets "did you mean".
+        kwargs.setdefault("parser_kwargs", {"exit_on_error": False, "allow_abbrev": False})
         kwargs.setdefault("parser_class", ExperimentArgumentParser)
         trainer_defaults = {
             "logger": {
@@ -187,7 +195,7 @@ class ExperimentCLI(LightningCLI):
         # Fault tolerance (experiments/faults.py): exact resumption, NaN stop, SLURM requeue.
         parser.add_lightning_class_args(ExactResume, "exact_resume")
         parser.add_lightning_class_args(FiniteLossGuard, "nan_guard")
-        parser.add_lightning_class_args(SlurmRequeue, "requeue")
+        parser.add_lightning_class_args(Preemption, "preemption")
 
     def link_data_to_model(self, parser: LightningArgumentParser) -> None:
         """Link each ``DATA_TO_MODEL`` attribute of the datamodule to the model's argument of that name.
@@ -276,6 +284,9 @@ class ExperimentCLI(LightningCLI):
             name = logger.init_args.name
             save_dir = Path(logger.init_args.get("save_dir") or LOG_ROOT)
         self._resolve_ckpt_path(config, save_dir / name)
+        # The folders there are now: a run that fails before training removes only what it made.
+        made_before = [save_dir, save_dir / name, *(save_dir / name).glob("version_*")]
+        self._existing_runs = {folder for folder in made_before if folder.exists()}
 
     def before_instantiate_classes(self) -> None:
         trainer = self._run_config().trainer
@@ -284,8 +295,9 @@ class ExperimentCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
-        # Not a configurable callback: there is nothing to set, and a run must never go without it.
+        # Not configurable callbacks: there is nothing to set, and a run must never go without them.
         trainer.callbacks.append(EndTogether())
+        trainer.callbacks.append(DropFailedRun(getattr(self, "_existing_runs", set())))
         return trainer
 
     def instantiate_classes(self) -> None:
@@ -300,74 +312,58 @@ class ExperimentCLI(LightningCLI):
 
     def _resolve_ckpt_path(self, config: Namespace, log_root: Path) -> None:
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path not in ("last", "best"):
-            if ckpt_path and not Path(ckpt_path).is_file():
-                raise ExperimentError(f"checkpoint file not found: {ckpt_path}")
+        if ckpt_path in ("last", "best"):
+            found = find_checkpoint(log_root, ckpt_path)
+            if found is None and self.config.get("subcommand") != "fit":
+                raise ExperimentError(
+                    f"--ckpt_path {ckpt_path}: no checkpoint under {log_root}/version_*/checkpoints; "
+                    "run fit first or give a checkpoint file"
+                )
+            # Resuming a run that never saved a checkpoint starts from scratch, as Lightning does.
+            config.ckpt_path = ckpt_path = str(found) if found is not None else None
+        if not ckpt_path:
             return
-        found = find_checkpoint(log_root, ckpt_path)
-        if found is not None:
-            config.ckpt_path = str(found)
-        elif self.config.get("subcommand") != "fit":
+        path = Path(ckpt_path)
+        if not path.exists():
+            raise ExperimentError(f"checkpoint file not found: {ckpt_path}")
+        # A write of a checkpoint beside it that was killed left a temporary file: gone at this start
+        # (rank 0's job; rank_zero_only.rank is read from the launcher's environment).
+        if rank_zero_only.rank == 0:
+            remove_stale_temporaries(path.parent)
+        self._check_checkpoint_model(read_checkpoint(path), path)
+
+    def _check_checkpoint_model(self, checkpoint: dict[str, Any], path: Path) -> None:
+        """Lightning builds the model a checkpoint names, whatever the config says: another lesson's
+        checkpoint is an error naming both; a configured argument the checkpoint overrides is said."""
+        saved = checkpoint_model(checkpoint)
+        configured = str(self._model_config().get("class_path", "")) or None
+        if saved is None or configured is None:
+            return
+        if saved.rsplit(".", 1)[-1] != configured.rsplit(".", 1)[-1]:
             raise ExperimentError(
-                f"--ckpt_path {ckpt_path}: no checkpoint under {log_root}/version_*/checkpoints; "
-                "run fit first or give a checkpoint file"
+                f"--ckpt_path {path} holds a {saved.rsplit('.', 1)[-1]}, but the config builds a "
+                f"{configured.rsplit('.', 1)[-1]}: give a checkpoint of this lesson, or the config it was "
+                "trained with (config.yaml in its run folder)"
             )
-        else:
-            # Resuming a run that never saved a checkpoint: start from scratch, as Lightning does.
-            config.ckpt_path = None
+        hparams = checkpoint.get("hyper_parameters") or {}
+        init_args = self._model_config().get("init_args")
+        differ = [
+            f"{key}={hparams[key]!r} (configured {value!r})"
+            for key, value in (vars(init_args).items() if isinstance(init_args, Namespace) else [])
+            if key in hparams and key not in DATA_TO_MODEL and not isinstance(value, Namespace)
+            and _plain(hparams[key]) != _plain(value)
+        ]  # fmt: skip
+        if differ:
+            print(f"note: {path} was trained with {', '.join(differ)}: the checkpoint's values are used")
 
 
-# Errors that come from what the user typed or pointed at, not from a bug: shown as one line. Lesson
-# code raises subclasses of ExperimentError, so no lesson error type needs listing here.
-USER_ERRORS = (
-    ArgumentError,
-    ExperimentError,
-    FileNotFoundError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
-    MisconfigurationException,
-)
-
-
-def known_classes(package: Any, base: type) -> list[str]:
-    """Names of the classes of ``package`` derived from ``base``, leaving out shared base classes."""
-    found = [c for c in vars(package).values() if isinstance(c, type) and issubclass(c, base)]
-    return sorted(c.__name__ for c in found if not any(o is not c and issubclass(o, c) for o in found))
-
-
-# Lines of jsonargparse's union-type reports that say nothing to a user: every lesson argument is
-# "a class or None", so each error also reports that the value is not None.
-_NOISE = (
-    "Does not validate against any of the Union subtypes",
-    "Subtypes:",
-    "Errors:",
-    "Given value type:",
-    "Expected a <class 'NoneType'>",
-    "Expected a path but",
-)
-
-
-def one_line(error: BaseException) -> str:
-    """The useful part of an error message, on one line."""
-    text = str(error).strip()
-    unknown = re.search(r'Parser key "(model|data)":.*?Expected a dot import path string: (\S+)', text, re.S)
-    if unknown:
-        key, name = unknown.groups()
-        package, base = (modules, LightningModule) if key == "model" else (datamodules, LightningDataModule)
-        choices = ", ".join(known_classes(package, base))
-        return f'--{key}: unknown class "{name}"; choose one of: {choices}'
-    parts = []
-    for raw in text.splitlines():
-        line = raw.strip().removeprefix("- ").strip()
-        for marker in _NOISE:
-            line = line.split(marker)[0].strip() if marker in line else line
-        if not line or (line.endswith(":") and not line.startswith("Parser key") and not parts):
-            continue
-        if line.startswith("Given value:") and (len(line) > 80 or "NestedArg" in line):
-            continue
-        parts.append(line)
-    return " ".join(parts) if parts else type(error).__name__
+def lightning_output_to_stdout() -> None:
+    """Lightning's messages (the seed, the devices, the model summary) go to stdout, where a program's
+    output goes: stderr keeps what went wrong, so a mistake is its one line there."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+                handler.setStream(sys.stdout)
 
 
 def main(args: ArgsType = None) -> None:
@@ -379,10 +375,13 @@ def main(args: ArgsType = None) -> None:
     # Lessons log epoch values computed by torchmetrics, which has already reduced them over all ranks;
     # Lightning cannot tell and asks for sync_dist, which would only average identical numbers again.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/")
+    lightning_output_to_stdout()
     try:
+        check_config_files(sys.argv[1:] if args is None else [str(a) for a in args])
         ExperimentCLI(args=args)
-    except USER_ERRORS as error:
-        if os.environ.get(DEBUG_VARIABLE):
+    except (*USER_ERRORS, OSError) as error:
+        disk_full = isinstance(error, OSError) and error.errno == errno.ENOSPC
+        if not (isinstance(error, USER_ERRORS) or disk_full) or os.environ.get(DEBUG_VARIABLE):
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)

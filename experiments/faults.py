@@ -1,48 +1,48 @@
-"""Surviving faults: atomic checkpoint writes, exact resumption, NaN losses and SLURM preemption.
+"""Surviving faults: atomic checkpoint writes, exact resumption, NaN losses, failed ranks and runs.
 
 Every experiment carries these (the CLI adds them), so a run can be killed at any moment and resumed:
 
 - ``AtomicCheckpointIO`` writes each checkpoint to a temporary file in the same folder, flushes it to
   disk and renames it into place, so a write that is interrupted (a kill, a full disk, a node crash)
-  leaves the previous file intact. Lightning's own writer goes through fsspec, which stages the file in
-  the system temporary folder and moves it with ``shutil.move``: a copy, not a rename, whenever that
-  folder is on another file system (a node's local /tmp and a shared checkpoint folder), and no fsync.
+  leaves the previous file intact; a full disk is one error line. Lightning's own writer goes through
+  fsspec, which stages the file in the system temporary folder and moves it with ``shutil.move``: a
+  copy, not a rename, whenever that folder is on another file system (a node's local /tmp and a shared
+  checkpoint folder), and no fsync.
 - ``ExactResume`` gives each data-parallel rank its own random stream, stores every rank's random
   number generator states in every checkpoint and, when a run resumes mid-epoch, makes the in-memory
   loader skip the batches the checkpoint had already trained on: a resumed run draws the same batches,
   augmentations and dropout masks as one that never stopped.
-- ``FiniteLossGuard`` stops the run at the first NaN or infinite training loss, naming the step, before
-  anything is saved, so the last good checkpoint is the newest one on disk; on every rank at once.
+- ``FiniteLossGuard`` stops the run at a NaN or infinite training loss, naming the step, before a
+  checkpoint of it is written, so the last good checkpoint is the newest one on disk; on every rank.
 - ``EndTogether`` ends the processes rank 0 launched for the other ranks when rank 0 fails, so a
   failed data-parallel job leaves none of them behind.
-- ``SlurmRequeue`` replaces Lightning's SIGUSR1 handler on SLURM. Lightning saves the HPC checkpoint
-  inside the signal handler, wherever the main thread happens to be (possibly halfway through an
-  optimiser step); here the handler only raises a flag and the checkpoint is written after the step
-  that is running completes, then the job is requeued and the process exits.
+- ``DropFailedRun`` removes the run folder of a run that failed before it trained a step.
+
+Signals that stop a run from outside (SIGTERM, SLURM's requeue) are ``experiments/preemption.py``'s.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
 import signal
-import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from core.distributed import gather_objects
+from core.distributed import gather_objects, run_dir
 from core.errors import ExperimentError
 from datamodules.tensors import TensorBatches
 
@@ -51,12 +51,60 @@ class NonFiniteLossError(ExperimentError):
     """The training loss became NaN or infinite."""
 
 
+class DiskFullError(ExperimentError, OSError):
+    """A write found the disk full; the message names the file."""
+
+
+#: This process's umask: a checkpoint gets the permissions any file written here would (mkstemp's are
+#: 0600, which would hide a team's shared runs from the others).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def temporary_files(target: Path) -> list[Path]:
+    """The temporary files a write of ``target`` leaves when it is killed (``.<name>.<random>.tmp``)."""
+    return sorted(target.parent.glob(f".{target.name}.*.tmp"))
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files of checkpoint writes that were killed, in ``folder``; returns them."""
+    removed = sorted(folder.glob(".*.ckpt.*.tmp")) if folder.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+class _WriteErrors:
+    """A binary file for ``torch.save`` that keeps the ``OSError`` of a failed write (torch replaces it
+    with an error about zip positions)."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as error:
+            self.error = error
+            raise
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` that never leaves a half-written checkpoint under the final name.
 
     The checkpoint is serialised into a temporary file beside the target (same file system, so the
-    rename is atomic), flushed to disk, then renamed over the target. Paths on remote file systems
-    (``s3://`` and the like) fall back to Lightning's own writer.
+    rename is atomic), flushed to disk, given the permissions of any file written here (the umask's),
+    then renamed over the target. A temporary file a killed write left for the same target is removed
+    first. A full disk is one error naming the file, with the previous checkpoint intact. Paths on remote
+    file systems (``s3://`` and the like) fall back to Lightning's own writer.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
@@ -68,15 +116,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in temporary_files(target):
+            stale.unlink(missing_ok=True)
+        recorder: _WriteErrors | None = None
         handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
+            os.fchmod(handle, 0o666 & ~_UMASK)
             with os.fdopen(handle, "wb") as file:
-                torch.save(checkpoint, file)
+                recorder = _WriteErrors(file)
+                torch.save(checkpoint, recorder)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(tmp_name, target)
-        except BaseException:
+        except BaseException as error:
             Path(tmp_name).unlink(missing_ok=True)
+            # torch.save reports a failed write as a RuntimeError about zip positions; the OSError it
+            # swallowed says why.
+            cause = error if isinstance(error, OSError) else recorder and recorder.error
+            if cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"the disk is full: writing the checkpoint {target} failed, and the previous one is "
+                    "intact; free some space, or write the runs elsewhere "
+                    "(--trainer.logger.init_args.save_dir)"
+                ) from error
             raise
 
 
@@ -186,32 +248,88 @@ class ExactResume(Callback):
             for loader in loaders:
                 loader.resume_at(done)
             rank_zero_info(f"Resuming epoch {trainer.current_epoch} at batch {done}")
+            # Lightning warns, when the epoch loop starts, that a loader without `state_dict` cannot
+            # resume mid-epoch; these just did. Silenced until the first batch, for this warning only.
+            self._quiet = warnings.catch_warnings()
+            self._quiet.__enter__()
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self._end_quiet()
+
+    def on_exception(self, *args: Any, **kwargs: Any) -> None:
+        self._end_quiet()
+
+    def _end_quiet(self) -> None:
+        if getattr(self, "_quiet", None) is not None:
+            self._quiet.__exit__(None, None, None)
+            self._quiet = None
 
 
 class FiniteLossGuard(Callback):
-    """Stops training at the first NaN or infinite loss, with the step in the message.
+    """Stops training at a NaN or infinite loss, before a checkpoint of the bad state is written.
 
-    The check reads the loss back from the device every ``every_n_steps`` training steps (a host sync);
-    raise it on a GPU where that costs. The error is raised before any checkpoint of the bad state can
-    be written, so the newest checkpoint on disk is the last good one. On several processes the ranks
-    agree at each check (one all-reduce), and all stop at the step where any loss is not finite.
+    Every step's loss is checked on its device, without waiting for it: the first bad step since the
+    last check and its loss are kept there. Every ``every_n_steps`` training steps, and before any
+    checkpoint of a fit is written, the result is read back (a host sync: raise ``every_n_steps`` on a
+    GPU where that costs). A non-finite loss at any step stops the run then, naming that step, so the
+    newest checkpoint on disk is always of an earlier, finite step. On several processes the ranks agree
+    at each check (one all-reduce), and all stop together.
+
+    Args:
+        every_n_steps: Training steps between reads of the flags (and before each checkpoint); 0 turns
+            the guard off.
     """
 
     def __init__(self, every_n_steps: int = 1) -> None:
         if every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0 (0 turns the check off), got {every_n_steps}")
         self.every_n_steps = every_n_steps
+        self._reset()
+
+    def _reset(self) -> None:
+        #: (epoch, batch, global step) of each training step since the last check
+        self._window: list[tuple[int, int, int]] = []
+        self._first_bad: torch.Tensor | None = None  # on the loss's device: index into _window, or -1
+        self._bad_loss: torch.Tensor | None = None  # on the loss's device: the first bad step's loss
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reset()
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self.every_n_steps or batch_idx % self.every_n_steps:
+        if not self.every_n_steps:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        value = loss.detach().float()
-        finite_here = bool(torch.isfinite(value).all())
+        value = loss.detach().float().sum()  # a NaN or an inf anywhere stays one
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=value.device)
+            self._bad_loss = torch.zeros((), device=value.device)
+        # Element-wise on the device, with Python scalars: nothing waits for the step to finish.
+        newly = ~torch.isfinite(value) & (self._first_bad < 0)
+        self._first_bad = torch.where(newly, len(self._window), self._first_bad)
+        self._bad_loss = torch.where(newly, value, self._bad_loss)
+        self._window.append((trainer.current_epoch, batch_idx, trainer.global_step))
+        # By steps, not batch indices: those start again each epoch, and a check every N of them would
+        # skip an epoch's batches past the last multiple of N.
+        if len(self._window) >= self.every_n_steps:
+            self._check(trainer, "")
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        # Called while the checkpoint is put together, before a byte of it is written; also for the
+        # checkpoints written at validation's end, and by the preemption handlers.
+        if self.every_n_steps and trainer.state.fn == TrainerFn.FITTING:
+            self._check(trainer, ", found before writing a checkpoint")
+
+    def _check(self, trainer: Trainer, when: str) -> None:
+        first = -1 if self._first_bad is None else int(self._first_bad)
+        loss = None if self._bad_loss is None else float(self._bad_loss)
+        window = self._window
+        self._reset()
+        finite_here = first < 0
         # Every rank stops at the same step: a rank that stopped alone would leave the others waiting in
         # the next gradient all-reduce.
         finite = finite_here
@@ -219,15 +337,17 @@ class FiniteLossGuard(Callback):
             finite = trainer.strategy.reduce_boolean_decision(finite_here, all=True)
         if finite:
             return
-        if finite_here:
-            shown = "non-finite on another process"
+        if finite_here:  # the step of this check: the bad one is on another rank, at it or before
+            epoch, batch, step = window[-1] if window else (trainer.current_epoch, -1, trainer.global_step)
+            what = "non-finite on another process, found"
         else:
-            shown = value.item() if value.numel() == 1 else "non-finite"
+            epoch, batch, step = window[first]
+            what = str(loss)
+        what += f" at epoch {epoch}, batch {batch} (global step {step}{when})"
         raise NonFiniteLossError(
-            f"training loss is {shown} at epoch {trainer.current_epoch}, batch {batch_idx} "
-            f"(global step {trainer.global_step}); stopped without saving, so the newest checkpoint is the "
-            f"last good one: lower the learning rate, set --trainer.gradient_clip_val, or use bf16-mixed "
-            f"instead of 16-mixed"
+            f"training loss is {what}; stopped before it was saved, so every checkpoint on disk is of an "
+            "earlier step: lower the learning rate, set --trainer.gradient_clip_val, or use bf16-mixed "
+            "instead of 16-mixed"
         )
 
 
@@ -262,97 +382,33 @@ class EndTogether(Callback):
         launcher.kill(signal.SIGKILL)  # SIGTERM does not end a process blocked in a collective
 
 
-class SlurmRequeue(Callback):
-    """On SLURM, SIGUSR1 (``#SBATCH --signal=SIGUSR1@90``) saves a checkpoint after the current step,
-    requeues the job and exits; the requeued job resumes from that checkpoint.
+class DropFailedRun(Callback):
+    """Removes the run folder a run made when it fails before it has trained a step or written a
+    checkpoint: a data error at setup would otherwise leave an empty ``version_N`` that shows up in
+    TensorBoard and among the runs (and the experiment's folder and the log root, if the run made them).
+    Folders that existed before the command (``existing``) are never touched, nor is a run that trained
+    (its logs show how it failed).
 
-    Active only when Lightning detects a SLURM job whose environment has ``auto_requeue`` on (the
-    default); it then turns off Lightning's own handler for the same signal. The checkpoint goes where
-    Lightning looks for it on the next start, ``<default_root_dir>/hpc_ckpt_<n>.ckpt``: a ``fit`` with no
-    ``--ckpt_path`` on SLURM resumes from the newest one.
+    Args:
+        existing: The log root, experiment and run folders there were when the command started.
     """
 
-    def __init__(self, scontrol: str = "scontrol") -> None:
-        self.scontrol = scontrol
-        self._environment: SLURMEnvironment | None = None
-        self._signal: int | None = None
-        self._previous: Any = None
-        self._requested = False
+    def __init__(self, existing: set[Path]) -> None:
+        self.existing = {path.resolve() for path in existing}
+        self._trained = False
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Lightning 2.6 has no public accessor for a one-device run's cluster environment (a strategy has
-        # one only when it is parallel); tests/experiments/test_lightning_internals.py checks it is there.
-        environment = trainer._accelerator_connector.cluster_environment
-        if stage != "fit" or not isinstance(environment, SLURMEnvironment) or not environment.auto_requeue:
+    def on_train_batch_end(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
+        self._trained = True
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        folder = run_dir(trainer)
+        if folder is None or self._trained or not folder.is_dir() or folder.resolve() in self.existing:
             return
-        self._environment = environment
-        self._signal = environment.requeue_signal or signal.SIGUSR1
-        # Lightning registers its handlers after `setup`; with auto_requeue off it leaves this signal to us.
-        environment.auto_requeue = False
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._signal is not None:
-            self._previous = signal.signal(self._signal, self._flag)
-
-    def _flag(self, signum: int, frame: FrameType | None) -> None:
-        self._requested = True
-
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self._signal is None or not self._agreed(trainer):
+        if any(folder.rglob("*.ckpt")):
             return
-        # Where Lightning 2.6 looks for it on the next start (no public API names it; checked in
-        # tests/experiments/test_lightning_internals.py).
-        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
-        trainer.save_checkpoint(path)
-        rank_zero_info(f"Requeue signal: checkpoint written to {path}")
-        if trainer.is_global_zero:
-            self._requeue()
-        raise SIGTERMException()
-
-    def _agreed(self, trainer: Trainer) -> bool:
-        # Every rank must stop at the same step; rank 0's flag decides.
-        flag = torch.tensor([int(self._requested)], device=trainer.strategy.root_device)
-        return bool(trainer.strategy.broadcast(flag, src=0).item())
-
-    def _requeue(self) -> None:
-        array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        job_id = f"{array_job}_{task}" if array_job else os.environ["SLURM_JOB_ID"]
-        try:
-            result = subprocess.run([self.scontrol, "requeue", job_id], check=False).returncode
-        except FileNotFoundError:
-            result = -1
-        if result == 0:
-            rank_zero_info(f"Requeued SLURM job {job_id}")
-        else:
-            rank_zero_warn(
-                f"`{self.scontrol} requeue {job_id}` failed ({result}); resubmit the job to resume it"
-            )
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._signal is not None and self._previous is not None:
-            signal.signal(self._signal, self._previous)
-        if self._environment is not None:
-            self._environment.auto_requeue = True
-        self._signal, self._previous, self._environment, self._requested = None, None, None, False
-
-
-def slurm_topology(num_nodes: int, devices: Any) -> tuple[int, Any]:
-    """Nodes and processes per node of this SLURM job, for settings left at their defaults (1, "auto").
-
-    Lightning takes them from the Trainer's arguments and only checks them against SLURM's, so a
-    config written for one node would fail (or hang) on an allocation of several. Outside SLURM, or
-    when a value was set, the values are returned unchanged.
-    """
-    if not SLURMEnvironment.detect():
-        return num_nodes, devices
-    nodes = os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES")
-    if num_nodes == 1 and nodes and int(nodes) > 1:
-        num_nodes = int(nodes)
-    per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "")
-    # SLURM writes e.g. "4" or, for uneven layouts, "4(x2),2"; the first count is this layout's.
-    if devices == "auto" and (count := per_node.split("(")[0].split(",")[0]).isdigit():
-        devices = int(count)
-    return num_nodes, devices
+        shutil.rmtree(folder, ignore_errors=True)
+        # And the experiment's folder and the log root, when this run made them and they are now empty.
+        for parent in (folder.parent, folder.parent.parent):
+            if parent.resolve() in self.existing or any(parent.iterdir()):
+                break
+            parent.rmdir()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +32,23 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     caller's own ``PYTHONPATH`` stays after it (it may hold packages the child needs)."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def run_experiments(
+    args: list[str], cwd: Path | None = None, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess:
+    """``python -m experiments *args`` in a fresh process, as a user runs it: this process's environment
+    (``subprocess_env``, with ``env`` added) but not ``EXPERIMENTS_DEBUG``; output captured as text."""
+    environment = subprocess_env(**env)
+    environment.pop("EXPERIMENTS_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

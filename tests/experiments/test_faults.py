@@ -7,6 +7,7 @@ uninterrupted one if the batch order, the augmentation and the dropout masks all
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -21,10 +22,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from experiments.cli import main
 from experiments.cli import main as run_main
-from experiments.faults import AtomicCheckpointIO, slurm_topology
-from tests.conftest import QUIET, REPO, config, free_port, subprocess_env
+from experiments.faults import AtomicCheckpointIO
+from experiments.preemption import SIGTERM_STATUS, slurm_topology
+from tests.conftest import QUIET, REPO, config, free_port, run_experiments
 
 EPOCHS = 3
+# A child process gets as many threads as this one: float results depend on how a reduction is split.
+THREADS = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
 BATCHES = 6  # per epoch: 64 images, 16 held out, batch 8
 
 
@@ -70,6 +74,49 @@ class PoisonAt(Callback):
                 next(pl_module.parameters()).fill_(float("nan"))
 
 
+class KillDuringWrite(Callback):
+    """SIGKILLs this process halfway through writing the first checkpoint of global step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        if trainer.global_step != self.step:
+            return
+        real_save = torch.save
+
+        def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+            import io
+
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = save
+
+
+class FillDisk(Callback):
+    """Fills the file system of ``folder`` when epoch ``epoch`` starts, so its checkpoints find it full."""
+
+    def __init__(self, folder: str, epoch: int) -> None:
+        self.folder = Path(folder)
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.current_epoch != self.epoch:
+            return
+        handle = os.open(self.folder / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(handle, b"\0" * 4096):
+                pass
+        except OSError:  # ENOSPC: full
+            pass
+        finally:
+            os.close(handle)
+
+
 def callback_arg(cls: type, **init_args: object) -> str:
     """``--trainer.callbacks+=`` one of this module's callbacks, as JSON."""
     spec = {"class_path": f"{__name__}.{cls.__name__}", "init_args": init_args}
@@ -113,11 +160,13 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(
     reference: tuple[Path, Path], in_tmp: Path
 ) -> None:
     ref_ckpt, data = reference
-    # SIGTERM in the middle of the second epoch: Lightning stops after that batch, saving nothing.
-    with pytest.raises(SystemExit):
+    # SIGTERM in the middle of the second epoch: the step that is running ends, last.ckpt is written at
+    # it, and the command exits with 143 (128 + SIGTERM), not 0: the run did not finish.
+    with pytest.raises(SystemExit) as stopped:
         main(run_args(data, callback_arg(SignalAt, name="SIGTERM", epoch=1, batch=2)))
+    assert stopped.value.code == SIGTERM_STATUS == 143
     interrupted = torch.load(last_checkpoint(in_tmp, 0), map_location="cpu", weights_only=False)
-    assert interrupted["global_step"] == BATCHES  # the end of the first epoch
+    assert interrupted["global_step"] == BATCHES + 3  # the first epoch and batches 0-2 of the second
     main([*run_args(data), "--ckpt_path", "last"])
     assert_same_run(last_checkpoint(in_tmp, 1), ref_ckpt)
 
@@ -126,20 +175,119 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(
     reference: tuple[Path, Path], in_tmp: Path
 ) -> None:
     ref_ckpt, data = reference
-    # As many threads as this process: float results depend on how a reduction is split.
-    env = subprocess_env(OMP_NUM_THREADS=str(torch.get_num_threads()))
     kill = callback_arg(SignalAt, name="SIGKILL", epoch=2, batch=3)
-    killed = subprocess.run(
-        [sys.executable, "-m", "experiments", *run_args(data, kill)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    killed = run_experiments(run_args(data, kill), **THREADS)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert torch.load(last_checkpoint(in_tmp, 0), weights_only=False)["global_step"] == 2 * BATCHES
     main([*run_args(data), "--ckpt_path", "last"])
     assert_same_run(last_checkpoint(in_tmp, 1), ref_ckpt)
+
+
+def test_sigkill_while_a_checkpoint_is_written_leaves_the_last_good_one_and_resume_cleans_up(
+    reference: tuple[Path, Path], in_tmp: Path
+) -> None:
+    ref_ckpt, data = reference
+    # Killed halfway through writing the second epoch's first checkpoint (after step 12).
+    kill = callback_arg(KillDuringWrite, step=2 * BATCHES)
+    killed = run_experiments(run_args(data, kill), **THREADS)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    folder = last_checkpoint(in_tmp, 0).parent
+    torn = sorted(folder.glob(".*.tmp"))
+    assert len(torn) == 1, list(folder.iterdir())  # the half-written file, under a temporary name
+    for path in folder.glob("*.ckpt"):  # every checkpoint under its final name is whole, of epoch 0
+        assert torch.load(path, map_location="cpu", weights_only=False)["global_step"] == BATCHES
+    # The next start resumes from the last good checkpoint and removes the torn file.
+    main([*run_args(data), "--ckpt_path", "last"])
+    assert not torn[0].exists()
+    assert_same_run(last_checkpoint(in_tmp, 1), ref_ckpt)
+
+
+def can_mount_tmpfs() -> bool:
+    if os.geteuid() != 0 or not Path("/proc/filesystems").exists():
+        return False
+    return "tmpfs" in Path("/proc/filesystems").read_text()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Path:
+    """A 160 MiB tmpfs (root only; a checkpoint of the convnet is 14 MB), unmounted after the test."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(folder)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip(
+            "needs a tmpfs mount (root in a namespace that allows it); the same path is tested "
+            "with an injected ENOSPC in test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint"
+        )
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def assert_disk_full_stop(err: str, root: Path) -> None:
+    # The run's warnings come first on a real stderr; the error is its last line, and the only one.
+    lines = err.strip().splitlines()
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], err
+    assert lines[-1].startswith("error: the disk is full: writing the checkpoint "), err
+    assert "the previous one is intact" in lines[-1] and "Traceback" not in err
+    folder = last_checkpoint(root, 0).parent
+    assert not list(folder.glob(".*.tmp")), "the failed write's temporary file is removed"
+    for path in folder.glob("*.ckpt"):
+        assert torch.load(path, map_location="cpu", weights_only=False)["global_step"] == BATCHES
+
+
+class DiskFullAt(Callback):
+    """Makes checkpoint writes fail with ENOSPC from global step ``step`` on, after writing some bytes."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        if trainer.global_step == self.step:
+
+            def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+                f.write(b"partial")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            torch.save = save
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(
+    in_tmp: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch, "save", torch.save)  # put back after the test
+    with pytest.raises(SystemExit) as stopped:
+        main(run_args(mnist_dir, callback_arg(DiskFullAt, step=2 * BATCHES)))
+    assert stopped.value.code == 2
+    assert_disk_full_stop(capsys.readouterr().err, in_tmp)
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs root and tmpfs to mount a small disk")
+def test_a_really_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(
+    reference: tuple[Path, Path], small_disk: Path
+) -> None:
+    ref_ckpt, data = reference
+    # The whole run folder on the small disk, filled when the second epoch starts.
+    fill = callback_arg(FillDisk, folder=str(small_disk), epoch=1)
+    full = run_experiments(run_args(data, fill), cwd=small_disk, **THREADS)
+    assert full.returncode == 2, full.stderr[-2000:]
+    assert_disk_full_stop(full.stderr, small_disk)
+    (small_disk / "filler").unlink()
+    resumed = run_experiments([*run_args(data), "--ckpt_path", "last"], cwd=small_disk, **THREADS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(last_checkpoint(small_disk, 1), ref_ckpt)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_checkpoints_get_the_permissions_of_any_file_written_here(
+    umask: int, mode: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import experiments.faults as faults
+
+    # The process's umask, which the module reads once at import (reading it means setting it).
+    monkeypatch.setattr(faults, "_UMASK", umask)
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, path)
+    assert path.stat().st_mode & 0o777 == mode  # mkstemp alone gives 0600 whatever the umask
 
 
 @pytest.fixture
@@ -203,18 +351,36 @@ def test_slurm_topology_comes_from_the_environment(slurm_job: Path, monkeypatch:
     assert slurm_topology(1, "auto") == (1, "auto")  # not a SLURM job
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
-    in_tmp: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str]
+def checkpoints(root: Path) -> list[Path]:
+    return sorted((root / "lightning_logs").rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("every_n_steps", "message"),
+    [
+        (1, "training loss is nan at epoch 1, batch 4 (global step 11)"),
+        (3, "training loss is nan at epoch 1, batch 4 (global step 11)"),  # found at step 12, named 11
+        # Between checks the epoch ends: the check before the checkpoints stops it.
+        (10, "training loss is nan at epoch 1, batch 4 (global step 11, found before writing a checkpoint)"),
+    ],
+)
+def test_nan_loss_stops_the_run_before_any_checkpoint_of_it_is_written(
+    every_n_steps: int, message: str, in_tmp: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The weights go NaN before step 11 (epoch 1, batch 4); the epoch's checkpoints are due after step 12.
+    poison = callback_arg(PoisonAt, epoch=1, batch=4)
     with pytest.raises(SystemExit) as stopped:
-        main(run_args(mnist_dir, callback_arg(PoisonAt, epoch=1, batch=2)))
+        main(run_args(mnist_dir, poison, f"--nan_guard.every_n_steps={every_n_steps}"))
     assert stopped.value.code == 2
-    message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert message.startswith("error: training loss is nan at epoch 1, batch 2 (global step 9)")
-    last = last_checkpoint(in_tmp, 0)
-    good = torch.load(last, map_location="cpu", weights_only=False)
-    assert good["global_step"] == BATCHES
-    assert all(torch.isfinite(t).all() for t in good["state_dict"].values())
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+    assert "stopped before it was saved, so every checkpoint on disk is of an earlier step" in lines[0]
+    saved = checkpoints(in_tmp)
+    assert saved, "the first epoch's checkpoints"
+    for path in saved:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        assert checkpoint["global_step"] == BATCHES, path
+        assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values()), path
 
 
 class Interrupted(Exception):
