@@ -9,12 +9,40 @@ matters for lessons whose steps take microseconds: a ``self.log`` call costs mor
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningModule
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import MeanMetric, Metric
+
+
+class EpochMean(MeanMetric):
+    """A ``MeanMetric`` (weights honoured) that never checks its input for NaNs.
+
+    torchmetrics' default (``nan_strategy="warn"``) checks every update with ``if nans.any()``: a
+    host-device sync per training step on a GPU, which stalls the CPU's queueing of the next step. Its
+    ``nan_strategy="disable"`` skips the check but also replaces the weights with ones
+    (Lightning-AI/torchmetrics#3434), which would turn a per-token mean into a per-batch mean. Here
+    the input is only cast. A NaN loss shows as a NaN epoch value, and
+    ``experiments.faults.FiniteLossGuard`` stops training at the step it appears.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(nan_strategy="disable", **kwargs)
+
+    def _cast_and_nan_check_input(
+        self, x: float | Tensor, weight: float | Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        weight = torch.ones_like(x) if weight is None else torch.as_tensor(weight, device=self.device)
+        return x, weight.to(self.dtype)
+
+
+def epoch_mean() -> MeanMetric:
+    """The mean of a loss over an epoch, without a host-device sync per update (see ``EpochMean``)."""
+    return EpochMean()
 
 
 def updated_anywhere(metric: Metric) -> bool:

@@ -34,11 +34,10 @@ import torch.nn.functional as F
 import torchvision
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
 from core.errors import ExperimentError
-from core.metrics import log_phase, phase_metrics
+from core.metrics import epoch_mean, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -150,7 +149,7 @@ class CaptionModel(LightningModule):
         self.vocabulary: list[str] | None = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = epoch_mean(), epoch_mean(), epoch_mean()
         self.val_bleu4, self.test_bleu4 = BLEUScore(n_gram=4), BLEUScore(n_gram=4)
 
     # --- vocabulary -----------------------------------------------------------------------------------

@@ -56,6 +56,9 @@ class ScratchNetwork(LightningModule):
         optimizer: Builds the optimizer; SGD with lr 1 is the seed's ``W += Xᵀ @ delta``.
     """
 
+    #: Why ``--compile.enabled`` refuses this module (experiments/compile.py).
+    compile_unsupported = "its gradients are computed by hand, outside autograd and forward"
+
     def __init__(
         self,
         input_size: int = 2,

@@ -64,10 +64,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from core.errors import ExperimentError
-from core.metrics import log_phase, phase_metrics
+from core.metrics import epoch_mean, log_phase, phase_metrics
 from core.optim import OptimizerCallable, build_optimizer
 from core.threads import Workers
 from modules.skipgram_updates import Batch, closed_form_update, compiled_loop, loop_applies
@@ -95,6 +94,9 @@ class SkipGramModel(LightningModule):
         cpu_loop: Closed form on a CPU: run word2vec.c's loop compiled by numba (pair by pair, in
             place); false: the matrix form that a GPU runs (about 2x slower on a CPU).
     """
+
+    #: Why ``--compile.enabled`` refuses this module (experiments/compile.py).
+    compile_unsupported = "its training updates run in a numba-compiled loop, not in forward"
 
     def __init__(
         self,
@@ -132,7 +134,7 @@ class SkipGramModel(LightningModule):
         self.init_emb()
         # Both paths update inside training_step; Lightning only runs the loop.
         self.automatic_optimization = False
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = epoch_mean(), epoch_mean(), epoch_mean()
 
     def init_emb(self) -> None:
         """The seed's (and word2vec.c's) initialisation: ``u`` uniform in ``±0.5 / dim``, ``v`` zero."""

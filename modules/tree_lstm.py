@@ -36,10 +36,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from core.errors import ExperimentError
+from core.metrics import epoch_mean
 from core.optim import OptimizerCallable, build_optimizer
 from modules.classifier import PhaseAccuracy
 
@@ -204,6 +205,11 @@ class TreeLSTM(PhaseAccuracy):
         self.optimizer = optimizer
         self.pretrained_vectors = pretrained_vectors
         self.embedding = nn.Embedding(vocab_size, embedding_dim, sparse=sparse_gradients)
+        if sparse_gradients:
+            # Why --compile.enabled refuses it (experiments/compile.py): inductor has no sparse tensors.
+            self.compile_unsupported = (
+                "torch.compile does not take sparse embedding gradients; set --model.sparse_gradients false"
+            )
         # Tai et al.'s code starts words without a pretrained vector at U(-0.05, 0.05); from scratch on SST
         # that reaches 45% dev root accuracy after one epoch where nn.Embedding's N(0, 1) reaches 37%.
         nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
@@ -212,7 +218,7 @@ class TreeLSTM(PhaseAccuracy):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_classes)
         for phase in ("train", "val", "test"):
-            setattr(self, f"{phase}_loss", MeanMetric())
+            setattr(self, f"{phase}_loss", epoch_mean())
             setattr(self, f"{phase}_acc", MulticlassAccuracy(num_classes, average="micro"))
             node_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
             setattr(self, f"{phase}_node_acc", node_acc)
