@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from core.distributed import Columns, gather_outputs, gather_samples, run_dir, sample_positions
-from core.figures import logs_images, pyplot
+from core.figures import logs_images, new_figure
 
 
 def peek(loader: Any) -> Iterator[Any]:
@@ -159,4 +159,5 @@ class ValidationSamples(Callback):
         rows = math.ceil(count / columns)
         size = (cell[0] * columns, cell[1] * rows + title_height)
         # Constrained layout, unlike tight_layout, leaves room for the suptitle above the titles.
-        return pyplot().subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
+        figure = new_figure(size, layout="constrained")
+        return figure, figure.subplots(rows, columns, squeeze=False)

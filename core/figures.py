@@ -1,30 +1,48 @@
-"""Figures and images into TensorBoard (and PNG files in the run folder), drawn by global rank 0.
+"""Figures and images into TensorBoard (and PNG files in the run folder), drawn by global rank 0 off the
+training path.
 
-matplotlib is imported on first use (``pyplot``), so that loading the command (``--help``) or a lesson
-that draws nothing never pays for it. Everything here that writes runs on rank 0 only and communicates
-with no other rank: gather what a figure shows first, on every rank (``core.distributed``).
+A figure callback gathers what it shows on the training thread (every rank takes part: see
+``core.distributed``), then hands rank 0's copy and a drawing function to ``log_figure`` (or an image
+to ``add_image``). Drawing with matplotlib and encoding PNGs is the slow part (tenths of a second for a
+grid of 32 panels), so while a run's ``FigureThread`` callback is active it happens on one background
+thread, under a budget:
+
+- figures are never queued: one still waiting to be drawn is replaced by a newer one of its tag;
+- past the first of each tag, a figure is drawn only while drawing has taken at most ``max_share`` of
+  the run's wall time so far (default 5 %); one that would exceed it is held, and the newest held one
+  of each tag is drawn when the stage ends. So the last epoch's figures are always there, early ones
+  appear during training, and a lesson whose epochs take milliseconds gets a figure now and then
+  instead of being slowed down 50-fold. ``--figures.background false`` draws every figure, in line.
+
+Without an active ``FigureThread`` (callbacks used with a bare ``Trainer``) figures are drawn at once.
+Drawing uses matplotlib's object API (``new_figure``), never pyplot's global state, so it is safe off the
+main thread; matplotlib is imported on first use, so loading the command (``--help``) never pays for it.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 from core.distributed import run_dir
 
 
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
-    import matplotlib
+def new_figure(figsize: tuple[float, float], **kwargs: Any) -> Any:
+    """A matplotlib ``Figure`` with an Agg canvas, made without pyplot (safe on any thread)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=figsize, **kwargs)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def logs_images(trainer: Trainer) -> bool:
@@ -34,28 +52,188 @@ def logs_images(trainer: Trainer) -> bool:
     return not trainer.fast_dev_run and any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
 
 
-def add_image(trainer: Trainer, tag: str, image: Tensor) -> None:
-    """Put a ``(C, H, W)`` image (uint8, or float in [0, 1]) in every TensorBoard log of the run."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(tag, image, global_step=trainer.global_step)
+class FigureWorker:
+    """One background thread that runs drawing jobs, at most one waiting per tag, under a time budget
+    (see the module docstring). ``flush`` draws what was held back and waits for everything."""
+
+    def __init__(self, max_share: float = 0.05) -> None:
+        self.max_share = max_share
+        self._lock = threading.Condition()
+        self._waiting: dict[str, Callable[[], None]] = {}  # submitted, to run in order of submission
+        self._held: dict[str, Callable[[], None]] = {}  # over the budget: the newest of each tag
+        self._seen: set[str] = set()
+        self._running = False
+        self._closed = False
+        self._started = time.perf_counter()
+        self.busy = 0.0  # seconds spent drawing
+        self.drawn = 0
+        self.replaced = 0  # jobs dropped for a newer one of the same tag
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._loop, name="figures", daemon=True)
+        self._thread.start()
+
+    def submit(self, tag: str, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            elapsed = time.perf_counter() - self._started
+            first = tag not in self._seen
+            self._seen.add(tag)
+            if not first and self.busy > self.max_share * elapsed:
+                self.replaced += tag in self._held
+                self._held[tag] = job
+                return
+            self._held.pop(tag, None)
+            self.replaced += tag in self._waiting
+            self._waiting.pop(tag, None)  # re-inserted last: its turn comes after the others
+            self._waiting[tag] = job
+            self._lock.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._closed:
+                    self._lock.wait()
+                if not self._waiting:
+                    return
+                tag = next(iter(self._waiting))
+                job = self._waiting.pop(tag)
+                self._running = True
+            start = time.perf_counter()
+            try:
+                job()
+            except Exception as error:  # a figure must never end a run; it is reported at the flush
+                self.errors.append(f"{tag}: {type(error).__name__}: {error}")
+            with self._lock:
+                self.busy += time.perf_counter() - start
+                self.drawn += 1
+                self._running = False
+                self._lock.notify_all()
+
+    def flush(self) -> None:
+        """Draw the figures held back by the budget and wait until every figure is written."""
+        with self._lock:
+            for tag, job in self._held.items():
+                self._waiting.pop(tag, None)
+                self._waiting[tag] = job
+            self._held.clear()
+            self._lock.notify_all()
+            while self._waiting or self._running:
+                self._lock.wait()
+
+    def close(self, drop: bool = False) -> None:
+        """Stop the thread: after drawing everything (``flush``), or dropping what has not started."""
+        if drop:
+            with self._lock:
+                self._waiting.clear()
+                self._held.clear()
+        else:
+            self.flush()
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        self._thread.join()
+
+
+_worker: FigureWorker | None = None
+
+
+def figure_worker() -> FigureWorker | None:
+    """The active background worker of this process, if a ``FigureThread`` started one."""
+    return _worker
+
+
+def _later(tag: str, job: Callable[[], None]) -> None:
+    worker = _worker
+    if worker is None:
+        job()
+    else:
+        worker.submit(tag, job)
+
+
+def _tensorboards(trainer: Trainer) -> list[Any]:
+    # Read on the training thread: `experiment` creates the writer on first use.
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
 @rank_zero_only
-def log_figure(trainer: Trainer, figure: Any, tag: str, png_name: str | None = None) -> None:
-    """Put ``figure`` in TensorBoard under ``tag`` and, if ``png_name``, save it in the run's ``figures/``.
+def add_image(trainer: Trainer, tag: str, image: Tensor) -> None:
+    """Put a ``(C, H, W)`` image (uint8, or float in [0, 1]) in every TensorBoard log of the run (PNG
+    encoding happens on the figure thread when there is one)."""
+    writers, step, image = _tensorboards(trainer), trainer.global_step, image.detach().cpu()
 
-    The figure is rendered once and the same pixels go to both: matplotlib's draw is most of the cost.
+    def job() -> None:
+        for writer in writers:
+            writer.add_image(tag, image, global_step=step)
+
+    _later(tag, job)
+
+
+@rank_zero_only
+def log_figure(trainer: Trainer, draw: Callable[[], Any], tag: str, png_name: str | None = None) -> None:
+    """Draw the figure ``draw()`` returns (a ``new_figure``) into TensorBoard under ``tag`` and, if
+    ``png_name``, the run's ``figures/<png_name>.png``: on the figure thread when one is active.
+
+    ``draw`` runs later, on another thread: it must use only what it was given (CPU tensors and plain
+    values captured now), never the module or the trainer. The figure is rendered once and the same
+    pixels go to both outputs.
     """
-    import numpy as np
+    writers, step = _tensorboards(trainer), trainer.global_step
+    folder = run_dir(trainer) if png_name else None
 
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3]
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(tag, image, global_step=trainer.global_step, dataformats="HWC")
-    folder = run_dir(trainer)
-    if png_name and folder is not None:
-        (folder / "figures").mkdir(parents=True, exist_ok=True)
-        pyplot().imsave(folder / "figures" / f"{png_name}.png", image)
-    pyplot().close(figure)
+    def job() -> None:
+        import numpy as np
+
+        figure = draw()
+        figure.canvas.draw()
+        image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+        for writer in writers:
+            writer.add_image(tag, image, global_step=step, dataformats="HWC")
+        if folder is not None:
+            from matplotlib.image import imsave
+
+            (folder / "figures").mkdir(parents=True, exist_ok=True)
+            imsave(folder / "figures" / f"{png_name}.png", image)
+
+    _later(tag, job)
+
+
+class FigureThread(Callback):
+    """Draws the run's figures on a background thread under a time budget (see the module docstring),
+    on global rank 0. The command adds it to every run: ``--figures.max_share``,
+    ``--figures.background``.
+
+    Args:
+        max_share: The share of the run's wall time that drawing may take before figures past the first
+            of each tag are held back until the stage ends (1.0: no budget; a figure still waiting is
+            replaced by a newer one all the same).
+        background: Draw on the background thread; false draws each figure at once on the training
+            thread, as a plain ``Trainer`` without this callback does.
+    """
+
+    def __init__(self, max_share: float = 0.05, background: bool = True) -> None:
+        if not 0 < max_share <= 1:
+            raise ValueError(f"max_share must be in (0, 1], got {max_share}")
+        self.max_share = max_share
+        self.background = background
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        global _worker
+        if self.background and trainer.is_global_zero and _worker is None:
+            _worker = FigureWorker(self.max_share)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Before the loggers are closed (Lightning calls teardown hooks first).
+        self._stop(drop=False)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._stop(drop=True)
+
+    def _stop(self, drop: bool) -> None:
+        global _worker
+        worker, _worker = _worker, None
+        if worker is None:
+            return
+        worker.close(drop=drop)
+        for error in worker.errors:
+            rank_zero_warn(f"a figure could not be drawn: {error}")

@@ -12,7 +12,7 @@ On several processes every rank takes part (the samples drawn are gathered, the 
 reduced) and global rank zero draws, so the figures are those of one process; they stand aside when the
 run writes no TensorBoard logs (``--trainer.logger false``, ``fast_dev_run``). The two validation
 figures also go to the run folder's ``figures/`` as PNG files, overwritten each epoch so the last
-epoch's remain. matplotlib is imported on first use (``core.figures.pyplot``).
+epoch's remain. They are drawn off the training path (``core.figures``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torchvision.utils import make_grid
 
 from core.callbacks import ValidationSamples, peek
 from core.distributed import gather_objects, interleave
-from core.figures import add_image, log_figure, logs_images, pyplot
+from core.figures import add_image, log_figure, logs_images, new_figure
 
 
 def wrong_predictions(predictions: Tensor, labels: Tensor) -> Tensor:
@@ -131,29 +131,33 @@ class PredictionGrid(ValidationSamples):
         images = unnormalize(images, getattr(datamodule, "mean_std", None) if normalized else None)
         wrong = set(wrong_predictions(predictions, labels).tolist())
         names = class_names(trainer, int(max(labels.max(), predictions.max())) + 1)
-        figure, axes = self.subplots(len(images), cell=(1.6, 1.9), title_height=0.5)
-        for i, ax in enumerate(axes.flat):
-            if i >= len(images):
-                ax.axis("off")
-                continue
-            image = images[i]
-            if image.shape[0] == 3:
-                ax.imshow(image.permute(1, 2, 0).numpy())
-            else:
-                ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-            # Ticks off but spines kept (axis("off") would hide them): the spines are the red frame.
-            ax.set_xticks([])
-            ax.set_yticks([])
-            color = "red" if i in wrong else "black"
-            ax.set_title(f"{names[int(labels[i])]} / {names[int(predictions[i])]}", fontsize=8, color=color)
-            for spine in ax.spines.values():
-                spine.set_visible(i in wrong)
-                spine.set_color("red")
-                spine.set_linewidth(3)
-        figure.suptitle(
-            f"true / predicted, epoch {trainer.current_epoch}: {len(wrong)} of {len(images)} wrong"
-        )
-        log_figure(trainer, figure, "val/predictions", png_name="val_predictions")
+        epoch = trainer.current_epoch
+
+        def draw() -> Any:
+            figure, axes = self.subplots(len(images), cell=(1.6, 1.9), title_height=0.5)
+            for i, ax in enumerate(axes.flat):
+                if i >= len(images):
+                    ax.axis("off")
+                    continue
+                image = images[i]
+                if image.shape[0] == 3:
+                    ax.imshow(image.permute(1, 2, 0).numpy())
+                else:
+                    ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+                # Ticks off but spines kept (axis("off") would hide them): the spines are the red frame.
+                ax.set_xticks([])
+                ax.set_yticks([])
+                color = "red" if i in wrong else "black"
+                title = f"{names[int(labels[i])]} / {names[int(predictions[i])]}"
+                ax.set_title(title, fontsize=8, color=color)
+                for spine in ax.spines.values():
+                    spine.set_visible(i in wrong)
+                    spine.set_color("red")
+                    spine.set_linewidth(3)
+            figure.suptitle(f"true / predicted, epoch {epoch}: {len(wrong)} of {len(images)} wrong")
+            return figure
+
+        log_figure(trainer, draw, "val/predictions", png_name="val_predictions")
 
 
 class FilterGrid(Callback):
@@ -218,21 +222,26 @@ class ConfusionMatrix(Callback):
     def _draw(self, trainer: Trainer, counts: Tensor) -> None:
         n = len(counts)
         names = class_names(trainer, n)
-        plt = pyplot()
-        side = max(4.0, 0.45 * n + 2)
-        figure, ax = plt.subplots(figsize=(side, side))
-        ax.imshow(counts.numpy(), cmap="Blues")
-        ax.set_xticks(range(n), names, rotation=90 if max(map(len, names)) > 2 else 0)
-        ax.set_yticks(range(n), names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"epoch {trainer.current_epoch}, {int(counts.sum())} images")
-        # Beyond ~30 classes the numbers no longer fit their cells; the colours still read.
-        if n <= 30:
-            threshold = counts.max().item() / 2
-            for i, row in enumerate(counts.tolist()):
-                for j, count in enumerate(row):
-                    color = "white" if count > threshold else "black"
-                    ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
-        figure.tight_layout()
-        log_figure(trainer, figure, "val/confusion_matrix", png_name="confusion_matrix")
+        epoch = trainer.current_epoch
+
+        def draw() -> Any:
+            side = max(4.0, 0.45 * n + 2)
+            figure = new_figure((side, side))
+            ax = figure.subplots()
+            ax.imshow(counts.numpy(), cmap="Blues")
+            ax.set_xticks(range(n), names, rotation=90 if max(map(len, names)) > 2 else 0)
+            ax.set_yticks(range(n), names)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            ax.set_title(f"epoch {epoch}, {int(counts.sum())} images")
+            # Beyond ~30 classes the numbers no longer fit their cells; the colours still read.
+            if n <= 30:
+                threshold = counts.max().item() / 2
+                for i, row in enumerate(counts.tolist()):
+                    for j, count in enumerate(row):
+                        color = "white" if count > threshold else "black"
+                        ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
+            figure.tight_layout()
+            return figure
+
+        log_figure(trainer, draw, "val/confusion_matrix", png_name="confusion_matrix")

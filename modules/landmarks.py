@@ -29,11 +29,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric, MinMetric
+from torchmetrics import Metric, MinMetric
 
 from core.callbacks import PredictionWriter, ValidationSamples
 from core.figures import log_figure
-from core.metrics import log_best, log_phase, phase_metrics
+from core.metrics import epoch_mean, log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
@@ -170,7 +170,7 @@ class LandmarkRegressor(LightningModule):
             ]
         self.net = nn.Sequential(*body, *top)
         for phase in ("train", "val", "test"):
-            setattr(self, f"{phase}_loss", MeanMetric())
+            setattr(self, f"{phase}_loss", epoch_mean())
             setattr(self, f"{phase}_nme", NormalizedMeanError(*eye_corners))
         self.val_nme_mean_shape = NormalizedMeanError(*eye_corners)
         self.test_nme_mean_shape = NormalizedMeanError(*eye_corners)
@@ -299,17 +299,22 @@ class LandmarkGrid(ValidationSamples):
         images, truth, predicted = kept
         corners = getattr(pl_module.hparams, "eye_corners", (36, 45))
         errors = face_errors(predicted, truth, *corners)
-        figure, axes = self.subplots(len(images), cell=(2.6, 2.8), title_height=0.4)
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i >= len(images):
-                continue
-            ax.imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())
-            ax.scatter(truth[i, :, 0], truth[i, :, 1], s=6, c="lime")
-            ax.scatter(predicted[i, :, 0], predicted[i, :, 1], s=6, c="red", marker="x")
-            ax.set_title(f"NME {errors[i]:.3f}", fontsize=9)
-        figure.suptitle(f"true (green) and predicted (red) landmarks, epoch {trainer.current_epoch}")
-        log_figure(trainer, figure, "val/landmarks", png_name="val_landmarks")
+        epoch = trainer.current_epoch
+
+        def draw() -> Any:
+            figure, axes = self.subplots(len(images), cell=(2.6, 2.8), title_height=0.4)
+            for i, ax in enumerate(axes.flat):
+                ax.axis("off")
+                if i >= len(images):
+                    continue
+                ax.imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())
+                ax.scatter(truth[i, :, 0], truth[i, :, 1], s=6, c="lime")
+                ax.scatter(predicted[i, :, 0], predicted[i, :, 1], s=6, c="red", marker="x")
+                ax.set_title(f"NME {errors[i]:.3f}", fontsize=9)
+            figure.suptitle(f"true (green) and predicted (red) landmarks, epoch {epoch}")
+            return figure
+
+        log_figure(trainer, draw, "val/landmarks", png_name="val_landmarks")
 
 
 class LandmarkCSVWriter(PredictionWriter):

@@ -12,13 +12,15 @@ body of ``plot_current_fit``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from core.callbacks import collect_all
-from core.figures import log_figure, pyplot
+from core.figures import log_figure, new_figure
 from core.optim import OptimizerCallable
 from modules.regression import RegressionModule
 
@@ -70,17 +72,21 @@ class LinearFitPlot(Callback):
         w, b = pl_module.slope_intercept()
         if not points:  # None: not global rank 0, whose is the figure; (): no points at all
             return
-        x, y = points[:2]
-        plt = pyplot()
-        figure = plt.figure(figsize=(12, 4))
-        plt.title(title)
-        plt.scatter(x[:, 0].cpu(), y[:, 0].cpu(), s=8)
-        x1 = torch.tensor([0.0, 1.0])
-        plt.plot(x1, x1 * w + b, "r", label=f"Current Fit ({w:.3f}, {b:.3f})")
-        plt.xlabel("x (input)")
-        plt.ylabel("y (target)")
-        plt.legend()
-        log_figure(trainer, figure, f"fit/{name}", png_name=f"fit_{name}")
+        x, y = (t[:, 0].cpu() for t in points[:2])
+
+        def draw() -> Any:
+            figure = new_figure((12, 4))
+            ax = figure.subplots()
+            ax.set_title(title)
+            ax.scatter(x, y, s=8)
+            x1 = torch.tensor([0.0, 1.0])
+            ax.plot(x1, x1 * w + b, "r", label=f"Current Fit ({w:.3f}, {b:.3f})")
+            ax.set_xlabel("x (input)")
+            ax.set_ylabel("y (target)")
+            ax.legend()
+            return figure
+
+        log_figure(trainer, draw, f"fit/{name}", png_name=f"fit_{name}")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # on_train_start, not on_fit_start: the training loader exists only from here on.
