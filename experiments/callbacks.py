@@ -3,6 +3,8 @@ learning rate in TensorBoard."""
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +43,27 @@ class LearningRateLogger(LearningRateMonitor):
 
 
 class LastCheckpoint(Checkpoint):
-    """Writes ``last.ckpt`` at the end of every training epoch: the run's latest state, to resume from.
+    """Writes ``last.ckpt``: the run's latest state, to resume from, at the end of an epoch at most every
+    ``min_interval`` seconds, and always when training ends (and at the step, on SIGTERM: see
+    ``experiments/preemption.py``).
+
+    The time floor is for lessons whose epochs take milliseconds: a checkpoint written, synced and
+    renamed after each of them cost more than the training (about 1 ms of linear_regression's 1.4 ms
+    per step on the CPU); a SIGKILL then loses at most ``min_interval`` seconds and an epoch. Lessons
+    with epochs longer than the floor write every epoch, as before; ``--last_checkpoint.min_interval 0``
+    writes every epoch always.
 
     ModelCheckpoint's own ``save_last`` (Lightning 2.6) writes ``last.ckpt`` only when it also saves a
     top-k checkpoint, so with a monitored metric ``last.ckpt`` stays at the best epoch, not the latest.
     A ModelCheckpoint without a monitor and ``save_top_k=1`` keeps exactly the latest checkpoint.
+
+    Args:
+        filename: The file's name, without ``.ckpt``.
+        every_n_epochs: Epochs between writes.
+        min_interval: Seconds since the last write below which an epoch's end writes nothing.
     """
 
-    def __init__(self, filename: str = "last", every_n_epochs: int = 1) -> None:
+    def __init__(self, filename: str = "last", every_n_epochs: int = 1, min_interval: float = 10.0) -> None:
         super().__init__(
             filename=filename,
             monitor=None,
@@ -57,6 +72,26 @@ class LastCheckpoint(Checkpoint):
             save_on_train_epoch_end=True,
             enable_version_counter=False,
         )
+        self.min_interval = min_interval
+        self._written_at = -math.inf
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._written_at = time.monotonic()  # a run's first epoch counts from its start
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The same decision on every rank (the write gathers from all of them): rank 0's clock decides.
+        recent = time.monotonic() - self._written_at < self.min_interval
+        if trainer.world_size > 1:
+            recent = trainer.strategy.broadcast(recent, src=0)
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if recent and not last_epoch:
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self._written_at = time.monotonic()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

@@ -24,6 +24,7 @@ Signals that stop a run from outside (SIGTERM, SLURM's requeue) are ``experiment
 from __future__ import annotations
 
 import errno
+import math
 import os
 import random
 import shutil
@@ -269,59 +270,78 @@ class ExactResume(Callback):
 class FiniteLossGuard(Callback):
     """Stops training at a NaN or infinite loss, before a checkpoint of the bad state is written.
 
-    Every step's loss is checked on its device, without waiting for it: the first bad step since the
-    last check and its loss are kept there. Every ``every_n_steps`` training steps, and before any
-    checkpoint of a fit is written, the result is read back (a host sync: raise ``every_n_steps`` on a
-    GPU where that costs). A non-finite loss at any step stops the run then, naming that step, so the
-    newest checkpoint on disk is always of an earlier, finite step. On several processes the ranks agree
-    at each check (one all-reduce), and all stop together.
+    Every step's loss is checked: on the CPU as a Python float (free there), on an accelerator on the
+    device without waiting for it (the first bad step and its loss are kept there). Every
+    ``every_n_steps`` training steps, and before any checkpoint of a fit is written, the result is read
+    (on an accelerator, a host sync). A non-finite loss at any step stops the run then, naming that
+    step, so every checkpoint on disk is of an earlier, finite step. On several processes the ranks
+    agree at each check (one all-reduce of the first bad step), and all stop together.
 
     Args:
-        every_n_steps: Training steps between reads of the flags (and before each checkpoint); 0 turns
-            the guard off.
+        every_n_steps: Training steps between checks; None (the default) checks every step in one CPU
+            process and every 50 steps otherwise (each check waits for the device, or for the other
+            ranks); 0 turns the guard off.
     """
 
-    def __init__(self, every_n_steps: int = 1) -> None:
-        if every_n_steps < 0:
+    #: Steps between checks when ``every_n_steps`` is None and a check costs a sync.
+    SYNC_EVERY = 50
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        if every_n_steps is not None and every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0 (0 turns the check off), got {every_n_steps}")
         self.every_n_steps = every_n_steps
+        self._every = every_n_steps or 0
         self._reset()
 
     def _reset(self) -> None:
         #: (epoch, batch, global step) of each training step since the last check
         self._window: list[tuple[int, int, int]] = []
-        self._first_bad: torch.Tensor | None = None  # on the loss's device: index into _window, or -1
-        self._bad_loss: torch.Tensor | None = None  # on the loss's device: the first bad step's loss
+        self._first_bad: torch.Tensor | None = None  # index into _window of the first bad step, or -1
+        self._bad_loss: torch.Tensor | None = None  # the first bad step's loss
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reset()
+        self._every = self.every_n_steps
+        if self._every is None:
+            alone_on_cpu = trainer.world_size == 1 and pl_module.device.type == "cpu"
+            self._every = 1 if alone_on_cpu else self.SYNC_EVERY
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self.every_n_steps:
+        if not self._every:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        value = loss.detach().float().sum()  # a NaN or an inf anywhere stays one
+        self._window.append((trainer.current_epoch, batch_idx, trainer.global_step))
+        if loss.device.type == "cpu":
+            # Nothing to overlap with on the CPU: a Python float costs less than the device-side flags.
+            value = float(loss.detach().sum())
+            if not math.isfinite(value) and self._first_bad is None:
+                self._first_bad = torch.tensor(len(self._window) - 1)
+                self._bad_loss = torch.tensor(value)
+        else:
+            self._flag_on_device(loss.detach())
+        # By steps, not batch indices: those start again each epoch, and a check every N of them would
+        # skip an epoch's batches past the last multiple of N.
+        if len(self._window) >= self._every:
+            self._check(trainer, "")
+
+    def _flag_on_device(self, loss: torch.Tensor) -> None:
+        value = loss.float().sum()  # a NaN or an inf anywhere stays one
         if self._first_bad is None:
             self._first_bad = torch.full((), -1, dtype=torch.long, device=value.device)
             self._bad_loss = torch.zeros((), device=value.device)
         # Element-wise on the device, with Python scalars: nothing waits for the step to finish.
         newly = ~torch.isfinite(value) & (self._first_bad < 0)
-        self._first_bad = torch.where(newly, len(self._window), self._first_bad)
+        self._first_bad = torch.where(newly, len(self._window) - 1, self._first_bad)
         self._bad_loss = torch.where(newly, value, self._bad_loss)
-        self._window.append((trainer.current_epoch, batch_idx, trainer.global_step))
-        # By steps, not batch indices: those start again each epoch, and a check every N of them would
-        # skip an epoch's batches past the last multiple of N.
-        if len(self._window) >= self.every_n_steps:
-            self._check(trainer, "")
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         # Called while the checkpoint is put together, before a byte of it is written; also for the
         # checkpoints written at validation's end, and by the preemption handlers.
-        if self.every_n_steps and trainer.state.fn == TrainerFn.FITTING:
+        if self._every and trainer.state.fn == TrainerFn.FITTING:
             self._check(trainer, ", found before writing a checkpoint")
 
     def _check(self, trainer: Trainer, when: str) -> None:
@@ -329,25 +349,27 @@ class FiniteLossGuard(Callback):
         loss = None if self._bad_loss is None else float(self._bad_loss)
         window = self._window
         self._reset()
-        finite_here = first < 0
         # Every rank stops at the same step: a rank that stopped alone would leave the others waiting in
-        # the next gradient all-reduce.
-        finite = finite_here
+        # the next gradient all-reduce. One all-reduce gives every rank the first bad step of any rank
+        # (the ranks step together, so the step names the same batch everywhere).
+        never = 2**62
+        mine = window[first][2] if first >= 0 else never
+        step = mine
         if trainer.world_size > 1:
-            finite = trainer.strategy.reduce_boolean_decision(finite_here, all=True)
-        if finite:
+            both = torch.tensor(mine, dtype=torch.long, device=trainer.strategy.root_device)
+            step = int(trainer.strategy.reduce(both, reduce_op="min"))
+        if step == never:
             return
-        if finite_here:  # the step of this check: the bad one is on another rank, at it or before
-            epoch, batch, step = window[-1] if window else (trainer.current_epoch, -1, trainer.global_step)
-            what = "non-finite on another process, found"
-        else:
-            epoch, batch, step = window[first]
+        if step == mine:
+            epoch, batch, _ = window[first]
             what = str(loss)
-        what += f" at epoch {epoch}, batch {batch} (global step {step}{when})"
+        else:
+            epoch, batch = next(((e, b) for e, b, s in window if s == step), (trainer.current_epoch, -1))
+            what = "non-finite on another process"
         raise NonFiniteLossError(
-            f"training loss is {what}; stopped before it was saved, so every checkpoint on disk is of an "
-            "earlier step: lower the learning rate, set --trainer.gradient_clip_val, or use bf16-mixed "
-            "instead of 16-mixed"
+            f"training loss is {what} at epoch {epoch}, batch {batch} (global step {step}{when}); stopped "
+            "before it was saved, so every checkpoint on disk is of an earlier step: lower the learning "
+            "rate, set --trainer.gradient_clip_val, or use bf16-mixed instead of 16-mixed"
         )
 
 

@@ -23,6 +23,11 @@ LESSONS = ["first_network", "linear_regression", "sine_rnn"]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
+#: last.ckpt at every epoch's end, whatever the epoch's length: for tests that kill a run after an epoch
+#: and look for that epoch's checkpoint (by default it is written at most every 10 s).
+EVERY_EPOCH = "--last_checkpoint.min_interval=0"
+
+
 def config(lesson: str) -> str:
     return str(CONFIGS / f"{lesson}.yaml")
 

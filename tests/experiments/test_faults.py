@@ -24,7 +24,7 @@ from experiments.cli import main
 from experiments.cli import main as run_main
 from experiments.faults import AtomicCheckpointIO
 from experiments.preemption import SIGTERM_STATUS, slurm_topology
-from tests.conftest import QUIET, REPO, config, free_port, run_experiments
+from tests.conftest import EVERY_EPOCH, QUIET, REPO, config, free_port, run_experiments
 
 EPOCHS = 3
 # A child process gets as many threads as this one: float results depend on how a reduction is split.
@@ -43,6 +43,7 @@ def run_args(data_dir: Path, *extra: str) -> list[str]:
         "--trainer.max_epochs", str(EPOCHS),
         "--trainer.deterministic", "true",
         "--trainer.callbacks=[]",  # the lesson's figures are not what is tested here
+        EVERY_EPOCH,
         *QUIET,
         *extra,
     ]  # fmt: skip

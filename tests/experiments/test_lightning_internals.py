@@ -21,13 +21,13 @@ def test_launcher_children_for_end_together() -> None:
 
 
 def test_cluster_environment_for_slurm_requeue() -> None:
-    # experiments/faults.py SlurmRequeue finds the SLURM environment of a one-device run here.
+    # experiments/preemption.py Preemption finds the SLURM environment of a one-device run here.
     trainer = Trainer(accelerator="cpu", **QUIET)
     assert isinstance(trainer._accelerator_connector.cluster_environment, ClusterEnvironment)
 
 
 def test_hpc_checkpoint_path_for_slurm_requeue(tmp_path: Path) -> None:
-    # experiments/faults.py SlurmRequeue writes the checkpoint where the next start looks for it.
+    # experiments/preemption.py Preemption writes the checkpoint where the next start looks for it.
     trainer = Trainer(accelerator="cpu", default_root_dir=tmp_path, **QUIET)
     path = Path(trainer._checkpoint_connector.hpc_save_path(str(tmp_path)))
     assert path == tmp_path / "hpc_ckpt_1.ckpt"
@@ -38,6 +38,20 @@ def test_hpc_checkpoint_path_for_slurm_requeue(tmp_path: Path) -> None:
 def test_last_saved_step_for_last_checkpoint() -> None:
     # experiments/callbacks.py LastCheckpoint saves the final state unless ModelCheckpoint already did.
     assert ModelCheckpoint()._last_global_step_saved == 0
+
+
+def test_every_write_goes_through_save_checkpoint_for_last_checkpoint(tmp_path: Path) -> None:
+    # experiments/callbacks.py LastCheckpoint times its writes by overriding ModelCheckpoint's
+    # _save_checkpoint(trainer, filepath), the one method every write of ModelCheckpoint calls.
+    import inspect
+
+    assert list(inspect.signature(ModelCheckpoint._save_checkpoint).parameters) == [
+        "self",
+        "trainer",
+        "filepath",
+    ]
+    source = inspect.getsource(ModelCheckpoint)
+    assert source.count("self._save_checkpoint(") >= 2  # the top-k and the no-monitor paths
 
 
 def test_step_counter_for_sine_rnn() -> None:
