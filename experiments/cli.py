@@ -47,7 +47,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from core.callbacks import PredictionWriter
 from core.errors import ExperimentError
+from core.figures import FigureThread
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
+from experiments.compile import Compile, compile_failure
 from experiments.faults import (
     DropFailedRun,
     EndTogether,
@@ -196,6 +198,9 @@ class ExperimentCLI(LightningCLI):
         parser.add_lightning_class_args(ExactResume, "exact_resume")
         parser.add_lightning_class_args(FiniteLossGuard, "nan_guard")
         parser.add_lightning_class_args(Preemption, "preemption")
+        parser.add_lightning_class_args(Compile, "compile")
+        # Figures drawn on a background thread, at most 5 % of the run's time (core/figures.py).
+        parser.add_lightning_class_args(FigureThread, "figures")
 
     def link_data_to_model(self, parser: LightningArgumentParser) -> None:
         """Link each ``DATA_TO_MODEL`` attribute of the datamodule to the model's argument of that name.
@@ -366,8 +371,9 @@ def lightning_output_to_stdout() -> None:
                 handler.setStream(sys.stdout)
 
 
-def main(args: ArgsType = None) -> None:
-    """Entry point of ``python -m experiments`` and the ``experiments`` script."""
+def silence_known_warnings(*messages: str) -> None:
+    """Ignore Lightning's warnings that say nothing a user of the lessons can act on, and ``messages``
+    (regular expressions) as well; benchmarks that run the CLI in-process call it too."""
     # Lightning 2.6 on torch 2.14 warns about its own use of a torch API on every run; not actionable.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # Batch indices are only known for DataLoader samplers; nothing here uses them.
@@ -375,13 +381,22 @@ def main(args: ArgsType = None) -> None:
     # Lessons log epoch values computed by torchmetrics, which has already reduced them over all ranks;
     # Lightning cannot tell and asks for sync_dist, which would only average identical numbers again.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/")
+    for message in messages:
+        warnings.filterwarnings("ignore", message=message)
+
+
+def main(args: ArgsType = None) -> None:
+    """Entry point of ``python -m experiments`` and the ``experiments`` script."""
+    silence_known_warnings()
     lightning_output_to_stdout()
     try:
         check_config_files(sys.argv[1:] if args is None else [str(a) for a in args])
         ExperimentCLI(args=args)
-    except (*USER_ERRORS, OSError) as error:
+    except Exception as error:
         disk_full = isinstance(error, OSError) and error.errno == errno.ENOSPC
-        if not (isinstance(error, USER_ERRORS) or disk_full) or os.environ.get(DEBUG_VARIABLE):
+        compiler = compile_failure(error)
+        known = isinstance(error, USER_ERRORS) or disk_full or compiler is not None
+        if not known or os.environ.get(DEBUG_VARIABLE):
             raise
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        print(f"error: {compiler or one_line(error)}", file=sys.stderr)
         sys.exit(2)

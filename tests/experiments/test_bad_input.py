@@ -250,6 +250,11 @@ CASES = [
     Case("batch_size_zero", const(fit(LR, "--data.batch_size=0"), "batch_size")),
     Case("batch_size_negative", const(fit("first_network", "--data.batch_size=-1"), "batch_size")),
     Case("val_fraction_too_big", const(fit(LR, "--data.val_fraction=2"), "val_fraction")),
+    Case("compile_unsupported", const(fit("sine_rnn", "--compile.enabled=true"), "SineRNN is not compiled")),
+    Case("compile_mode_unknown", const(fit(LR, "--compile.mode=fast"), "'fast'")),
+    Case(
+        "compile_backend_unknown", const(fit(LR, "--compile.enabled=true", "--compile.backend=nope"), "nope")
+    ),
     Case("precision_unknown", const(fit(LR, "--trainer.precision=7"), "precision")),
     Case("shapes_linear_vs_random", const(fit(LR, "--data=RandomTensorDataModule"), "10")),
     Case("shapes_first_network", const(fit("first_network", "--model.n_in=3"), "n_in")),
