@@ -14,7 +14,10 @@ point. Lightning's ``manual_backward`` and ``LightningOptimizer.step`` are not u
 each runs every callback's hooks, which costs more than the arithmetic of a 7x6 network. What that
 gives up: a gradient scaler (16-mixed precision) and per-point optimizer hooks; autocast (bf16-mixed)
 still applies, as Lightning enters it around the training step. For this network fp32 is the
-sensible precision anyway. ``global_step`` still counts updates (6,000), as Lightning defines it.
+sensible precision anyway. ``global_step`` still counts updates (6,000), as Lightning defines it. With
+plain SGD (the lesson's optimizer: no momentum or weight decay) a point's update is
+``torch.autograd.grad`` and ``p.add_(grad, alpha=-lr)``, SGD.step()'s own arithmetic (bit for bit)
+without its per-call bookkeeping and ``zero_grad``; any other optimizer runs its ``step()``.
 
 Departures from the seed: ``Variable``, ``init.normal`` and ``.data`` arithmetic become parameters,
 ``nn.init.normal_`` and ``torch.optim.SGD`` (the same update, ``w -= lr * grad``); ``total_loss.data[0]``
@@ -24,13 +27,27 @@ no gradient.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from core.callbacks import collect_all
-from core.figures import log_figure, pyplot
+from core.figures import log_figure, new_figure
 from core.optim import OptimizerCallable, build_optimizer
+
+
+def plain_sgd_lr(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> float | None:
+    """The learning rate when ``optimizer`` is torch's SGD without momentum, weight decay or other options
+    over exactly ``params`` (its step is then ``p -= lr * grad``); None for any other optimizer."""
+    if type(optimizer) is not torch.optim.SGD or len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    plain = not (group["momentum"] or group["weight_decay"] or group["maximize"] or group["nesterov"])
+    ours = group["params"]
+    same = len(ours) == len(params) and all(a is b for a, b in zip(ours, params, strict=True))
+    return float(group["lr"]) if plain and same and not group.get("differentiable") else None
 
 
 class SineRNN(LightningModule):
@@ -47,6 +64,12 @@ class SineRNN(LightningModule):
         w2_std: Standard deviation of w2's normal initialisation.
         optimizer: Builds the optimizer; the seed's update is SGD with lr 0.1.
     """
+
+    #: Why ``--compile.enabled`` refuses this module (experiments/compile.py).
+    compile_unsupported = (
+        "its training step is the seed's per-point loop of 1x7 products with an update after each, "
+        "not a call of forward"
+    )
 
     def __init__(
         self,
@@ -93,19 +116,31 @@ class SineRNN(LightningModule):
         # that global_step (checkpoint names, max_steps, log_every_n_steps) is still the update count.
         # Lightning 2.6 has no public way to; tests/experiments/test_lightning_internals.py checks this.
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        params = [self.w1, self.w2]
+        lr = plain_sgd_lr(optimizer, params)
         context = self.initial_context()
-        total_loss = x.new_zeros(())
+        losses = []
         for j in range(x.size(0)):
             pred, context = self.cell(x[j : j + 1], context)
             loss = (pred - y[j : j + 1]).pow(2).sum() / 2
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            if lr is not None:
+                # Plain SGD is p -= lr * grad: the same update as SGD.step() (p.add_(grad, alpha=-lr)),
+                # without its per-call bookkeeping and zero_grad, which for a 7x6 network cost a third
+                # of the point's time.
+                grads = torch.autograd.grad(loss, params)
+                with torch.no_grad():
+                    for param, grad in zip(params, grads, strict=True):
+                        param.add_(grad, alpha=-lr)
+            else:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
             progress.increment_ready()
             progress.increment_completed()
             # Truncated backpropagation through time of length one, as the seed.
             context = context.detach()
-            total_loss += loss.detach()
+            losses.append(loss.detach())
+        total_loss = torch.stack(losses).sum()
         self.log(
             "train/loss",
             total_loss,
@@ -162,13 +197,18 @@ class SequencePlot(Callback):
             pred = pl_module(x.to(pl_module.device)).cpu()
         t = getattr(trainer.datamodule, "time_steps", None)
         t = torch.arange(len(x) + 1, dtype=torch.float64) if t is None else t.cpu()
-        plt = pyplot()
-        figure = plt.figure(figsize=(8, 4))
-        plt.scatter(t[:-1], x[:, 0].cpu(), s=90, label="Actual")
-        plt.scatter(t[1:], pred[:, 0], label="Predicted")
-        plt.title(f"epoch {trainer.current_epoch}")
-        plt.legend()
-        log_figure(trainer, figure, "predictions", png_name=png_name)
+        actual, epoch = x[:, 0].cpu(), trainer.current_epoch
+
+        def draw() -> Any:
+            figure = new_figure((8, 4))
+            ax = figure.subplots()
+            ax.scatter(t[:-1], actual, s=90, label="Actual")
+            ax.scatter(t[1:], pred[:, 0], label="Predicted")
+            ax.set_title(f"epoch {epoch}")
+            ax.legend()
+            return figure
+
+        log_figure(trainer, draw, "predictions", png_name=png_name)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not self.every_n_epochs:

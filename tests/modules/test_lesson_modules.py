@@ -113,3 +113,44 @@ def test_sine_rnn_training_step_updates_per_point_and_lowers_the_loss():
     with torch.no_grad():
         after = ((module(x) - y).pow(2).sum() / 2).item()
     assert after < before
+
+
+def sine_fit(optimizer, epochs: int = 3) -> SineRNN:
+    torch.manual_seed(0)
+    module = SineRNN(optimizer=optimizer)
+    dm = SineWaveDataModule()
+    Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    ).fit(module, dm)
+    return module
+
+
+def test_sine_rnn_plain_sgd_shortcut_is_sgds_own_update_and_other_optimizers_step():
+    from modules.sine_rnn import plain_sgd_lr
+
+    w = [torch.nn.Parameter(torch.ones(2))]
+    assert plain_sgd_lr(torch.optim.SGD(w, lr=0.1), w) == 0.1
+    assert plain_sgd_lr(torch.optim.SGD(w, lr=0.1, momentum=0.9), w) is None
+    assert plain_sgd_lr(torch.optim.SGD(w, lr=0.1, weight_decay=1e-4), w) is None
+    assert plain_sgd_lr(torch.optim.Adam(w), w) is None
+    # The shortcut against SGD.step() itself (the shortcut switched off): bit for bit the same weights.
+    import modules.sine_rnn as sine_rnn
+
+    fast = sine_fit(lambda p: torch.optim.SGD(p, lr=0.1))
+    original = sine_rnn.plain_sgd_lr
+    sine_rnn.plain_sgd_lr = lambda *args: None
+    try:
+        stepped = sine_fit(lambda p: torch.optim.SGD(p, lr=0.1))
+    finally:
+        sine_rnn.plain_sgd_lr = original
+    assert torch.equal(fast.w1, stepped.w1) and torch.equal(fast.w2, stepped.w2)
+    # Any other optimizer goes through its own step, and moves the weights its own way.
+    torch.manual_seed(0)
+    initial = SineRNN().w1.detach().clone()
+    adam = sine_fit(lambda p: torch.optim.Adam(p, lr=0.01))
+    assert not torch.equal(adam.w1, initial) and not torch.equal(adam.w1, fast.w1)
