@@ -156,6 +156,28 @@ def _tensorboards(trainer: Trainer) -> list[Any]:
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
+def encode_png(image: Any) -> bytes:
+    """PNG bytes of an ``(H, W, 3)`` uint8 array. Encoded once for TensorBoard and the file alike, at
+    zlib level 1: a third of the time of the default level, for files a little larger."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def add_png(writer: Any, tag: str, png: bytes, shape: tuple[int, ...], step: int) -> None:
+    """Put encoded PNG bytes in a TensorBoard ``SummaryWriter`` as an image, as its ``add_image`` does
+    after encoding (which would encode the pixels a second time)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    height, width, channels = shape
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
 @rank_zero_only
 def add_image(trainer: Trainer, tag: str, image: Tensor) -> None:
     """Put a ``(C, H, W)`` image (uint8, or float in [0, 1]) in every TensorBoard log of the run (PNG
@@ -186,14 +208,13 @@ def log_figure(trainer: Trainer, draw: Callable[[], Any], tag: str, png_name: st
 
         figure = draw()
         figure.canvas.draw()
-        image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+        image = np.asarray(figure.canvas.buffer_rgba())[..., :3]
+        png = encode_png(image)
         for writer in writers:
-            writer.add_image(tag, image, global_step=step, dataformats="HWC")
+            add_png(writer, tag, png, image.shape, step)
         if folder is not None:
-            from matplotlib.image import imsave
-
             (folder / "figures").mkdir(parents=True, exist_ok=True)
-            imsave(folder / "figures" / f"{png_name}.png", image)
+            (folder / "figures" / f"{png_name}.png").write_bytes(png)
 
     _later(tag, job)
 

@@ -69,3 +69,12 @@ def test_fit_loop_position_for_exact_resume() -> None:
     fit_loop = Trainer(accelerator="cpu", **QUIET).fit_loop
     assert fit_loop.restarted_mid_epoch is False
     assert fit_loop.epoch_loop.batch_progress.current.processed == 0
+
+
+def test_file_writer_for_encoded_figures(tmp_path: Path) -> None:
+    # core/figures.py add_png puts a PNG encoded once (for the run's figures/ file too) into TensorBoard.
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(tmp_path)
+    assert callable(writer._get_file_writer().add_summary)
+    writer.close()
