@@ -4,7 +4,7 @@ learning rate in TensorBoard."""
 from __future__ import annotations
 
 import math
-import time
+from time import monotonic
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,11 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        self._written_at = time.monotonic()  # a run's first epoch counts from its start
+        self._written_at = monotonic()  # a run's first epoch counts from its start
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The same decision on every rank (the write gathers from all of them): rank 0's clock decides.
-        recent = time.monotonic() - self._written_at < self.min_interval
+        recent = monotonic() - self._written_at < self.min_interval
         if trainer.world_size > 1:
             recent = trainer.strategy.broadcast(recent, src=0)
         last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
@@ -91,7 +91,7 @@ class LastCheckpoint(Checkpoint):
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
-        self._written_at = time.monotonic()
+        self._written_at = monotonic()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

@@ -3,13 +3,14 @@ defaults (logs, checkpoints, saved config, seed); class selection by name; and t
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from core.callbacks import PredictionWriter
@@ -319,3 +320,52 @@ def test_an_error_from_the_data_attribute_is_one_line(in_tmp, capsys, monkeypatc
     assert capsys.readouterr().err.strip() == (
         "error: the corpus has no words: point --data.words at a bigger one"
     )
+
+
+_CLOCK = {"now": 0.0}
+
+
+class TickClock(Callback):
+    """Moves the fake clock of ``experiments.callbacks`` by 4 s at each epoch's end (before the
+    checkpoint callbacks, which Lightning runs last)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        _CLOCK["now"] += 4.0
+
+
+def test_last_checkpoint_time_floor_skips_quick_epochs_but_never_the_end(cli, in_tmp, monkeypatch):
+    """``--last_checkpoint.min_interval``: an epoch's end writes ``last.ckpt`` only when that many seconds
+    have passed since the last write; the final epoch always writes, and resuming from what was written
+    ends where a run that never stopped ends."""
+    import experiments.callbacks as callbacks_module
+
+    _CLOCK["now"] = 0.0
+    monkeypatch.setattr(callbacks_module, "monotonic", lambda: _CLOCK["now"])
+    written: list[int] = []
+    save = LastCheckpoint._save_checkpoint
+
+    def save_and_record(self, trainer, filepath):
+        written.append(trainer.current_epoch)
+        save(self, trainer, filepath)
+
+    monkeypatch.setattr(LastCheckpoint, "_save_checkpoint", save_and_record)
+    tick = json.dumps({"class_path": f"{__name__}.TickClock"})
+    lesson = ["--config", config("linear_regression")]
+    cli(
+        "fit",
+        *lesson,
+        "--trainer.max_epochs=8",
+        "--last_checkpoint.min_interval=10",
+        f"--trainer.callbacks+={tick}",
+    )
+    # 4 s per epoch and a 10 s floor: epochs 2 (12 s) and 5 (24 s) write; epoch 7, the last, writes at 32 s
+    # although only 8 s have passed since the one before.
+    assert written == [2, 5, 7]
+    checkpoint = in_tmp / "lightning_logs/linear_regression/version_0/checkpoints/last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 56
+    # Resumed from that last.ckpt for 2 more epochs: the same weights as 10 epochs straight.
+    straight = cli("fit", *lesson, "--trainer.max_epochs=10")
+    resumed = cli("fit", *lesson, "--trainer.max_epochs=10", f"--ckpt_path={checkpoint}")
+    assert resumed.trainer.global_step == straight.trainer.global_step == 70
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
