@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-gpu lint bench tensorboard clean
+.PHONY: setup demo test test-gpu lint bench bench-keras bench-startup tensorboard clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,19 @@ bench: $(STAMP)
 		$(PY) benchmarks/word2vec_update.py "$(DATA)/text/tinyshakespeare.txt" && \
 		$(PY) benchmarks/coco_overfit.py --data-dir "$(DATA)/coco"; \
 	else echo "skipping the data benchmarks: set DATA=<folder holding MNIST/raw, sst/, text/, coco/>"; fi
+
+## bench-keras: one MNIST epoch of the convnet chapter's Keras model (Keras 3, torch backend) against the
+## mnist_convnet lesson. DATA=<folder holding MNIST/raw>. Keras is no project dependency: it is installed
+## into $(VENV) here, only when missing
+bench-keras: $(STAMP)
+	@if [ -z "$(DATA)" ]; then echo "set DATA=<folder holding MNIST/raw>, e.g. make bench-keras DATA=../shared/data"; exit 2; fi
+	KERAS_BACKEND=torch $(PY) -c "import keras" 2>/dev/null || $(PY) -m pip install "keras>=3"
+	$(PY) benchmarks/keras_peer.py --data-dir "$(DATA)"
+
+## bench-startup: start-up cost, command to first training step, of `python -m experiments fit` against a
+## bare LightningCLI script on the same config (and import and --help times); REPEATS=<n> (default 5)
+bench-startup: $(STAMP)
+	$(PY) benchmarks/startup.py --repeats $(or $(REPEATS),5)
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir lightning_logs

@@ -11,7 +11,9 @@ medians are reported:
 - fit ratio: ``trainer.fit`` time / plain-loop time, in wall time and in this process's CPU time (which
   a busy neighbour on a shared machine disturbs less);
 - end-to-end ratio: the same plus parsing the config and building the trainer, model and data;
-- overhead per step: (fit - plain) / Lightning training steps, in ms.
+- overhead per step: (fit - plain) / Lightning training steps, in ms;
+- Lightning's floor: ``trainer.fit`` of the same module and data with every callback removed, no
+  logger and no validation (what any Lightning run of this module pays), as a ratio to the plain loop.
 
 The machine is a shared VM whose speed drifts from run to run; the runs alternate so that drift hits
 both sides alike.
@@ -20,6 +22,7 @@ both sides alike.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import statistics
@@ -34,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from experiments.cli import ExperimentCLI  # noqa: E402
+from experiments.cli import ExperimentCLI, silence_known_warnings  # noqa: E402
 from tests import seed_loops  # noqa: E402
 
 FLAGS = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -66,10 +69,17 @@ def timed(run: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def lightning_once(lesson: str) -> tuple[float, float, float, int, object]:
-    """(end-to-end wall s, fit wall s, fit CPU s, training steps, datamodule) of one experiment run."""
+BARE = ["--trainer.logger=false", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0"]
+
+
+def lightning_once(lesson: str, bare: bool = False) -> tuple[float, float, float, int, object]:
+    """(end-to-end wall s, fit wall s, fit CPU s, training steps, datamodule) of one experiment run;
+    ``bare``: without callbacks, logger or validation."""
     start = time.perf_counter()
-    cli = ExperimentCLI(args=["--config", str(REPO / "configs" / f"{lesson}.yaml"), *FLAGS], run=False)
+    config = ["--config", str(REPO / "configs" / f"{lesson}.yaml"), *FLAGS]
+    cli = ExperimentCLI(args=[*config, *(BARE if bare else [])], run=False)
+    if bare:
+        cli.trainer.callbacks[:] = []  # the lesson's and the CLI's own (checkpoints, faults, figures)
     built = time.perf_counter()
     fit_wall, fit_cpu = timed(lambda: cli.trainer.fit(cli.model, cli.datamodule))
     steps = cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed
@@ -81,14 +91,18 @@ def measure(lesson: str, repeats: int) -> list[dict]:
     runners = plain_runners(lesson, dm)
     plain: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     fits: list[tuple[float, float, float]] = []
+    bare: list[float] = []
     for run in runners.values():
         run()
+    lightning_once(lesson, bare=True)
     for _ in range(repeats):
         for name, run in runners.items():
             plain[name].append(timed(run))
         total, fit_wall, fit_cpu, _, _ = lightning_once(lesson)
         fits.append((total, fit_wall, fit_cpu))
+        bare.append(lightning_once(lesson, bare=True)[1])
     total, fit_wall, fit_cpu = (statistics.median(v) for v in zip(*fits, strict=True))
+    bare_fit = statistics.median(bare)
     rows = []
     for name, values in plain.items():
         wall, cpu = (statistics.median(v) for v in zip(*values, strict=True))
@@ -104,6 +118,8 @@ def measure(lesson: str, repeats: int) -> list[dict]:
                 "total_ratio": total / wall,
                 "cpu_ratio": fit_cpu / cpu,
                 "overhead_ms": (fit_wall - wall) / steps * 1e3,
+                "bare": bare_fit,
+                "bare_ratio": bare_fit / wall,
             }
         )
     return rows
@@ -115,6 +131,9 @@ def main() -> None:
     parser.add_argument("--lessons", nargs="+", default=["first_network", "linear_regression", "sine_rnn"])
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny models: threads only add noise
+    silence_known_warnings(r"LightningCLI's args parameter", r".*does not have many workers.*")
+    for name in ("lightning.pytorch", "lightning.fabric"):  # per-run seed and device lines
+        logging.getLogger(name).setLevel(logging.WARNING)
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, median of {args.repeats}"
@@ -130,6 +149,8 @@ def main() -> None:
         "end-to-end ratio": "{total_ratio:.2f}x",
         "Lightning steps": "{steps}",
         "overhead per step (ms)": "{overhead_ms:.2f}",
+        "Lightning floor (s)": "{bare:.3f}",
+        "floor ratio": "{bare_ratio:.2f}x",
     }
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

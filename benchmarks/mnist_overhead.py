@@ -45,7 +45,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
@@ -57,7 +56,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from datamodules import MNISTDataModule  # noqa: E402
-from experiments.cli import ExperimentCLI  # noqa: E402
+from experiments.cli import ExperimentCLI, silence_known_warnings  # noqa: E402
 from modules import MNISTConvNet  # noqa: E402
 
 CONFIG = REPO / "configs" / "mnist_convnet.yaml"
@@ -161,17 +160,13 @@ def main() -> None:
     data_dir = str(Path(args.data_dir).resolve())  # the runs happen in a temporary working folder
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    # As experiments.cli.main: Lightning 2.6's own use of a deprecated torch API, and batch indices that
-    # only DataLoader samplers have. Then: the in-memory loader needs no workers; the CLI is given args
-    # while this script has its own; with validation off, val/acc cannot rank a best checkpoint.
-    for message in (
-        r".*isinstance\(treespec, LeafSpec\).*",
-        r"Couldn't infer the batch indices",
+    # Besides experiments.cli.main's: the in-memory loader needs no workers; the CLI is given args while
+    # this script has its own; with validation off, val/acc cannot rank a best checkpoint.
+    silence_known_warnings(
         r".*does not have many workers.*",
         r"LightningCLI's args parameter is intended",
         r".*could not find the monitored key.*",
-    ):
-        warnings.filterwarnings("ignore", message=message)
+    )
     epoch = "full epoch" if args.batches is None else f"{args.batches} batches"
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
