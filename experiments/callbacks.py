@@ -4,8 +4,9 @@ learning rate in TensorBoard."""
 from __future__ import annotations
 
 import math
-from time import monotonic
+import re
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -25,9 +26,31 @@ class Checkpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
 
 
+#: Lightning's names: ``lr-<Optimizer>[-<n>][-momentum|-weight_decay][/<param group>]``.
+_LIGHTNING_NAME = re.compile(r"^lr-[A-Za-z0-9_]+?(?:-(\d+))?(?:-(momentum|weight_decay))?(/.+)?$")
+
+
+def train_name(name: str) -> str:
+    """``lr-SGD`` -> ``train/lr``, ``lr-Adam/pg2`` -> ``train/lr/pg2``, ``lr-SGD-momentum`` ->
+    ``train/momentum``, a second optimizer ``lr-Adam-1`` -> ``train/lr/opt1``: one name whatever the
+    optimizer class, so runs with different optimizers share a chart. Other names are kept."""
+    match = _LIGHTNING_NAME.match(name)
+    if match is None:
+        return name
+    index, kind, group = match.groups()
+    return f"train/{kind or 'lr'}" + (f"/opt{index}" if index else "") + (group or "")
+
+
 class LearningRateLogger(LearningRateMonitor):
-    """LearningRateMonitor that stands aside when the run has no logger (``--trainer.logger false``,
+    """LearningRateMonitor that logs under ``train/`` (``train/lr``, per param group ``train/lr/pg2``;
+    see ``train_name``) and stands aside when the run has no logger (``--trainer.logger false``,
     ``fast_dev_run``) instead of failing the run, since every experiment carries it."""
+
+    def _extract_stats(self, trainer: Trainer, interval: str) -> dict[str, float]:
+        stats = super()._extract_stats(trainer, interval)
+        for name in stats:  # Lightning also put them in callback_metrics under its own names
+            trainer.callback_metrics[train_name(name)] = trainer.callback_metrics.pop(name)
+        return {train_name(name): value for name, value in stats.items()}
 
     def on_train_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.loggers:
