@@ -3,9 +3,9 @@
 Add them to an image lesson's ``trainer.callbacks`` (``configs/mnist_convnet.yaml`` does) and open
 TensorBoard's Images tab:
 
-- ``InputGrid``: the first training batch as the loader yields it, before augmentation (``inputs``);
+- ``InputGrid``: the first training batch as the loader yields it, before augmentation (``train/inputs``);
 - ``PredictionGrid``: validation images titled "true / predicted", mistakes in red (``val/predictions``);
-- ``FilterGrid``: the first convolution's filters (``filters/<layer>``);
+- ``FilterGrid``: the first convolution's filters (``model/filters/<layer>``);
 - ``ConfusionMatrix``: counts of true against predicted classes (``val/confusion_matrix``).
 
 On several processes every rank takes part (the samples drawn are gathered, the confusion counts
@@ -73,7 +73,7 @@ def class_names(trainer: Trainer, count: int) -> list[str]:
 
 class InputGrid(Callback):
     """Draws the first training batch, as the loader yields it (before device-side augmentation and
-    normalisation), once when training starts: TensorBoard image ``inputs``.
+    normalisation), once when training starts: TensorBoard image ``train/inputs``.
 
     Args:
         num_images: Images of the batch to show, at most.
@@ -101,7 +101,7 @@ class InputGrid(Callback):
         images = interleave([{"images": part} for part in parts])["images"][: self.num_images]
         # Float images have no fixed range; uint8 ones are shown as they are.
         grid = make_grid(images, normalize=images.is_floating_point())
-        add_image(trainer, "inputs", grid)
+        add_image(trainer, "train/inputs", grid)
 
 
 class PredictionGrid(ValidationSamples):
@@ -162,8 +162,8 @@ class PredictionGrid(ValidationSamples):
 
 class FilterGrid(Callback):
     """Draws the filters of the module's first ``nn.Conv2d`` at the end of each validation epoch:
-    ``filters/<layer name>`` (e.g. ``filters/net.conv_1``). Each filter is scaled to its own min and max;
-    with other than 3 input channels, only the first is shown.
+    ``model/filters/<layer name>`` (e.g. ``model/filters/net.conv_1``). Each filter is scaled to its own
+    min and max; with other than 3 input channels, only the first is shown.
 
     Args:
         pixels_per_weight: How many times to enlarge each weight on screen.
@@ -177,7 +177,8 @@ class FilterGrid(Callback):
             return
         for name, module in pl_module.named_modules():
             if isinstance(module, nn.Conv2d):
-                add_image(trainer, f"filters/{name}", filter_image(module.weight, self.pixels_per_weight))
+                image = filter_image(module.weight, self.pixels_per_weight)
+                add_image(trainer, f"model/filters/{name}", image)
                 return
 
 

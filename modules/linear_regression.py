@@ -86,7 +86,7 @@ class LinearFitPlot(Callback):
             ax.legend()
             return figure
 
-        log_figure(trainer, draw, f"fit/{name}", png_name=f"fit_{name}")
+        log_figure(trainer, draw, f"train/fit_{name}", png_name=f"fit_{name}")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # on_train_start, not on_fit_start: the training loader exists only from here on.

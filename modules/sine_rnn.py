@@ -208,7 +208,7 @@ class SequencePlot(Callback):
             ax.legend()
             return figure
 
-        log_figure(trainer, draw, "predictions", png_name=png_name)
+        log_figure(trainer, draw, "val/predictions", png_name=png_name)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not self.every_n_epochs:
