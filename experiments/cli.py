@@ -101,10 +101,11 @@ def find_checkpoint(log_root: Path, which: str) -> Path | None:
             continue
         if which == "last":
             return last
-        # ModelCheckpoint records its best file in its state inside last.ckpt.
+        # ModelCheckpoint records its best file in its state inside last.ckpt. Only a monitoring one
+        # chooses a best: LastCheckpoint's state names last.ckpt itself as its "best".
         state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
         for value in state.get("callbacks", {}).values():
-            if isinstance(value, dict) and value.get("best_model_path"):
+            if isinstance(value, dict) and value.get("monitor") and value.get("best_model_path"):
                 best = Path(value["best_model_path"])
                 if best.is_file():
                     return best
@@ -320,6 +321,12 @@ class ExperimentCLI(LightningCLI):
         if ckpt_path in ("last", "best"):
             found = find_checkpoint(log_root, ckpt_path)
             if found is None and self.config.get("subcommand") != "fit":
+                last = find_checkpoint(log_root, "last") if ckpt_path == "best" else None
+                if last is not None:
+                    raise ExperimentError(
+                        f"--ckpt_path best: {last} has no best checkpoint yet (a best one is kept only "
+                        "after a validation has run); give --ckpt_path last, or fit with validation"
+                    )
                 raise ExperimentError(
                     f"--ckpt_path {ckpt_path}: no checkpoint under {log_root}/version_*/checkpoints; "
                     "run fit first or give a checkpoint file"
@@ -369,6 +376,15 @@ def lightning_output_to_stdout() -> None:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
                 handler.setStream(sys.stdout)
+    # Lightning 2.6 advertises its cloud logger on every run; nothing a lesson's user asked about.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvert())
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... litlogger" line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
 
 
 def silence_known_warnings(*messages: str) -> None:

@@ -82,9 +82,10 @@ def test_tensorboard_holds_the_scalars(cli, in_tmp):
     events = EventAccumulator(str(in_tmp / "lightning_logs" / "linear_regression" / "version_0")).Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "val/loss", "train/slope", "train/intercept"} <= tags
-    assert any(tag.startswith("lr-") for tag in tags)
+    # One learning-rate name whatever the optimizer class, with the training scalars.
+    assert "train/lr" in tags and not any(tag.startswith("lr-") for tag in tags)
     assert "hp_metric" not in tags
-    assert {"fit/before_training", "fit/after_training"} <= set(events.Tags()["images"])
+    assert {"train/fit_before_training", "train/fit_after_training"} <= set(events.Tags()["images"])
 
 
 def test_figures_are_saved_as_png(cli, in_tmp):
@@ -369,3 +370,22 @@ def test_last_checkpoint_time_floor_skips_quick_epochs_but_never_the_end(cli, in
     assert resumed.trainer.global_step == straight.trainer.global_step == 70
     for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_best_before_any_validation_says_so_and_points_to_last(cli, in_tmp):
+    cli("fit", "--config", config("linear_regression"), *SHORT, "--trainer.limit_val_batches=0")
+    last = in_tmp / "lightning_logs/linear_regression/version_0/checkpoints/last.ckpt"
+    assert last.is_file()
+    with pytest.raises(ExperimentError, match=r"has no best checkpoint yet .*give --ckpt_path last"):
+        cli("test", "--config", config("linear_regression"), "--ckpt_path=best")
+
+
+def test_lightning_advert_is_not_printed(capsys):
+    from lightning.pytorch import Trainer
+
+    from experiments.cli import lightning_output_to_stdout
+
+    lightning_output_to_stdout()
+    Trainer(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+    out = capsys.readouterr()
+    assert "litlogger" not in out.out + out.err
