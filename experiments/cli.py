@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -60,6 +61,7 @@ from experiments.faults import (
 )
 from experiments.messages import USER_ERRORS, check_config_files, checkpoint_model, one_line, read_checkpoint
 from experiments.preemption import Preemption, slurm_topology
+from experiments.progress import EpochLines, stdout_is_terminal
 
 LOG_ROOT = "lightning_logs"
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
@@ -304,7 +306,19 @@ class ExperimentCLI(LightningCLI):
         # Not configurable callbacks: there is nothing to set, and a run must never go without them.
         trainer.callbacks.append(EndTogether())
         trainer.callbacks.append(DropFailedRun(getattr(self, "_existing_runs", set())))
+        if not stdout_is_terminal() and not self._chosen_progress_bar():
+            # Lightning's default bar (tqdm's, or rich's when rich is installed) redraws itself with
+            # carriage returns: in a log file, one line per epoch instead (experiments/progress.py).
+            bars = (TQDMProgressBar, RichProgressBar)
+            callbacks = trainer.callbacks
+            callbacks[:] = [EpochLines() if type(c) in bars else c for c in callbacks]
         return trainer
+
+    def _chosen_progress_bar(self) -> bool:
+        """Whether the config or command line names a progress bar among the trainer's callbacks."""
+        callbacks = self._run_config().trainer.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        return any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
 
     def instantiate_classes(self) -> None:
         # A constructor that rejects its arguments (ValueError) is a configuration mistake, not a bug.

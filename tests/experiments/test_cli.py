@@ -389,3 +389,18 @@ def test_lightning_advert_is_not_printed(capsys):
     Trainer(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
     out = capsys.readouterr()
     assert "litlogger" not in out.out + out.err
+
+
+def test_output_to_a_file_is_one_line_per_epoch_without_carriage_returns(in_tmp):
+    # stdout captured (not a terminal): Lightning's bar would redraw itself with "\r" for every batch.
+    args = ["fit", "--config", config("linear_regression"), "--trainer.max_epochs=3"]
+    done = run_experiments([*args, "--trainer.enable_model_summary=false"], cwd=in_tmp)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\r" not in done.stdout
+    lines = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split("  ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("train/loss " in line and "val/loss " in line and line.endswith(" s)") for line in lines)
+    # A bar the user names is theirs, terminal or not.
+    chosen = '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.TQDMProgressBar"}'
+    done = run_experiments([*args, chosen, "--trainer.enable_model_summary=false"], cwd=in_tmp)
+    assert done.returncode == 0 and not any(line.startswith("epoch ") for line in done.stdout.splitlines())
