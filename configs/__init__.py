@@ -1,0 +1,1 @@
+"""The lesson configs (``*.yaml``) and trainer presets (``trainer/*.yaml``), shipped as package data."""

@@ -1,0 +1,1 @@
+"""The trainer presets (``*.yaml``) stacked after a lesson config: ``--config trainer/gpu``."""
