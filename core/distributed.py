@@ -34,8 +34,9 @@ Columns = dict[str, Tensor | list[Any]]
 
 
 def run_dir(trainer: Trainer) -> Path | None:
-    """The run folder (``lightning_logs/<name>/version_N``) on global rank 0; None on the other ranks and
-    when the run writes no logs (no logger, ``fast_dev_run``).
+    """The run folder (``lightning_logs/<name>/version_N``; with MLflow ``<store>/<experiment id>/<run
+    id>``) on global rank 0; None on the other ranks and when the run writes no logs (no logger,
+    ``fast_dev_run``).
 
     It reads the logger's folder as ``trainer.log_dir`` does but without its broadcast, so rank-zero-only
     code may call it; rank 0's value is the one the broadcast would give every rank.
@@ -43,8 +44,12 @@ def run_dir(trainer: Trainer) -> Path | None:
     if not trainer.is_global_zero or trainer.fast_dev_run or not trainer.loggers:
         return None
     logger = trainer.loggers[0]
-    folder = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
-    return Path(folder) if folder is not None else None
+    if isinstance(logger, (TensorBoardLogger, CSVLogger)):
+        return Path(logger.log_dir)
+    # Other loggers (MLflow): the folder ModelCheckpoint puts their run's checkpoints in.
+    if logger.save_dir is None or logger.name is None or logger.version is None:
+        return None
+    return Path(logger.save_dir) / str(logger.name) / str(logger.version)
 
 
 def _on_cpu(value: Any) -> Any:

@@ -4,6 +4,7 @@ learning rate in TensorBoard."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from time import monotonic
@@ -24,6 +25,15 @@ class Checkpoint(ModelCheckpoint):
         if trainer.fast_dev_run:
             return
         super().on_train_end(trainer, pl_module)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # The folder is recorded as the run saw it (often relative to its working folder) and compared
+        # as a string: the same folder given as an absolute path (an evaluation pointed at its run's
+        # checkpoints) would warn "the dirpath has changed" and drop the state.
+        recorded = state_dict.get("dirpath")
+        if recorded and self.dirpath and os.path.realpath(recorded) == os.path.realpath(self.dirpath):
+            state_dict = {**state_dict, "dirpath": self.dirpath}
+        super().load_state_dict(state_dict)
 
 
 #: Lightning's names: ``lr-<Optimizer>[-<n>][-momentum|-weight_decay][/<param group>]``.
@@ -84,10 +94,18 @@ class LastCheckpoint(Checkpoint):
         filename: The file's name, without ``.ckpt``.
         every_n_epochs: Epochs between writes.
         min_interval: Seconds since the last write below which an epoch's end writes nothing.
+        dirpath: The folder; by default the run's ``checkpoints/``.
     """
 
-    def __init__(self, filename: str = "last", every_n_epochs: int = 1, min_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        filename: str = "last",
+        every_n_epochs: int = 1,
+        min_interval: float = 10.0,
+        dirpath: str | None = None,
+    ) -> None:
         super().__init__(
+            dirpath=dirpath,
             filename=filename,
             monitor=None,
             save_top_k=1,

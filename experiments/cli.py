@@ -32,6 +32,7 @@ import importlib
 import inspect
 import logging
 import os
+import random
 import re
 import sys
 import warnings
@@ -39,18 +40,21 @@ from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import Namespace
+from jsonargparse._actions import _ActionPrintConfig
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from core.callbacks import PredictionWriter
+from core.distributed import run_dir
 from core.errors import ExperimentError
 from core.figures import FigureThread
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
 from experiments.compile import Compile, compile_failure
+from experiments.configs import resolve_main_args
 from experiments.faults import (
     DropFailedRun,
     EndTogether,
@@ -62,8 +66,8 @@ from experiments.faults import (
 from experiments.messages import USER_ERRORS, check_config_files, checkpoint_model, one_line, read_checkpoint
 from experiments.preemption import Preemption, slurm_topology
 from experiments.progress import EpochLines, stdout_is_terminal
+from experiments.runs import LOG_ROOT, EvaluationStep, RunLayout, checkpoint_step
 
-LOG_ROOT = "lightning_logs"
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
 
 #: Datamodule attributes that become the model's init argument of the same name when the datamodule has
@@ -88,30 +92,6 @@ def experiment_name(config: Namespace) -> str:
     model = config.get("model")
     class_path = model.get("class_path") if isinstance(model, Namespace) else None
     return snake_case(class_path.rsplit(".", 1)[-1]) if class_path else "experiment"
-
-
-def find_checkpoint(log_root: Path, which: str) -> Path | None:
-    """The ``last`` or ``best`` checkpoint of the newest ``version_N`` under ``log_root`` that has one."""
-    versions = sorted(
-        (p for p in log_root.glob("version_*") if p.name.split("_")[-1].isdigit()),
-        key=lambda p: int(p.name.split("_")[-1]),
-        reverse=True,
-    )
-    for version in versions:
-        last = version / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            continue
-        if which == "last":
-            return last
-        # ModelCheckpoint records its best file in its state inside last.ckpt. Only a monitoring one
-        # chooses a best: LastCheckpoint's state names last.ckpt itself as its "best".
-        state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-        for value in state.get("callbacks", {}).values():
-            if isinstance(value, dict) and value.get("monitor") and value.get("best_model_path"):
-                best = Path(value["best_model_path"])
-                if best.is_file():
-                    return best
-    return None
 
 
 class ExperimentArgumentParser(LightningArgumentParser):
@@ -147,12 +127,34 @@ class _DataAttributeError(BaseException):
         self.error = error
 
 
+class RunConfig(SaveConfigCallback):
+    """Saves the run's ``config.yaml`` in its run folder whatever the logger (Lightning's saves it in
+    ``trainer.log_dir``, which for MLflow is the store shared by every run). Rank 0 writes; nothing here
+    communicates."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        folder = run_dir(trainer)
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self.config_filename
+        if stage != "fit" and not isinstance(trainer.loggers[0], (TensorBoardLogger, CSVLogger)):
+            # An evaluation logged into an MLflow run: beside the training's config, not over it.
+            name = f"{Path(name).stem}_{getattr(stage, 'value', stage)}{Path(name).suffix}"
+        path = str(folder / name)
+        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+
+
 class ExperimentCLI(LightningCLI):
     """LightningCLI whose models and datamodules are any class of ``modules/`` and ``datamodules/``."""
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("seed_everything_default", 42)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", RunConfig)
         # Each module takes its optimiser as an argument (dependency injection), so no top-level one.
         kwargs.setdefault("auto_configure_optimizers", False)
         # No abbreviated flags: --trainer.max_epoch would run as max_epochs; a typo gets "did you mean".
@@ -281,20 +283,21 @@ class ExperimentCLI(LightningCLI):
             self.model.save_hyperparameters(dict(self.model.hparams))
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        super().parse_arguments(parser, args)
+        # --print_config prints after the names and folders are filled in, so that its output, given
+        # back with --config, runs the same experiment (jsonargparse would print before).
+        with _ActionPrintConfig.skip_print_config():
+            super().parse_arguments(parser, args)
         config = self._run_config()
-        name = experiment_name(config)
-        logger = config.trainer.get("logger")
-        save_dir = Path(LOG_ROOT)
-        if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("TensorBoardLogger"):
-            if logger.init_args.get("name") is None:
-                logger.init_args.name = name
-            name = logger.init_args.name
-            save_dir = Path(logger.init_args.get("save_dir") or LOG_ROOT)
-        self._resolve_ckpt_path(config, save_dir / name)
+        layout = RunLayout.configure(config.trainer, experiment_name(config))
+        if _ActionPrintConfig.is_print_config_requested(parser):
+            if config.get("seed_everything") is True:  # "a random seed": print the one it would be
+                config.seed_everything = random.SystemRandom().randrange(2**32)
+            _ActionPrintConfig.print_config_if_requested(parser, self.config)
         # The folders there are now: a run that fails before training removes only what it made.
-        made_before = [save_dir, save_dir / name, *(save_dir / name).glob("version_*")]
-        self._existing_runs = {folder for folder in made_before if folder.exists()}
+        if layout.kind == "folders" and layout.root is not None:
+            made_before = [layout.root.parent, layout.root, *layout.runs()]
+            self._existing_runs = {folder for folder in made_before if folder.exists()}
+        self._resolve_ckpt_path(config, layout)
 
     def before_instantiate_classes(self) -> None:
         trainer = self._run_config().trainer
@@ -306,6 +309,8 @@ class ExperimentCLI(LightningCLI):
         # Not configurable callbacks: there is nothing to set, and a run must never go without them.
         trainer.callbacks.append(EndTogether())
         trainer.callbacks.append(DropFailedRun(getattr(self, "_existing_runs", set())))
+        if getattr(self, "_evaluation_step", None) is not None:
+            trainer.callbacks.append(EvaluationStep(self._evaluation_step))
         if not stdout_is_terminal() and not self._chosen_progress_bar():
             # Lightning's default bar (tqdm's, or rich's when rich is installed) redraws itself with
             # carriage returns: in a log file, one line per epoch instead (experiments/progress.py).
@@ -330,20 +335,22 @@ class ExperimentCLI(LightningCLI):
         except _DataAttributeError as carrier:
             raise carrier.error from None
 
-    def _resolve_ckpt_path(self, config: Namespace, log_root: Path) -> None:
+    def _resolve_ckpt_path(self, config: Namespace, layout: RunLayout) -> None:
         ckpt_path = config.get("ckpt_path")
+        subcommand = self.config.get("subcommand")
         if ckpt_path in ("last", "best"):
-            found = find_checkpoint(log_root, ckpt_path)
-            if found is None and self.config.get("subcommand") != "fit":
-                last = find_checkpoint(log_root, "last") if ckpt_path == "best" else None
+            found = layout.find_checkpoint(ckpt_path)
+            if found is None and subcommand != "fit":
+                last = layout.find_checkpoint("last") if ckpt_path == "best" else None
                 if last is not None:
                     raise ExperimentError(
                         f"--ckpt_path best: {last} has no best checkpoint yet (a best one is kept only "
                         "after a validation has run); give --ckpt_path last, or fit with validation"
                     )
+                where = layout.root if layout.kind == "none" else f"the runs of {layout.experiment}"
                 raise ExperimentError(
-                    f"--ckpt_path {ckpt_path}: no checkpoint under {log_root}/version_*/checkpoints; "
-                    "run fit first or give a checkpoint file"
+                    f"--ckpt_path {ckpt_path}: no checkpoint in {where} ({layout.logger}, under "
+                    f"{layout.root}); run fit first or give a checkpoint file"
                 )
             # Resuming a run that never saved a checkpoint starts from scratch, as Lightning does.
             config.ckpt_path = ckpt_path = str(found) if found is not None else None
@@ -356,7 +363,22 @@ class ExperimentCLI(LightningCLI):
         # (rank 0's job; rank_zero_only.rank is read from the launcher's environment).
         if rank_zero_only.rank == 0:
             remove_stale_temporaries(path.parent)
-        self._check_checkpoint_model(read_checkpoint(path), path)
+        checkpoint = read_checkpoint(path)
+        self._check_checkpoint_model(checkpoint, path)
+        # One of the experiment's own checkpoints keeps its work in the run that made it: a resumed fit
+        # continues there, an evaluation writes into it at the checkpoint's step (experiments/runs.py).
+        # With the checkpoint callbacks pointed at its folder, their state reloads as saved instead of
+        # "the dirpath has changed".
+        run = layout.run_of(path) if layout.kind != "none" else None
+        if run is not None:
+            # A config of another name evaluating this experiment's checkpoint (feature_extraction.yaml
+            # of mnist_convnet's) gets a folder of its own beside the experiment's own evaluations.
+            config_name = experiment_name(config)
+            label = subcommand if config_name == layout.experiment else f"{subcommand}_{config_name}"
+            layout.log_into(config.trainer, run, label)
+            config.checkpoint.dirpath = config.last_checkpoint.dirpath = str(path.parent)
+        if subcommand in ("validate", "test", "predict"):
+            self._evaluation_step = checkpoint_step(checkpoint)
 
     def _check_checkpoint_model(self, checkpoint: dict[str, Any], path: Path) -> None:
         """Lightning builds the model a checkpoint names, whatever the config says: another lesson's
@@ -415,12 +437,27 @@ def silence_known_warnings(*messages: str) -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def refuse_shell_completion(args: list[str]) -> None:
+    """One line instead of jsonargparse's completion flags. Its generated bash script for this command is
+    114 MB and takes 18 s to write and 3 s to load in every shell (it expands the arguments of every
+    class a flag can take, torch's included), so the command does not offer one."""
+    flags = [a for a in args if a.split("=")[0] in ("--print_shtab", "--print_completion")]
+    if flags:
+        raise ExperimentError(
+            f"{flags[0].split('=')[0]}: this command has no shell completion (jsonargparse's script for "
+            "it is over 100 MB); see `python -m experiments fit --help` and `--model.help <class>`"
+        )
+
+
 def main(args: ArgsType = None) -> None:
     """Entry point of ``python -m experiments`` and the ``experiments`` script."""
     silence_known_warnings()
     lightning_output_to_stdout()
     try:
-        check_config_files(sys.argv[1:] if args is None else [str(a) for a in args])
+        args = resolve_main_args(args)
+        given = sys.argv[1:] if args is None else [str(a) for a in args]
+        refuse_shell_completion(given)
+        check_config_files(given)
         ExperimentCLI(args=args)
     except Exception as error:
         disk_full = isinstance(error, OSError) and error.errno == errno.ENOSPC

@@ -53,7 +53,7 @@ def test_fit_writes_logs_checkpoints_config_then_evaluation_loads_them(cli, in_t
         "val/loss"
         in cli("validate", "--config", config(lesson), "--ckpt_path", "last").trainer.callback_metrics
     )
-    predictions = torch.load(in_tmp / "lightning_logs" / lesson / "version_3" / "predictions.pt")
+    predictions = torch.load(run / "predict" / "predictions.pt")
     assert predictions.ndim == 2 and predictions.shape[1] == 1 and torch.isfinite(predictions).all()
 
 

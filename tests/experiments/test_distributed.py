@@ -290,7 +290,7 @@ def test_ddp_on_one_gpu_fits_and_predicts_with_the_lessons_callbacks(tmp_path: P
         assert done.returncode == 0, done.stderr[-3000:]
     runs = tmp_path / "lightning_logs" / "mnist_convnet"
     assert (runs / "version_0" / "figures" / "confusion_matrix.png").is_file()
-    assert torch.load(runs / "version_1" / "predictions.pt").shape == (32, 10)
+    assert torch.load(runs / "version_0" / "predict" / "predictions.pt").shape == (32, 10)
 
 
 class RecordDraws(Callback):
@@ -351,7 +351,9 @@ def test_ddp_resumes_exactly_with_augmentation_dropout_and_figures(tmp_path: Pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     runs = tmp_path / "lightning_logs"
     reference = torch.load(runs / "whole" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
-    ours = torch.load(runs / "cut" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    ours = torch.load(
+        runs / "cut" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False
+    )  # resumed in place
     assert ours["global_step"] == reference["global_step"] == 3 * 3  # 48 training images, global batch 16
     for key, tensor in reference["state_dict"].items():
         torch.testing.assert_close(ours["state_dict"][key], tensor, rtol=0, atol=0, msg=key)

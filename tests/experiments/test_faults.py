@@ -125,6 +125,8 @@ def callback_arg(cls: type, **init_args: object) -> str:
 
 
 def last_checkpoint(root: Path, version: int) -> Path:
+    """``last.ckpt`` of run ``version_<version>``; a run resumed with ``--ckpt_path`` continues in its own
+    folder, so a resumed run's is that of the run it resumed."""
     return root / "lightning_logs" / "mnist_convnet" / f"version_{version}" / "checkpoints" / "last.ckpt"
 
 
@@ -169,7 +171,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(
     interrupted = torch.load(last_checkpoint(in_tmp, 0), map_location="cpu", weights_only=False)
     assert interrupted["global_step"] == BATCHES + 3  # the first epoch and batches 0-2 of the second
     main([*run_args(data), "--ckpt_path", "last"])
-    assert_same_run(last_checkpoint(in_tmp, 1), ref_ckpt)
+    assert_same_run(last_checkpoint(in_tmp, 0), ref_ckpt)  # resumed in its own run folder
 
 
 def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(
@@ -181,7 +183,7 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert torch.load(last_checkpoint(in_tmp, 0), weights_only=False)["global_step"] == 2 * BATCHES
     main([*run_args(data), "--ckpt_path", "last"])
-    assert_same_run(last_checkpoint(in_tmp, 1), ref_ckpt)
+    assert_same_run(last_checkpoint(in_tmp, 0), ref_ckpt)  # resumed in its own run folder
 
 
 def test_sigkill_while_a_checkpoint_is_written_leaves_the_last_good_one_and_resume_cleans_up(
@@ -200,7 +202,7 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_last_good_one_and_resu
     # The next start resumes from the last good checkpoint and removes the torn file.
     main([*run_args(data), "--ckpt_path", "last"])
     assert not torn[0].exists()
-    assert_same_run(last_checkpoint(in_tmp, 1), ref_ckpt)
+    assert_same_run(last_checkpoint(in_tmp, 0), ref_ckpt)  # resumed in its own run folder
 
 
 def can_mount_tmpfs() -> bool:
@@ -275,7 +277,7 @@ def test_a_really_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(
     (small_disk / "filler").unlink()
     resumed = run_experiments([*run_args(data), "--ckpt_path", "last"], cwd=small_disk, **THREADS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert_same_run(last_checkpoint(small_disk, 1), ref_ckpt)
+    assert_same_run(last_checkpoint(small_disk, 0), ref_ckpt)  # resumed in its own run folder
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])

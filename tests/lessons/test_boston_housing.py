@@ -41,7 +41,7 @@ def test_boston_fit_then_test_and_predict_from_the_checkpoint(cli, in_tmp):
     rmse = test.trainer.callback_metrics["test/rmse"].item()
     assert 0 < rmse < 30  # MEDV spans 5 to 50 ($1000s)
     cli("predict", "--config", config("boston_housing"), "--ckpt_path=last")
-    predictions = torch.load(run / "version_2" / "predictions.pt")
+    predictions = torch.load(run / "version_0" / "predict" / "predictions.pt")
     # predict serves the test split's houses, in order: their RMSE is the test's.
     data = BostonHousingDataModule()
     data.setup("test")

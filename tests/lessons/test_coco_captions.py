@@ -44,7 +44,7 @@ def test_fit_then_predict_writes_one_caption_string_per_image(cli, coco_dir, in_
     assert fit.trainer.callback_metrics["val/bleu4"] >= 0
     cli("predict", *args, "--ckpt_path=last")
     # One caption per image, in the order of the files (what each batch returned, joined).
-    captions = torch.load(in_tmp / "lightning_logs/coco_captions/version_1/predictions.pt")
+    captions = torch.load(in_tmp / "lightning_logs/coco_captions/version_0/predict/predictions.pt")
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
 
 

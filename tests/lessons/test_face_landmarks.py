@@ -58,7 +58,7 @@ def test_fit_then_predict_returns_points_in_the_files_pixels(cli, faces_dir, in_
         assert test[f"test/{name}"].item() == pytest.approx(metrics[f"val/{name}"].item(), rel=1e-5)
 
     cli("predict", *args, "--ckpt_path=last")
-    predict_run = in_tmp / "lightning_logs" / "face_landmarks" / "version_2"
+    predict_run = in_tmp / "lightning_logs" / "face_landmarks" / "version_0" / "predict"
     predictions = torch.load(predict_run / "predictions.pt")
     assert predictions.shape == (4, 68, 2)
     # The same numbers by hand: the checkpoint's network on the held-out crops, mapped to the files.

@@ -46,7 +46,7 @@ def test_predict_writes_the_named_features_of_the_checkpoint(cli, in_tmp, mnist_
     checkpoint = runs / "version_0" / "checkpoints" / "last.ckpt"
     assert Path(predict.trainer.ckpt_path).resolve() == checkpoint.resolve()
 
-    saved = torch.load(runs / "version_1" / "features.pt")
+    saved = torch.load(runs / "version_0" / "predict_feature_extraction" / "features.pt")
     assert set(saved) == {"features", "labels", "layers"}
     assert saved["layers"] == ["conv_1", "conv_2"] == list(saved["features"])
     conv_1, conv_2 = saved["features"]["conv_1"], saved["features"]["conv_2"]

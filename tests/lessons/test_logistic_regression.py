@@ -30,7 +30,7 @@ def test_it_learns_then_tests_and_predicts_from_its_checkpoint(cli, mnist_dir, i
     test = cli("test", *args, "--ckpt_path=last").trainer.callback_metrics
     assert test["test/acc"] >= 0.9
     cli("predict", *args, "--ckpt_path=last")
-    probabilities = torch.load(runs / "version_2" / "predictions.pt")
+    probabilities = torch.load(runs / "version_0" / "predict" / "predictions.pt")
     assert probabilities.shape == (32, 10)
     torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(32))
 

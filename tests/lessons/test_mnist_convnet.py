@@ -33,7 +33,7 @@ def test_mnist_fit_then_test_and_predict_from_the_checkpoint(cli, mnist_dir, in_
     test = cli("test", *args, "--ckpt_path=best")
     assert str(test.trainer.ckpt_path).endswith(best.split("/")[-1])
     cli("predict", *args, "--ckpt_path=last")
-    probs = torch.load(in_tmp / "lightning_logs/mnist_convnet/version_2/predictions.pt")
+    probs = torch.load(in_tmp / "lightning_logs/mnist_convnet/version_0/predict/predictions.pt")
     assert probs.shape == (32, 10)
 
 

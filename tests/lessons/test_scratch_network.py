@@ -20,5 +20,7 @@ def test_scratch_network_predicts_the_seeds_student(cli, in_tmp):
     short = ["--trainer.max_epochs=5", "--trainer.check_val_every_n_epoch=5"]
     cli("fit", "--config", config("scratch_network"), *short)
     cli("predict", "--config", config("scratch_network"), "--ckpt_path=last")
-    predictions = torch.load(in_tmp / "lightning_logs" / "scratch_network" / "version_1" / "predictions.pt")
+    predictions = torch.load(
+        in_tmp / "lightning_logs" / "scratch_network" / "version_0" / "predict" / "predictions.pt"
+    )
     assert predictions.shape == (1, 1) and 0 < predictions.item() < 1

@@ -44,7 +44,7 @@ def test_simple_cnn_on_a_jpeg_folder_without_code_change(cli, image_folder_dir, 
     test = cli("test", *args, "--ckpt_path=last")
     assert 0 <= test.trainer.callback_metrics["test/acc"] <= 1
     cli("predict", *args, "--ckpt_path=last")
-    probs = torch.load(in_tmp / "lightning_logs" / "simple_cnn" / "version_2" / "predictions.pt")
+    probs = torch.load(in_tmp / "lightning_logs" / "simple_cnn" / "version_0" / "predict" / "predictions.pt")
     assert probs.shape == (12, 3) and torch.allclose(probs.sum(dim=1), torch.ones(12))
 
 

@@ -61,7 +61,7 @@ def test_checkpoint_keeps_its_vocabulary(cli, sst_dir, in_tmp):
     runs = in_tmp / "lightning_logs" / "tree_lstm"
     assert (runs / "version_0" / "checkpoints" / "last.ckpt").is_file()
     cli("predict", *args, "--ckpt_path=last")
-    before = torch.load(runs / "version_1" / "predictions.pt")
+    before = torch.load(runs / "version_0" / "predict" / "predictions.pt")
     assert before.shape == (12, 5)
     torch.testing.assert_close(before.sum(dim=1), torch.ones(12))
     # The same words in another order give other ids when the vocabulary is rebuilt from train.txt;
@@ -71,7 +71,7 @@ def test_checkpoint_keeps_its_vocabulary(cli, sst_dir, in_tmp):
     saved = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["TreebankDataModule"]["vocab"] != TreebankDataModule(data_dir=str(sst_dir)).vocab
     cli("predict", *args, "--ckpt_path=last")
-    torch.testing.assert_close(torch.load(runs / "version_2" / "predictions.pt"), before)
+    torch.testing.assert_close(torch.load(runs / "version_0" / "predict" / "predictions.pt"), before)
     test = cli("test", *args, "--ckpt_path=best")
     assert 0 <= test.trainer.callback_metrics["test/acc"] <= 1
 

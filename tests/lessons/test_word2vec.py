@@ -59,7 +59,7 @@ def test_fit_then_test_and_predict_from_the_checkpoint(cli, corpus, in_tmp):
     test = cli("test", *args, "--ckpt_path=best")
     assert 0 < test.trainer.callback_metrics["test/loss"] < 5
     cli("predict", *args, "--ckpt_path=last", probes)
-    predicted = in_tmp / "lightning_logs" / "word2vec" / "version_2"
+    predicted = in_tmp / "lightning_logs" / "word2vec" / "version_0" / "predict"  # into the run it evaluates
     assert torch.equal(torch.load(predicted / "predictions.pt"), fit.model.embeddings())
     assert (predicted / "vectors.txt").read_text() == (run / "vectors.txt").read_text()
 
