@@ -43,7 +43,7 @@ from typing import Any
 from jsonargparse import Namespace
 from jsonargparse._actions import _ActionPrintConfig
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelSummary, RichModelSummary, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -65,7 +65,7 @@ from experiments.faults import (
 )
 from experiments.messages import USER_ERRORS, check_config_files, checkpoint_model, one_line, read_checkpoint
 from experiments.preemption import Preemption, slurm_topology
-from experiments.progress import EpochLines, stdout_is_terminal
+from experiments.progress import EpochLines, LayerSummary, RichLayerSummary, stdout_is_terminal
 from experiments.runs import LOG_ROOT, EvaluationStep, RunLayout, checkpoint_step
 
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
@@ -311,6 +311,13 @@ class ExperimentCLI(LightningCLI):
         trainer.callbacks.append(DropFailedRun(getattr(self, "_existing_runs", set())))
         if getattr(self, "_evaluation_step", None) is not None:
             trainer.callbacks.append(EvaluationStep(self._evaluation_step))
+        if not self._chosen_callback("ModelSummary"):
+            # Lightning's default summary also lists the lessons' metric objects as layers.
+            swap = {ModelSummary: LayerSummary, RichModelSummary: RichLayerSummary}
+            callbacks = trainer.callbacks
+            callbacks[:] = [
+                swap[type(c)](max_depth=c._max_depth) if type(c) in swap else c for c in callbacks
+            ]
         if not stdout_is_terminal() and not self._chosen_progress_bar():
             # Lightning's default bar (tqdm's, or rich's when rich is installed) redraws itself with
             # carriage returns: in a log file, one line per epoch instead (experiments/progress.py).
@@ -321,9 +328,13 @@ class ExperimentCLI(LightningCLI):
 
     def _chosen_progress_bar(self) -> bool:
         """Whether the config or command line names a progress bar among the trainer's callbacks."""
+        return self._chosen_callback("ProgressBar")
+
+    def _chosen_callback(self, kind: str) -> bool:
+        """Whether the config or command line names a callback whose class name contains ``kind``."""
         callbacks = self._run_config().trainer.get("callbacks") or []
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
-        return any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
+        return any(kind in str(getattr(c, "class_path", c)) for c in callbacks)
 
     def instantiate_classes(self) -> None:
         # A constructor that rejects its arguments (ValueError) is a configuration mistake, not a bug.
@@ -433,6 +444,8 @@ def silence_known_warnings(*messages: str) -> None:
     # Lessons log epoch values computed by torchmetrics, which has already reduced them over all ranks;
     # Lightning cannot tell and asks for sync_dist, which would only average identical numbers again.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/")
+    # Every lesson logs per epoch (core/metrics.py), so a run shorter than log_every_n_steps loses nothing.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than")
     for message in messages:
         warnings.filterwarnings("ignore", message=message)
 

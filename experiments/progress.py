@@ -1,4 +1,6 @@
-"""Progress for output that is not a terminal: one line per epoch with the key metrics.
+"""What a run prints: progress for output that is not a terminal, and a model summary of layers only.
+
+Progress: one line per epoch with the key metrics.
 
 Lightning's progress bars redraw themselves with carriage returns; sent to a file or a pipe (a batch
 job's log, CI, ``| tee``) that is hundreds of kilobytes of half-lines for a short run. When stdout is not
@@ -7,6 +9,9 @@ a terminal the command uses ``EpochLines`` instead of the bar:
     epoch 3/12  train/acc 0.9871  train/loss 0.0412  val/acc 0.989  val/loss 0.0355  (14.2 s)
 
 Validation, test and predict print nothing per batch; their results table is Lightning's, as usual.
+
+Model summary: Lightning lists every child module of the LightningModule, and the lessons' torchmetrics
+objects (``train_loss``, ``val_acc``, ...) are modules too; ``LayerSummary`` lists the network only.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import time
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar, RichModelSummary
+from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
+from torch import nn
+from torchmetrics import Metric
 
 
 def stdout_is_terminal() -> bool:
@@ -79,3 +87,31 @@ class EpochLines(ProgressBar):
             except (TypeError, ValueError):
                 continue
         return plain
+
+
+class _LayersOnly(Summary):
+    """Lightning's summary table without torchmetrics objects (nor their children)."""
+
+    @property
+    def named_modules(self) -> list[tuple[str, nn.Module]]:
+        modules = super().named_modules
+        metrics = tuple(f"{name}." for name, module in modules if isinstance(module, Metric))
+        return [
+            (name, module)
+            for name, module in modules
+            if not isinstance(module, Metric) and not name.startswith(metrics or ("\0",))
+        ]
+
+
+class LayerSummary(ModelSummary):
+    """Lightning's model summary, listing the network's layers but not the lesson's metric objects."""
+
+    def _summary(self, trainer: Trainer, pl_module: LightningModule) -> Summary:
+        return _LayersOnly(pl_module, max_depth=self._max_depth)
+
+
+class RichLayerSummary(RichModelSummary):
+    """``LayerSummary`` drawn by rich, next to rich's progress bar."""
+
+    def _summary(self, trainer: Trainer, pl_module: LightningModule) -> Summary:
+        return _LayersOnly(pl_module, max_depth=self._max_depth)

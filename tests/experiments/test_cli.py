@@ -404,3 +404,23 @@ def test_output_to_a_file_is_one_line_per_epoch_without_carriage_returns(in_tmp)
     chosen = '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.TQDMProgressBar"}'
     done = run_experiments([*args, chosen, "--trainer.enable_model_summary=false"], cwd=in_tmp)
     assert done.returncode == 0 and not any(line.startswith("epoch ") for line in done.stdout.splitlines())
+
+
+def test_model_summary_lists_layers_not_metric_objects(in_tmp):
+    done = run_experiments(
+        # 7 batches an epoch, fewer than log_every_n_steps: Lightning warns, though nothing is lost.
+        [
+            "fit",
+            "--config",
+            config("linear_regression"),
+            "--trainer.max_epochs=1",
+            "--trainer.log_every_n_steps=50",
+        ],
+        cwd=in_tmp,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = done.stdout[: done.stdout.index("Trainable params")]
+    assert "net" in table and "Linear" in table
+    assert not any(name in table for name in ("train_loss", "val_loss", "EpochMean"))
+    # A short run of a lesson that logs per epoch: no advice about log_every_n_steps.
+    assert "log_every_n_steps" not in done.stdout + done.stderr
