@@ -67,6 +67,7 @@ from experiments.messages import USER_ERRORS, check_config_files, checkpoint_mod
 from experiments.preemption import Preemption, slurm_topology
 from experiments.progress import EpochLines, LayerSummary, RichLayerSummary, stdout_is_terminal
 from experiments.runs import LOG_ROOT, EvaluationStep, RunLayout, checkpoint_step
+from experiments.tensorboard import ScalarsLayout
 
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
 
@@ -162,7 +163,8 @@ class ExperimentCLI(LightningCLI):
         kwargs.setdefault("parser_class", ExperimentArgumentParser)
         trainer_defaults = {
             "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                # TensorBoardLogger with its epoch counter under train/ (experiments/tensorboard.py).
+                "class_path": "experiments.tensorboard.TensorBoard",
                 # name None means "the experiment's name", filled in after parsing.
                 # default_hp_metric off: it only writes a placeholder "hp_metric" of -1 to every run.
                 "init_args": {"save_dir": LOG_ROOT, "name": None, "default_hp_metric": False},
@@ -309,6 +311,7 @@ class ExperimentCLI(LightningCLI):
         # Not configurable callbacks: there is nothing to set, and a run must never go without them.
         trainer.callbacks.append(EndTogether())
         trainer.callbacks.append(DropFailedRun(getattr(self, "_existing_runs", set())))
+        trainer.callbacks.append(ScalarsLayout())
         if getattr(self, "_evaluation_step", None) is not None:
             trainer.callbacks.append(EvaluationStep(self._evaluation_step))
         if not self._chosen_callback("ModelSummary"):

@@ -39,7 +39,7 @@ from core.errors import ExperimentError
 
 LOG_ROOT = "lightning_logs"
 #: Loggers whose runs are ``<save_dir>/<name>/<version>``.
-FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+FOLDER_LOGGERS = ("TensorBoard", "TensorBoardLogger", "CSVLogger")
 #: Lightning's default MLflow experiment name and save_dir: replaced by the experiment's.
 MLFLOW_DEFAULTS = ("lightning_logs", "./mlruns")
 
@@ -159,6 +159,8 @@ class RunLayout:
         elif self.kind == "folders":
             args.name = f"{args.name}/{run.name}"
             args.version = label
+            if "log_epoch" in args:  # experiments.tensorboard.TensorBoard: no "epoch 0" at the run's end
+                args.log_epoch = False
         elif self.kind == "mlflow":
             args.run_id = run.name
 

@@ -5,7 +5,7 @@ TensorBoard's Images tab:
 
 - ``InputGrid``: the first training batch as the loader yields it, before augmentation (``train/inputs``);
 - ``PredictionGrid``: validation images titled "true / predicted", mistakes in red (``val/predictions``);
-- ``FilterGrid``: the first convolution's filters (``model/filters/<layer>``);
+- ``FilterGrid``: the first convolution's filters (``weights/filters/<layer>``);
 - ``ConfusionMatrix``: counts of true against predicted classes (``val/confusion_matrix``).
 
 On several processes every rank takes part (the samples drawn are gathered, the confusion counts
@@ -162,7 +162,7 @@ class PredictionGrid(ValidationSamples):
 
 class FilterGrid(Callback):
     """Draws the filters of the module's first ``nn.Conv2d`` at the end of each validation epoch:
-    ``model/filters/<layer name>`` (e.g. ``model/filters/net.conv_1``). Each filter is scaled to its own
+    ``weights/filters/<layer name>`` (e.g. ``weights/filters/net.conv_1``). Each filter is scaled to its own
     min and max; with other than 3 input channels, only the first is shown.
 
     Args:
@@ -178,7 +178,7 @@ class FilterGrid(Callback):
         for name, module in pl_module.named_modules():
             if isinstance(module, nn.Conv2d):
                 image = filter_image(module.weight, self.pixels_per_weight)
-                add_image(trainer, f"model/filters/{name}", image)
+                add_image(trainer, f"weights/filters/{name}", image)
                 return
 
 

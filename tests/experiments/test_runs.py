@@ -41,6 +41,8 @@ def test_evaluation_writes_into_the_run_of_its_checkpoint_at_its_step(cli, in_tm
     assert {"test", "validate", "predict"} <= {p.name for p in run.iterdir()}
     # The test loss sits at the step of the run's last validation, next to its curves.
     [(step, value)] = scalars(run / "test", "test/loss")
+    # Nothing else: Lightning's epoch counter (0 in an evaluation) is left out of the run's curves.
+    assert EventAccumulator(str(run / "test")).Reload().Tags()["scalars"] == ["test/loss"]
     assert step == last_val_step
     assert value == pytest.approx(float(tested.trainer.callback_metrics["test/loss"]))
     assert scalars(run / "validate", "val/loss")[0][0] == last_val_step

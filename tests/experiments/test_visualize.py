@@ -28,7 +28,7 @@ def test_mnist_fit_puts_the_four_images_in_tensorboard(cli, in_tmp, mnist_dir):
     run = in_tmp / "lightning_logs" / "mnist_convnet" / "version_0"
     events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
     tags = set(events.Tags()["images"])
-    assert {"train/inputs", "val/predictions", "model/filters/net.conv_1", "val/confusion_matrix"} <= tags
+    assert {"train/inputs", "val/predictions", "weights/filters/net.conv_1", "val/confusion_matrix"} <= tags
     # One epoch, one image each: the sanity check draws nothing.
     assert all(len(events.Images(tag)) == 1 for tag in tags)
 
@@ -36,7 +36,7 @@ def test_mnist_fit_puts_the_four_images_in_tensorboard(cli, in_tmp, mnist_dir):
     inputs = events.Images("train/inputs")[0]
     assert (inputs.width, inputs.height) == (8 * 30 + 2, 2 * 30 + 2)
     # 32 filters of 3x3 enlarged 8 times, 6 per row (ceil of sqrt 32), 1 pixel between.
-    filters = events.Images("model/filters/net.conv_1")[0]
+    filters = events.Images("weights/filters/net.conv_1")[0]
     assert (filters.width, filters.height) == (6 * 25 + 1, 6 * 25 + 1)
     # matplotlib figures: 16 images in 8 columns x 2 rows at 100 dpi; a 10-class heat map.
     predictions = events.Images("val/predictions")[0]
