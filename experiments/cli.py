@@ -42,6 +42,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 from jsonargparse._actions import _ActionPrintConfig
+from jsonargparse._deprecated import JsonargparseDeprecationWarning
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary, RichModelSummary, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -106,6 +107,19 @@ class ExperimentArgumentParser(LightningArgumentParser):
     on reuse anyway, so keeping targets loses nothing.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # jsonargparse builds the parser of `fit --model.help <class>` without the subcommand in its
+        # usage line ("usage: python -m experiments [--model...]"); the command line names it.
+        if str(kwargs.get("description", "")).startswith("Help for "):
+            subcommand = next((a for a in sys.argv[1:] if a in ("fit", "validate", "test", "predict")), None)
+            if subcommand and not self.prog.endswith(subcommand):
+                self.prog = f"{self.prog} {subcommand}"
+
+    def format_help(self) -> str:
+        # Docstrings (Lightning's and ours) mark code with reStructuredText's double back-quotes.
+        return super().format_help().replace("``", "`")
+
     def dump(self, namespace: Namespace, *args: Any, skip_link_targets: bool = False, **kwargs: Any) -> str:
         return super().dump(namespace, *args, skip_link_targets=skip_link_targets, **kwargs)
 
@@ -153,6 +167,7 @@ class ExperimentCLI(LightningCLI):
     """LightningCLI whose models and datamodules are any class of ``modules/`` and ``datamodules/``."""
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:
+        silence_known_warnings()  # also when the CLI is used in-process (tests, notebooks), not via main
         kwargs.setdefault("seed_everything_default", 42)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", RunConfig)
@@ -391,6 +406,9 @@ class ExperimentCLI(LightningCLI):
             label = subcommand if config_name == layout.experiment else f"{subcommand}_{config_name}"
             layout.log_into(config.trainer, run, label)
             config.checkpoint.dirpath = config.last_checkpoint.dirpath = str(path.parent)
+            # Resuming in the run means its checkpoints folder is not empty, which Lightning warns of.
+            folder = re.escape(os.path.realpath(path.parent))
+            warnings.filterwarnings("ignore", message=rf"Checkpoint directory {folder} exists and is not")
         if subcommand in ("validate", "test", "predict"):
             self._evaluation_step = checkpoint_step(checkpoint)
 
@@ -447,6 +465,8 @@ def silence_known_warnings(*messages: str) -> None:
     # Lessons log epoch values computed by torchmetrics, which has already reduced them over all ranks;
     # Lightning cannot tell and asks for sync_dist, which would only average identical numbers again.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/")
+    # Lightning 2.6 calls jsonargparse APIs that jsonargparse 4.49 deprecated; nothing a user can change.
+    warnings.filterwarnings("ignore", category=JsonargparseDeprecationWarning, module=r"lightning\.")
     # Every lesson logs per epoch (core/metrics.py), so a run shorter than log_every_n_steps loses nothing.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than")
     for message in messages:

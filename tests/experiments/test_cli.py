@@ -424,3 +424,12 @@ def test_model_summary_lists_layers_not_metric_objects(in_tmp):
     assert not any(name in table for name in ("train_loss", "val_loss", "EpochMean"))
     # A short run of a lesson that logs per epoch: no advice about log_every_n_steps.
     assert "log_every_n_steps" not in done.stdout + done.stderr
+
+
+def test_help_names_the_subcommand_and_shows_no_rst_quotes(in_tmp):
+    done = run_experiments(["fit", "--model.help", "SineRNN"], cwd=in_tmp)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage: python -m experiments fit [--model.hidden_size")
+    done = run_experiments(["fit", "--help"], cwd=in_tmp)
+    assert done.returncode == 0 and "--trainer.max_epochs" in done.stdout
+    assert "``" not in done.stdout  # Lightning's docstrings write ``"auto"``
