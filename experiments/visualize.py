@@ -134,7 +134,7 @@ class PredictionGrid(ValidationSamples):
         epoch = trainer.current_epoch
 
         def draw() -> Any:
-            figure, axes = self.subplots(len(images), cell=(1.6, 1.9), title_height=0.5)
+            figure, axes = self.subplots(len(images), cell=(1.6, 2.0), title_height=0.5)
             for i, ax in enumerate(axes.flat):
                 if i >= len(images):
                     ax.axis("off")
@@ -149,7 +149,10 @@ class PredictionGrid(ValidationSamples):
                 ax.set_yticks([])
                 color = "red" if i in wrong else "black"
                 title = f"{names[int(labels[i])]} / {names[int(predictions[i])]}"
-                ax.set_title(title, fontsize=8, color=color)
+                # Large enough to read when TensorBoard shrinks the grid to its card width; smaller for
+                # long class names ("automobile / airplane") so that neighbours' titles do not overlap.
+                size = 14 if len(title) <= 10 else 11 if len(title) <= 16 else 9
+                ax.set_title(title, fontsize=size, fontweight="bold", color=color)
                 for spine in ax.spines.values():
                     spine.set_visible(i in wrong)
                     spine.set_color("red")
