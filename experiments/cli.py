@@ -411,6 +411,16 @@ class ExperimentCLI(LightningCLI):
             warnings.filterwarnings("ignore", message=rf"Checkpoint directory {folder} exists and is not")
         if subcommand in ("validate", "test", "predict"):
             self._evaluation_step = checkpoint_step(checkpoint)
+            # An evaluation writes no checkpoint: pointed at the folder the checkpoint was written in
+            # (recorded in it; the file may have been copied since), the checkpoint callbacks reload their
+            # state instead of warning that "the dirpath has changed".
+            states = checkpoint.get("callbacks", {}).values()
+            recorded = [
+                state["dirpath"] for state in states if isinstance(state, dict) and state.get("dirpath")
+            ]
+            config.checkpoint.dirpath = config.last_checkpoint.dirpath = (
+                recorded[0] if recorded else str(path.parent)
+            )
 
     def _check_checkpoint_model(self, checkpoint: dict[str, Any], path: Path) -> None:
         """Lightning builds the model a checkpoint names, whatever the config says: another lesson's
