@@ -68,7 +68,7 @@ from experiments.messages import USER_ERRORS, check_config_files, checkpoint_mod
 from experiments.preemption import Preemption, slurm_topology
 from experiments.progress import EpochLines, LayerSummary, RichLayerSummary, stdout_is_terminal
 from experiments.runs import LOG_ROOT, EvaluationStep, RunLayout, checkpoint_step
-from experiments.tensorboard import ScalarsLayout
+from experiments.tensorboard import HParams, ScalarsLayout
 
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
 
@@ -327,6 +327,7 @@ class ExperimentCLI(LightningCLI):
         trainer.callbacks.append(EndTogether())
         trainer.callbacks.append(DropFailedRun(getattr(self, "_existing_runs", set())))
         trainer.callbacks.append(ScalarsLayout())
+        trainer.callbacks.append(HParams(self._run_config()))
         if getattr(self, "_evaluation_step", None) is not None:
             trainer.callbacks.append(EvaluationStep(self._evaluation_step))
         if not self._chosen_callback("ModelSummary"):

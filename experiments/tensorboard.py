@@ -9,6 +9,10 @@ on one chart.
   Scalars" tab) with one chart per metric holding its ``train/``, ``val/`` and ``test/`` curves, and one
   for the learning rate, written by global rank 0 once the first epoch's metrics are known and again at
   the end if new metrics appeared.
+- ``HParams``, a callback every run carries: when training ends, an hparams summary (TensorBoard's
+  HPARAMS tab) of the run's flattened model, data and optimizer arguments and the seed, with the
+  checkpoint's monitored metric (its final value, the curve already logged) and its best value
+  (``<monitor>_best``), so runs of one experiment can be compared side by side.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -90,3 +95,66 @@ class ScalarsLayout(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer)
+
+
+def flat_arguments(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model.optimizer": "torch.optim.SGD", "model.optimizer.lr": 0.1, "data.batch_size": 32}`` from
+    a parsed config's nested ``class_path``/``init_args`` sections: each class by its path, each argument
+    by its dotted name without ``init_args``; values TensorBoard cannot show as numbers become text."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = prefix if key == "init_args" else f"{prefix}.{key}" if prefix else str(key)
+        if key == "class_path":
+            flat[prefix] = str(value)
+        elif isinstance(value, Mapping):
+            flat.update(flat_arguments(value, name))
+        elif hasattr(value, "as_dict"):  # a jsonargparse Namespace
+            flat.update(flat_arguments(value.as_dict(), name))
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            flat[name] = "None" if value is None else value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class HParams(Callback):
+    """Writes the run's hparams summary for TensorBoard's HPARAMS tab when training ends (global rank 0;
+    nothing here communicates).
+
+    Args:
+        config: The run's parsed config (``model``, ``data`` and ``seed_everything`` are taken).
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.arguments: dict[str, Any] = {}
+        for section in ("model", "data"):
+            if config.get(section) is not None:
+                self.arguments.update(flat_arguments({section: config[section]}))
+        if config.get("seed_everything") is not None:
+            self.arguments["seed_everything"] = config["seed_everything"]
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics: dict[str, float] = {}
+        checkpoint = trainer.checkpoint_callback
+        monitor = checkpoint.monitor if isinstance(checkpoint, ModelCheckpoint) else None
+        if monitor and monitor in trainer.callback_metrics:
+            # The tag's logged curve holds the final value; TensorBoard reads it from there.
+            metrics[monitor] = float(trainer.callback_metrics[monitor])
+        best_tag = f"{monitor}_best"
+        best = getattr(checkpoint, "best_model_score", None)
+        for logger in trainer.loggers:
+            if not isinstance(logger, TensorBoardLogger):
+                continue
+            if monitor and best is not None:
+                metrics[best_tag] = float(best)
+                if best_tag not in trainer.callback_metrics:  # e.g. val/acc_best is logged by the lesson
+                    logger.experiment.add_scalar(best_tag, float(best), trainer.global_step)
+            summaries = hparams(self.arguments, metrics)
+            writer = logger.experiment._get_file_writer()
+            for summary in summaries:
+                writer.add_summary(summary)
+            logger.experiment.flush()
