@@ -42,7 +42,6 @@ def run_args(data_dir: Path, *extra: str) -> list[str]:
         "--data.random_crop_padding", "2",
         "--trainer.max_epochs", str(EPOCHS),
         "--trainer.deterministic", "true",
-        "--trainer.callbacks=[]",  # the lesson's figures are not what is tested here
         EVERY_EPOCH,
         *QUIET,
         *extra,
