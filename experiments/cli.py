@@ -337,17 +337,13 @@ class ExperimentCLI(LightningCLI):
             callbacks[:] = [
                 swap[type(c)](max_depth=c._max_depth) if type(c) in swap else c for c in callbacks
             ]
-        if not stdout_is_terminal() and not self._chosen_progress_bar():
+        if not stdout_is_terminal() and not self._chosen_callback("ProgressBar"):
             # Lightning's default bar (tqdm's, or rich's when rich is installed) redraws itself with
             # carriage returns: in a log file, one line per epoch instead (experiments/progress.py).
             bars = (TQDMProgressBar, RichProgressBar)
             callbacks = trainer.callbacks
             callbacks[:] = [EpochLines() if type(c) in bars else c for c in callbacks]
         return trainer
-
-    def _chosen_progress_bar(self) -> bool:
-        """Whether the config or command line names a progress bar among the trainer's callbacks."""
-        return self._chosen_callback("ProgressBar")
 
     def _chosen_callback(self, kind: str) -> bool:
         """Whether the config or command line names a callback whose class name contains ``kind``."""
@@ -397,8 +393,6 @@ class ExperimentCLI(LightningCLI):
         self._check_checkpoint_model(checkpoint, path)
         # One of the experiment's own checkpoints keeps its work in the run that made it: a resumed fit
         # continues there, an evaluation writes into it at the checkpoint's step (experiments/runs.py).
-        # With the checkpoint callbacks pointed at its folder, their state reloads as saved instead of
-        # "the dirpath has changed".
         run = layout.run_of(path) if layout.kind != "none" else None
         if run is not None:
             # A config of another name evaluating this experiment's checkpoint (feature_extraction.yaml
@@ -406,22 +400,20 @@ class ExperimentCLI(LightningCLI):
             config_name = experiment_name(config)
             label = subcommand if config_name == layout.experiment else f"{subcommand}_{config_name}"
             layout.log_into(config.trainer, run, label)
+        # The checkpoint callbacks pointed at the folder the checkpoint was written in reload their state
+        # as saved instead of warning that "the dirpath has changed": a resumed fit writes on there; an
+        # evaluation writes nothing, so the folder recorded in the file serves even for a copied file.
+        if subcommand in ("validate", "test", "predict"):
+            self._evaluation_step = checkpoint_step(checkpoint)
+            states = checkpoint.get("callbacks", {}).values()
+            recorded = [s["dirpath"] for s in states if isinstance(s, dict) and s.get("dirpath")]
+            folder = recorded[0] if recorded else str(path.parent)
+            config.checkpoint.dirpath = config.last_checkpoint.dirpath = folder
+        elif run is not None:
             config.checkpoint.dirpath = config.last_checkpoint.dirpath = str(path.parent)
             # Resuming in the run means its checkpoints folder is not empty, which Lightning warns of.
             folder = re.escape(os.path.realpath(path.parent))
             warnings.filterwarnings("ignore", message=rf"Checkpoint directory {folder} exists and is not")
-        if subcommand in ("validate", "test", "predict"):
-            self._evaluation_step = checkpoint_step(checkpoint)
-            # An evaluation writes no checkpoint: pointed at the folder the checkpoint was written in
-            # (recorded in it; the file may have been copied since), the checkpoint callbacks reload their
-            # state instead of warning that "the dirpath has changed".
-            states = checkpoint.get("callbacks", {}).values()
-            recorded = [
-                state["dirpath"] for state in states if isinstance(state, dict) and state.get("dirpath")
-            ]
-            config.checkpoint.dirpath = config.last_checkpoint.dirpath = (
-                recorded[0] if recorded else str(path.parent)
-            )
 
     def _check_checkpoint_model(self, checkpoint: dict[str, Any], path: Path) -> None:
         """Lightning builds the model a checkpoint names, whatever the config says: another lesson's
@@ -498,7 +490,6 @@ def refuse_shell_completion(args: list[str]) -> None:
 
 def main(args: ArgsType = None) -> None:
     """Entry point of ``python -m experiments`` and the ``experiments`` script."""
-    silence_known_warnings()
     lightning_output_to_stdout()
     try:
         args = resolve_main_args(args)
