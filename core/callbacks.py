@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from core.distributed import Columns, gather_outputs, gather_samples, run_dir, sample_positions
-from core.figures import logs_images, new_figure
+from core.figures import draws_this_validation, new_figure
 
 
 def peek(loader: Any) -> Iterator[Any]:
@@ -103,10 +103,6 @@ class ValidationSamples(Callback):
         self._seen = 0  # validation samples of this rank so far in the epoch
         self._kept_positions: list[Tensor] = []
 
-    def _wanted(self, trainer: Trainer) -> bool:
-        """Whether to draw this epoch: the same answer on every rank, since all of them gather."""
-        return not trainer.sanity_checking and logs_images(trainer)
-
     def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
         """Per-sample tensors to keep of one batch (first dimension: the batch's samples)."""
         raise NotImplementedError
@@ -114,7 +110,7 @@ class ValidationSamples(Callback):
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._kept, self._kept_positions, self._seen = [], [], 0
         self._positions = None
-        if trainer.world_size > 1 and self._wanted(trainer):
+        if trainer.world_size > 1 and draws_this_validation(trainer):
             loaders = trainer.val_dataloaders
             self._positions = sample_positions(loaders[0] if isinstance(loaders, (list, tuple)) else loaders)
 
@@ -127,7 +123,7 @@ class ValidationSamples(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
+        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not draws_this_validation(trainer):
             return
         first, self._seen = self._seen, self._seen + len(outputs)
         room = self.num_images - sum(len(part[0]) for part in self._kept)
@@ -142,7 +138,7 @@ class ValidationSamples(Callback):
         or when no figure is wanted. Emptied. Every rank must call it (it gathers)."""
         parts, self._kept = self._kept, []
         positions, self._kept_positions = self._kept_positions, []
-        if not self._wanted(trainer):
+        if not draws_this_validation(trainer):
             return None
         columns: Columns = {}
         if parts:

@@ -52,6 +52,12 @@ def logs_images(trainer: Trainer) -> bool:
     return not trainer.fast_dev_run and any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
 
 
+def draws_this_validation(trainer: Trainer) -> bool:
+    """Whether a validation epoch's figures are drawn: not during the sanity check, and only when the run
+    writes TensorBoard logs. The same answer on every rank, so callbacks that gather may rely on it."""
+    return not trainer.sanity_checking and logs_images(trainer)
+
+
 class FigureWorker:
     """One background thread that runs drawing jobs, at most one waiting per tag, under a time budget
     (see the module docstring). ``flush`` draws what was held back and waits for everything."""

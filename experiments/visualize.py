@@ -28,7 +28,7 @@ from torchvision.utils import make_grid
 
 from core.callbacks import ValidationSamples, peek
 from core.distributed import gather_objects, interleave
-from core.figures import add_image, log_figure, logs_images, new_figure
+from core.figures import add_image, draws_this_validation, log_figure, logs_images, new_figure
 
 
 def wrong_predictions(predictions: Tensor, labels: Tensor) -> Tensor:
@@ -176,7 +176,7 @@ class FilterGrid(Callback):
         self.pixels_per_weight = pixels_per_weight
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking or not logs_images(trainer):
+        if not trainer.is_global_zero or not draws_this_validation(trainer):
             return
         for name, module in pl_module.named_modules():
             if isinstance(module, nn.Conv2d):
@@ -196,10 +196,6 @@ class ConfusionMatrix(Callback):
     def __init__(self) -> None:
         self.metric: MulticlassConfusionMatrix | None = None
 
-    def _wanted(self, trainer: Trainer) -> bool:
-        # Not only rank zero: under DDP, compute() gathers every rank's counts, and all must take part.
-        return not trainer.sanity_checking and logs_images(trainer)
-
     def on_validation_batch_end(
         self,
         trainer: Trainer,
@@ -209,14 +205,15 @@ class ConfusionMatrix(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not self._wanted(trainer):
+        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not draws_this_validation(trainer):
             return
         if self.metric is None:
             self.metric = MulticlassConfusionMatrix(num_classes=outputs.shape[1]).to(pl_module.device)
         self.metric.update(outputs.detach(), batch[1])
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.metric is None or not self._wanted(trainer):
+        # Every rank, not only rank zero: under DDP, compute() gathers every rank's counts.
+        if self.metric is None or not draws_this_validation(trainer):
             return
         counts = self.metric.compute().cpu()
         self.metric.reset()
