@@ -99,7 +99,7 @@ class _LayersOnly(Summary):
         return [
             (name, module)
             for name, module in modules
-            if not isinstance(module, Metric) and not name.startswith(metrics or ("\0",))
+            if not isinstance(module, Metric) and not name.startswith(metrics)
         ]
 
 
@@ -110,8 +110,5 @@ class LayerSummary(ModelSummary):
         return _LayersOnly(pl_module, max_depth=self._max_depth)
 
 
-class RichLayerSummary(RichModelSummary):
+class RichLayerSummary(LayerSummary, RichModelSummary):
     """``LayerSummary`` drawn by rich, next to rich's progress bar."""
-
-    def _summary(self, trainer: Trainer, pl_module: LightningModule) -> Summary:
-        return _LayersOnly(pl_module, max_depth=self._max_depth)
