@@ -144,16 +144,18 @@ class HParams(Callback):
         if monitor and monitor in trainer.callback_metrics:
             # The tag's logged curve holds the final value; TensorBoard reads it from there.
             metrics[monitor] = float(trainer.callback_metrics[monitor])
-        best_tag = f"{monitor}_best"
         best = getattr(checkpoint, "best_model_score", None)
+        best_tag = f"{monitor}_best"
+        if monitor and best is not None:
+            metrics[best_tag] = float(best)
+        summaries = hparams(self.arguments, metrics)
         for logger in trainer.loggers:
             if not isinstance(logger, TensorBoardLogger):
                 continue
-            if monitor and best is not None:
-                metrics[best_tag] = float(best)
-                if best_tag not in trainer.callback_metrics:  # e.g. val/acc_best is logged by the lesson
-                    logger.experiment.add_scalar(best_tag, float(best), trainer.global_step)
-            summaries = hparams(self.arguments, metrics)
+            if best_tag in metrics and best_tag not in trainer.callback_metrics:  # val/acc_best: logged
+                logger.experiment.add_scalar(best_tag, metrics[best_tag], trainer.global_step)
+            # Not TensorBoardLogger.log_hyperparams(params, metrics): it also logs the metrics as
+            # scalars at step 0, a false first point on the run's val/loss curve.
             writer = logger.experiment._get_file_writer()
             for summary in summaries:
                 writer.add_summary(summary)

@@ -78,3 +78,27 @@ def test_file_writer_for_encoded_figures(tmp_path: Path) -> None:
     writer = SummaryWriter(tmp_path)
     assert callable(writer._get_file_writer().add_summary)
     writer.close()
+
+
+def test_logging_step_counter_for_evaluation_step() -> None:
+    # experiments/runs.py EvaluationStep logs an evaluation at the checkpoint's step through this counter.
+    trainer = Trainer(accelerator="cpu", **QUIET)
+    assert trainer.fit_loop.epoch_loop._batches_that_stepped == 0
+
+
+def test_model_summary_hooks_for_layer_summary() -> None:
+    # experiments/progress.py LayerSummary replaces _summary and keeps the default's _max_depth.
+    from lightning.pytorch.callbacks import ModelSummary
+
+    assert ModelSummary(max_depth=2)._max_depth == 2 and callable(ModelSummary._summary)
+
+
+def test_jsonargparse_print_config_steps_for_the_cli() -> None:
+    # experiments/cli.py prints --print_config itself, after the experiment's name is filled in, and
+    # silences the deprecation warnings Lightning's CLI triggers by their class.
+    from jsonargparse._actions import _ActionPrintConfig
+    from jsonargparse._deprecated import JsonargparseDeprecationWarning
+
+    for name in ("skip_print_config", "is_print_config_requested", "print_config_if_requested"):
+        assert callable(getattr(_ActionPrintConfig, name))
+    assert issubclass(JsonargparseDeprecationWarning, Warning)
