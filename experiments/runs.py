@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from core.errors import ExperimentError
+from experiments.messages import read_checkpoint
 
 LOG_ROOT = "lightning_logs"
 #: Loggers whose runs are ``<save_dir>/<name>/<version>``.
@@ -169,7 +169,7 @@ def best_checkpoint(last: Path) -> Path | None:
     """The best checkpoint recorded in ``last.ckpt``'s state, if it still exists."""
     # ModelCheckpoint records its best file in its state inside last.ckpt. Only a monitoring one
     # chooses a best: LastCheckpoint's state names last.ckpt itself as its "best".
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    state = read_checkpoint(last)  # mapped, not read; a broken file is one error line naming it
     for value in state.get("callbacks", {}).values():
         if isinstance(value, dict) and value.get("monitor") and value.get("best_model_path"):
             best = Path(value["best_model_path"])
