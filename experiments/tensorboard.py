@@ -3,8 +3,10 @@ on one chart.
 
 - ``TensorBoard``, the default logger: Lightning's TensorBoardLogger, except that Lightning's epoch
   counter is logged as ``train/epoch`` instead of a top-level ``epoch`` group, which sorted first and
-  opened before ``train/``, ``val/`` and ``test/``. Images follow the same scheme (``train/inputs``,
-  ``val/predictions``; the filters, which no phase owns, as ``weights/filters/<layer>``, after them).
+  opened before ``train/``, ``val/`` and ``test/``, and that a new run claims its ``version_N`` by
+  making the folder, so runs started at once (sweep workers) never share one. Images follow the same
+  scheme (``train/inputs``, ``val/predictions``; the filters, which no phase owns, as
+  ``weights/filters/<layer>``, after them).
 - ``ScalarsLayout``, a callback every run carries: a custom-scalars layout (TensorBoard's "Custom
   Scalars" tab) with one chart per metric holding its ``train/``, ``val/`` and ``test/`` curves, and one
   for the learning rate, written by global rank 0 once the first epoch's metrics are known and again at
@@ -18,6 +20,7 @@ on one chart.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -40,6 +43,22 @@ class TensorBoard(TensorBoardLogger):
     def __init__(self, *args: Any, log_epoch: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.log_epoch = log_epoch
+
+    def _get_next_version(self) -> int:
+        # The next free version_N, claimed by making its folder (on rank 0, the rank whose folder
+        # trainer.log_dir gives every rank): two runs of one experiment started at once, such as two sweep
+        # workers on one machine, would otherwise both take the same number and write into one folder.
+        version = super()._get_next_version()
+        if rank_zero_only.rank != 0 or "://" in str(self.root_dir):
+            return version  # remote stores (s3://...) as Lightning names them
+        root = Path(self.root_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                (root / f"version_{version}").mkdir()
+                return version
+            except FileExistsError:
+                version += 1
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
