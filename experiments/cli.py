@@ -68,9 +68,16 @@ from experiments.messages import USER_ERRORS, check_config_files, checkpoint_mod
 from experiments.preemption import Preemption, slurm_topology
 from experiments.progress import EpochLines, LayerSummary, RichLayerSummary, stdout_is_terminal
 from experiments.runs import LOG_ROOT, EvaluationStep, RunLayout, checkpoint_step
+from experiments.sweep_trial import TrialAddress, TrialReport
 from experiments.tensorboard import HParams, ScalarsLayout
 
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
+# No abbreviated flags: --trainer.max_epoch would run as max_epochs; a typo gets "did you mean".
+PARSER_KWARGS: dict[str, Any] = {"exit_on_error": False, "allow_abbrev": False}
+DESCRIPTION = (
+    "Train and evaluate the lessons' experiments (fit, validate, test, predict). `python -m experiments "
+    "sweep --help`: the hyperparameter search, with Optuna."
+)
 
 #: Datamodule attributes that become the model's init argument of the same name when the datamodule has
 #: them (properties computed from the data, or attributes set in ``__init__``).
@@ -173,8 +180,7 @@ class ExperimentCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", RunConfig)
         # Each module takes its optimiser as an argument (dependency injection), so no top-level one.
         kwargs.setdefault("auto_configure_optimizers", False)
-        # No abbreviated flags: --trainer.max_epoch would run as max_epochs; a typo gets "did you mean".
-        kwargs.setdefault("parser_kwargs", {"exit_on_error": False, "allow_abbrev": False})
+        kwargs.setdefault("parser_kwargs", PARSER_KWARGS)
         kwargs.setdefault("parser_class", ExperimentArgumentParser)
         trainer_defaults = {
             "logger": {
@@ -306,6 +312,7 @@ class ExperimentCLI(LightningCLI):
             super().parse_arguments(parser, args)
         config = self._run_config()
         layout = RunLayout.configure(config.trainer, experiment_name(config))
+        self.complete_config(config, layout)
         if _ActionPrintConfig.is_print_config_requested(parser):
             if config.get("seed_everything") is True:  # "a random seed": print the one it would be
                 config.seed_everything = random.SystemRandom().randrange(2**32)
@@ -315,6 +322,10 @@ class ExperimentCLI(LightningCLI):
             made_before = [layout.root.parent, layout.root, *layout.runs()]
             self._existing_runs = {folder for folder in made_before if folder.exists()}
         self._resolve_ckpt_path(config, layout)
+
+    def complete_config(self, config: Namespace, layout: RunLayout) -> None:
+        """Fill in what the parsed ``config`` leaves to the command, before ``--print_config`` shows it
+        (the sweep command's defaults); the logger's names and folders are already filled by ``layout``."""
 
     def before_instantiate_classes(self) -> None:
         trainer = self._run_config().trainer
@@ -328,6 +339,9 @@ class ExperimentCLI(LightningCLI):
         trainer.callbacks.append(DropFailedRun(getattr(self, "_existing_runs", set())))
         trainer.callbacks.append(ScalarsLayout())
         trainer.callbacks.append(HParams(self._run_config()))
+        address = TrialAddress.from_environment()
+        if address is not None and self.config.get("subcommand") == "fit":
+            trainer.callbacks.append(TrialReport(address))  # a sweep's trial (experiments/sweep.py)
         if getattr(self, "_evaluation_step", None) is not None:
             trainer.callbacks.append(EvaluationStep(self._evaluation_step))
         if not self._chosen_callback("ModelSummary"):
@@ -488,6 +502,19 @@ def refuse_shell_completion(args: list[str]) -> None:
         )
 
 
+def sweep(args: list[str]) -> None:
+    """``python -m experiments sweep``; Optuna is an extra (``pip install -e ".[sweep]"``)."""
+    try:
+        from experiments import sweep as sweep_command
+    except ImportError as error:
+        if error.name not in ("optuna", "sqlalchemy"):
+            raise
+        raise ExperimentError(
+            f'the sweep command needs {error.name}, which is not installed: pip install -e ".[sweep]"'
+        ) from None
+    sweep_command.main(args)
+
+
 def main(args: ArgsType = None) -> None:
     """Entry point of ``python -m experiments`` and the ``experiments`` script."""
     lightning_output_to_stdout()
@@ -496,7 +523,10 @@ def main(args: ArgsType = None) -> None:
         given = sys.argv[1:] if args is None else [str(a) for a in args]
         refuse_shell_completion(given)
         check_config_files(given)
-        ExperimentCLI(args=args)
+        if given[:1] == ["sweep"]:
+            sweep(given[1:])
+        else:
+            ExperimentCLI(args=args, parser_kwargs={**PARSER_KWARGS, "description": DESCRIPTION})
     except Exception as error:
         disk_full = isinstance(error, OSError) and error.errno == errno.ENOSPC
         compiler = compile_failure(error)

@@ -2,6 +2,7 @@
 ``configs`` package, so an installed wheel runs lessons from any folder.
 
     python -m experiments fit --config mnist_convnet --config trainer/gpu --data.data_dir /path/to/dir
+    python -m experiments sweep --config mnist_convnet --sweep mnist_convnet  # sweeps/mnist_convnet.yaml
 
 A ``--config`` value that is an existing path is always used as it is, so a user's own file (or a
 ``configs/`` folder in the current directory, as in a checkout) wins over the packaged one, and a value
@@ -18,8 +19,9 @@ from typing import TypeVar
 
 PACKAGE = "configs"
 SUFFIX = ".yaml"
-#: The options whose value is a config file (LightningCLI's ``-c, --config``).
-OPTIONS = ("--config", "-c")
+#: The options whose value is a config file (LightningCLI's ``-c, --config``; the sweep command's
+#: ``--sweep``), with the package folder their names are looked up in.
+OPTIONS = {"--config": "", "-c": "", "--sweep": "sweeps"}
 
 Args = TypeVar("Args")
 
@@ -58,13 +60,17 @@ def packaged_config(name: str) -> Path | None:
     return candidate.resolve() if candidate.is_file() else None
 
 
-def resolve_config_name(value: str) -> str:
-    """``value`` of one ``--config``: the absolute path of the packaged config it names when it is not an
-    existing path itself, else ``value`` unchanged."""
+def resolve_config_name(value: str, folder: str = "") -> str:
+    """``value`` of one ``--config`` (or ``--sweep``, whose names are in the package's ``folder``
+    ``sweeps``): the absolute path of the packaged file it names when it is not an existing path itself,
+    else ``value`` unchanged."""
     try:
         if Path(value).exists():
             return value  # the user's file (or folder, which the command then reports) comes first
-        found = packaged_config(value)
+        name = value.replace("\\", "/")
+        if folder and not name.startswith((f"{folder}/", f"{PACKAGE}/{folder}/")):
+            name = f"{folder}/{name}"
+        found = packaged_config(name)
     except OSError:
         return value  # e.g. inline YAML longer than a file name may be: not a name either
     return str(found) if found is not None else value
@@ -76,11 +82,11 @@ def resolve_config_names(args: Sequence[str]) -> list[str]:
     resolved = [str(arg) for arg in args]
     for i, arg in enumerate(resolved):
         if arg in OPTIONS and i + 1 < len(resolved):
-            resolved[i + 1] = resolve_config_name(resolved[i + 1])
+            resolved[i + 1] = resolve_config_name(resolved[i + 1], OPTIONS[arg])
         else:
             option, equals, value = arg.partition("=")
             if equals and option in OPTIONS:
-                resolved[i] = f"{option}={resolve_config_name(value)}"
+                resolved[i] = f"{option}={resolve_config_name(value, OPTIONS[option])}"
     return resolved
 
 

@@ -1,0 +1,146 @@
+"""The trial side of a sweep: a ``fit`` started by ``python -m experiments sweep`` reports to its trial.
+
+The sweep worker (experiments/sweep.py) runs each trial as an ordinary ``fit --config <trial config>``
+in a child process and names the Optuna trial in the environment (``EXPERIMENTS_SWEEP_TRIAL``), not in
+the config: the run's ``config.yaml`` then reruns the trial with ``fit --config`` and no study. The
+command adds ``TrialReport`` to such a fit. It does what optuna-integration's
+PyTorchLightningPruningCallback does, for a trial that lives in another process than the study's
+``optimize`` loop: it reports the sweep's metric after every validation, asks the pruner, and stops the
+fit (after that epoch, checkpoints written as usual) when the pruner says so. Optuna is imported only
+here, and only by a trial, so a plain ``fit`` does not pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from core.distributed import run_dir
+from core.errors import ExperimentError
+
+#: The environment variable that names a fit's trial (JSON of ``TrialAddress``).
+ENVIRONMENT = "EXPERIMENTS_SWEEP_TRIAL"
+#: Trial user attributes the trial writes: its run folder and host, the validation it was pruned at, and
+#: an error that no other trial can escape either (the sweep stops on it).
+RUN, HOST, PRUNED, FATAL = "run", "host", "pruned_at", "fatal"
+
+
+@dataclass
+class TrialAddress:
+    """Where a trial's reports go: the study's storage URL and name, the trial's id, the metric it reports,
+    and the pruner (``class_path``/``init_args``) that decides on them."""
+
+    storage: str
+    study: str
+    trial_id: int
+    metric: str
+    pruner: dict[str, Any]
+
+    def to_environment(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_environment(cls) -> TrialAddress | None:
+        text = os.environ.get(ENVIRONMENT)
+        return cls(**json.loads(text)) if text else None
+
+
+def storage_url(url: str) -> str:
+    """``url`` with the PostgreSQL driver this project installs (psycopg 3) when it names none:
+    SQLAlchemy reads a bare ``postgresql://`` as psycopg2, which is not installed."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def open_storage(url: str, heartbeat: int | None = None) -> Any:
+    """Optuna's RDBStorage for ``url``. SQLite waits up to a minute for another worker's write instead of
+    failing with "database is locked" after SQLAlchemy's 5 s."""
+    import optuna
+
+    url = storage_url(url)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat)
+
+
+def build(spec: dict[str, Any], **overrides: Any) -> Any:
+    """An instance of ``spec`` (``{"class_path": ..., "init_args": {...}}``) with ``overrides``."""
+    import importlib
+
+    module, _, name = str(spec["class_path"]).rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**{**(spec.get("init_args") or {}), **overrides})
+
+
+class TrialReport(Callback):
+    """Reports the sweep's metric to the trial after each validation and stops a pruned fit.
+
+    Global rank 0 talks to the study; the pruning decision is broadcast from it, so every rank of a DDP
+    trial stops at the same epoch. The step reported is the validation's index (0, 1, ...): the same in
+    every trial of a sweep even when the batch size, and so the number of steps per epoch, differs.
+
+    Args:
+        address: The trial (from ``EXPERIMENTS_SWEEP_TRIAL``).
+    """
+
+    def __init__(self, address: TrialAddress) -> None:
+        self.address = address
+        self._trial: Any = None
+        self._validations = 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero:
+            return
+        import optuna
+
+        storage = open_storage(self.address.storage)
+        study = optuna.load_study(
+            study_name=self.address.study, storage=storage, pruner=build(self.address.pruner)
+        )
+        self._trial = optuna.trial.Trial(study, self.address.trial_id)
+        folder = run_dir(trainer)
+        if folder is not None:
+            self._trial.set_user_attr(RUN, str(folder.resolve()))
+            self._trial.set_user_attr(HOST, socket.gethostname())
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metric = self.address.metric
+        value = trainer.callback_metrics.get(metric)
+        if value is None:  # the same logged names on every rank, so every rank stops here alike
+            logged = ", ".join(sorted(n for n in trainer.callback_metrics if not n.startswith("train/")))
+            message = (
+                f"the sweep's metric {metric} is not logged by this lesson's validation (it logs: "
+                f"{logged or 'nothing'}); set sweep.metric to one of them"
+            )
+            if self._trial is not None:
+                self._trial.set_user_attr(FATAL, message)
+            raise ExperimentError(message)
+        prune = False
+        if self._trial is not None:
+            self._trial.report(float(value), step=self._validations)
+            prune = self._trial.should_prune()
+        step = self._validations
+        self._validations += 1
+        if trainer.world_size > 1:
+            prune = bool(trainer.strategy.broadcast(prune, src=0))
+        if prune:
+            trainer.should_stop = True
+            if self._trial is not None:
+                self._trial.set_user_attr(PRUNED, step)
+            rank_zero_info(
+                f"Pruned: {metric} {float(value):.6g} at validation {step} (epoch {trainer.current_epoch})"
+            )
