@@ -1,0 +1,470 @@
+"""The sweep command: its search space, bad sweep files, a sweep on SQLite whose pruner prunes and whose
+best config reruns to the same metric, two workers on one study (SQLite, and a real PostgreSQL server),
+a worker killed mid-trial, one stopped with SIGTERM, and trials that are DDP runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from core.errors import ExperimentError
+from experiments.cli import main
+from experiments.configs import resolve_config_names
+from experiments.sweep import SweepCLI, check_space
+from experiments.sweep_space import Parameter, parameter, search_space, seconds
+from experiments.sweep_trial import storage_url
+from experiments.tensorboard import TensorBoard
+from tests.conftest import CONFIGS, QUIET, config, run_experiments, subprocess_env
+from tests.experiments.test_tensorboard import hparams_data
+
+BOSTON = config("boston_housing")
+#: Short trials: four epochs of the shipped Boston data (12 steps each), on the CPU.
+FAST = ["--trainer.max_epochs=4", "--trainer.accelerator=cpu", *QUIET]
+LR = "model.optimizer.init_args.lr"
+BATCH = "data.init_args.batch_size"
+SPACE = {
+    LR: {"type": "float", "low": 1.0e-5, "high": 0.05, "log": True},
+    BATCH: {"type": "categorical", "choices": [16, 32, 64]},
+}
+#: Trials judged from their second validation against the median of the two first trials' curves.
+PRUNING = {"class_path": "optuna.pruners.MedianPruner", "init_args": {"n_startup_trials": 2}}
+
+
+def sweep_file(folder: Path, name: str = "boston", **settings: object) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"space": SPACE, **settings}, sort_keys=False))
+    return path
+
+
+def load(root: Path, study: str = "boston", storage: str | None = None) -> optuna.Study:
+    url = storage or f"sqlite:///{root / 'lightning_logs/boston_housing/sweeps/optuna.db'}"
+    return optuna.load_study(study_name=study, storage=url)
+
+
+def sweep_command(file: Path, *extra: str) -> list[str]:
+    return ["sweep", "--config", BOSTON, "--sweep", str(file), *FAST, *extra]
+
+
+def best_score(checkpoint: Path) -> float:
+    """The best monitored value recorded by the run's ModelCheckpoint in ``checkpoint``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    [score] = [s["best_model_score"] for s in state["callbacks"].values() if s.get("monitor") == "val/rmse"]
+    return float(score)
+
+
+# --- the search space -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "loguniform", "low": 1e-4, "high": 1}, "unknown distribution type 'loguniform' (for "),
+        ({"type": "gaussian"}, "unknown distribution type 'gaussian'; use one of: float, int, categorical"),
+        ({"type": "float", "low": 0.1, "high": 0.01}, "the range is empty (low 0.1 is not below high 0.01)"),
+        ({"type": "int", "low": 4, "high": 4}, "the range is empty (low 4 is not below high 4)"),
+        ({"type": "float", "low": 0.1}, "needs low and high"),
+        ({"type": "float", "low": 0.0, "high": 1.0, "log": True}, "a log scale needs low > 0"),
+        ({"type": "float", "low": 1e-3, "high": 1.0, "log": True, "step": 0.1}, "step and log"),
+        ({"type": "int", "low": 1, "high": 4.5}, "must be whole"),
+        ({"type": "float", "low": "a", "high": 1}, "low must be a finite number, got 'a'"),
+        ({"type": "categorical", "choices": []}, "choices must be a non-empty list"),
+        ({"type": "categorical", "choices": [1, 1]}, "repeat a value"),
+        ({"type": "float", "low": 0, "high": 1, "lo": 2}, "not lo"),
+        (0.01, "give a distribution such as"),
+    ],
+)
+def test_a_bad_distribution_is_one_clear_error(spec, message):
+    with pytest.raises(ExperimentError) as error:
+        parameter("model.optimizer.init_args.lr", spec)
+    assert str(error.value).startswith("sweep.space: model.optimizer.init_args.lr: ")
+    assert message in str(error.value)
+
+
+def test_distributions_suggest_in_range_and_become_flags():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    parameters = search_space(
+        {
+            LR: {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+            "trainer.max_epochs": {"type": "int", "low": 2, "high": 8, "step": 2},
+            "model.init_args.hidden_sizes": {"choices": [[32], [64, 64]]},  # categorical by its choices
+        }
+    )
+    assert [p.type for p in parameters] == ["float", "int", "categorical"]
+    for _ in range(20):
+        trial = study.ask()
+        lr, epochs, sizes = (p.suggest(trial) for p in parameters)
+        assert 1e-4 <= lr <= 1e-1 and epochs in (2, 4, 6, 8) and sizes in ("[32]", "[64, 64]")
+        study.tell(trial, 0.0)
+    lr, epochs, sizes = parameters
+    assert lr.flag(0.001) == f"--{LR}=0.001" and lr.label == "model.optimizer.lr"
+    assert epochs.flag(4) == "--trainer.max_epochs=4"
+    assert sizes.flag("[64, 64]") == "--model.init_args.hidden_sizes=[64, 64]"  # the list, as JSON
+    assert Parameter("x", "categorical", choices=["adam", "sgd"]).flag("adam") == '--x="adam"'
+
+
+def test_time_budgets_read_as_seconds():
+    assert seconds(None) is None
+    assert seconds(90) == 90.0 and seconds("90") == 90.0
+    assert seconds("90m") == 5400.0 and seconds("2h") == 7200.0 and seconds("1h30m") == 5400.0
+    for bad in ("soon", "1h30", "-5", "0"):
+        with pytest.raises(ExperimentError, match=r"sweep\.timeout"):
+            seconds(bad)
+
+
+def test_runs_started_at_once_claim_distinct_versions(tmp_path):
+    loggers = [TensorBoard(save_dir=str(tmp_path), name="exp") for _ in range(3)]
+    versions = [logger.version for logger in loggers]  # each claims its folder as it picks a number
+    assert versions == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["version_0", "version_1", "version_2"]
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+
+def sweep_error(capsys, *args: str) -> str:
+    """The sweep command's stderr for ``args``, which must end with exit status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--config", BOSTON, *args])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("space", "extra", "message"),
+    [
+        (
+            {"model.init_args.dropoutt": {"type": "float", "low": 0.0, "high": 0.5}},
+            {"n_trials": 2},
+            "sweep.space: model.init_args.dropoutt: --model.dropoutt: TabularRegressor has no argument "
+            "'dropoutt'",
+        ),
+        (
+            {"trainer.max_epochs": {"type": "categorical", "choices": [2, "many"]}},
+            {"n_trials": 2},
+            "sweep.space: trainer.max_epochs: ",
+        ),
+        ({LR: {"type": "float", "low": 0.1, "high": 0.001}}, {"n_trials": 2}, "the range is empty"),
+        ({LR: {"type": "loguniform", "low": 1e-4, "high": 0.1}}, {"n_trials": 2}, "unknown distribution"),
+        ({}, {"n_trials": 2}, "sweep.space is empty"),
+        (
+            SPACE,
+            {"n_trial": 2},
+            "sweep.n_trial: the sweep file has no setting 'n_trial'; did you mean n_trials?",
+        ),
+        (SPACE, {}, "give sweep.n_trials or sweep.timeout"),
+        (SPACE, {"n_trials": 2, "timeout": "soon"}, "sweep.timeout: 'soon' is not a duration"),
+        (SPACE, {"n_trials": 2, "metric": "val/r2"}, "sweep.direction: give minimize or maximize for val/r2"),
+    ],
+)
+def test_a_bad_sweep_file_is_one_error_line_and_starts_nothing(capsys, in_tmp, space, extra, message):
+    path = in_tmp / "bad.yaml"
+    path.write_text(yaml.safe_dump({"space": space, **extra}))
+    err = sweep_error(capsys, "--sweep", str(path))
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert message in err, err
+    assert not (in_tmp / "lightning_logs").exists()  # no study, no trial, no folder
+
+
+def test_a_sweep_file_that_is_no_yaml_mapping_is_one_error_line(capsys, in_tmp):
+    path = in_tmp / "broken.yaml"
+    path.write_text("space: [1, 2\n")
+    err = sweep_error(capsys, "--sweep", str(path))
+    assert err.count("\n") == 1 and err.startswith("error: ") and "broken.yaml" in err, err
+
+
+def test_a_study_started_with_another_space_is_refused(capsys, in_tmp):
+    first = sweep_file(in_tmp, n_trials=1)
+    storage = f"sqlite:///{in_tmp / 'studies.db'}"
+    study = optuna.create_study(study_name="boston", storage=storage)
+    study.set_user_attr("space", [{"key": LR, "type": "float", "low": 0.1, "high": 1.0}])
+    err = sweep_error(capsys, "--sweep", str(first), f"--sweep.storage={storage}")
+    assert err.startswith("error: sweep.study: study 'boston' in sqlite:///") and "another space" in err, err
+    assert "--sweep.study" in err and err.count("\n") == 1
+
+
+def test_print_config_shows_the_sweep_it_would_run(capsys, in_tmp):
+    file = sweep_file(in_tmp, n_trials=3)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--config", BOSTON, "--sweep", str(file), "--sweep.timeout=2h", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    sweep = printed["sweep"]
+    # The defaults made explicit: the checkpoint's monitor and mode, the file's name, SQLite beside the runs.
+    assert (sweep["metric"], sweep["direction"], sweep["study"]) == ("val/rmse", "minimize", "boston")
+    assert sweep["storage"] == "sqlite:///lightning_logs/boston_housing/sweeps/optuna.db"
+    assert sweep["n_trials"] == 3 and sweep["timeout"] == "2h" and sweep["space"] == SPACE
+    assert sweep["sampler"]["class_path"] == "optuna.samplers.TPESampler"
+    assert sweep["sampler"]["init_args"]["seed"] == 42
+    assert sweep["pruner"]["class_path"] == "optuna.pruners.MedianPruner"
+    assert printed["model"]["class_path"] == "modules.TabularRegressor"  # fit's config, all of it
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "sweeps").glob("*.yaml")))
+def test_each_shipped_sweep_file_searches_its_lesson_by_name(in_tmp, name):
+    # By name, as an installed package runs them: --config <lesson> --sweep <lesson>.
+    cli = SweepCLI(resolve_config_names(["--config", name, "--sweep", name]))
+    assert cli.config.sweep.study == name and cli.config.sweep.n_trials >= 12
+    assert Path(str(cli.config.sweep["__path__"])) == CONFIGS / "sweeps" / f"{name}.yaml"
+    parameters = search_space(cli.config.sweep.space)
+    check_space(cli, parameters)  # every range end and choice is a value the lesson's config takes
+    assert any(p.key == "data.init_args.batch_size" for p in parameters)
+
+
+def test_the_command_lists_the_sweep():
+    result = run_experiments(["--help"])
+    assert result.returncode == 0 and "python -m experiments sweep --help" in result.stdout
+    result = run_experiments(["sweep", "--help"])
+    assert result.returncode == 0
+    for flag in ("--sweep CONFIG", "--sweep.n_trials", "--sweep.storage", "--sweep.pruner.help", "--config"):
+        assert flag in result.stdout
+
+
+# --- sweeps -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_sweep_prunes_writes_its_report_and_its_best_config_reruns_to_the_same_metric(tmp_path):
+    file = sweep_file(tmp_path, n_trials=6, pruner=PRUNING)
+    result = run_experiments(sweep_command(file), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(tmp_path)
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert len(trials) == 6 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}, states
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    # Each trial is an ordinary run of its own, holding the config with its values and an hparams summary.
+    runs = [Path(t.user_attrs["run"]) for t in trials]
+    assert len(set(runs)) == 6
+    for trial, run in zip(trials, runs, strict=True):
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["model"]["init_args"]["optimizer"]["init_args"]["lr"] == trial.params[LR]
+        assert saved["data"]["init_args"]["batch_size"] == trial.params[BATCH]
+        assert (run / "checkpoints" / "last.ckpt").is_file()
+        assert len(trial.intermediate_values) == (
+            4 if trial.state == TrialState.COMPLETE else trial.last_step + 1
+        )
+    hparams = hparams_data(runs[0])["_hparams_/session_start_info"].session_start_info.hparams
+    assert hparams["model.optimizer.lr"].number_value == pytest.approx(trials[0].params[LR])
+    # The report: the table, best.yaml, the plots as PNGs and in TensorBoard.
+    assert "trial  state     val/rmse  model.optimizer.lr  data.batch_size  run" in result.stdout
+    report = tmp_path / "lightning_logs/boston_housing/sweeps/boston"
+    rows = (report / "trials.csv").read_text().splitlines()
+    assert rows[0] == "trial,state,val/rmse,model.optimizer.lr,data.batch_size,run,seconds" and len(rows) == 7
+    for name in ("optimization_history", "param_importances"):
+        assert (report / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    images = EventAccumulator(str(report)).Reload().Tags()["images"]
+    assert sorted(images) == ["sweep/optimization_history", "sweep/param_importances"]
+    best = report / "best.yaml"
+    assert f"trial {study.best_trial.number}" in best.read_text().splitlines()[0]
+    # The best config, run with fit, trains the best trial again: the same best val/rmse.
+    rerun = run_experiments(["fit", "--config", str(best)], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    newest = tmp_path / "lightning_logs/boston_housing/version_6/checkpoints/last.ckpt"
+    assert best_score(newest) == pytest.approx(study.best_value, rel=1e-6)
+    # The same command again continues the study: it is complete, so it runs nothing and reports.
+    again = run_experiments(sweep_command(file), cwd=tmp_path)
+    assert again.returncode == 0 and "6 trials finished and 0 running" in again.stdout
+    assert len(load(tmp_path).trials) == 6
+
+
+def start_worker(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
+    environment = subprocess_env(TMPDIR=str(cwd), **env)  # the trial configs under cwd: see no_trial_left
+    environment.pop("EXPERIMENTS_DEBUG", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def check_shared_study(study: optuna.Study, outputs: list[str], n_trials: int) -> None:
+    """``n_trials`` trials in all, numbered 0..n-1, each finished once in a run of its own, and taken by
+    both workers."""
+    trials = study.get_trials()
+    assert [t.number for t in trials] == list(range(n_trials))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
+    assert len({t.user_attrs["run"] for t in trials}) == n_trials
+    taken = [re.findall(r"^sweep: trial (\d+): ", out, re.M) for out in outputs]
+    assert all(taken), "each worker took at least one trial"
+    numbers = sorted(int(n) for worker in taken for n in worker)
+    assert numbers == list(range(n_trials)), taken  # none twice, none lost
+
+
+def run_two_workers(args: list[str], cwd: Path) -> list[str]:
+    workers = [start_worker(args, cwd) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+    return outputs
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    file = sweep_file(tmp_path, n_trials=5)
+    outputs = run_two_workers(sweep_command(file, "--trainer.max_epochs=2"), tmp_path)
+    check_shared_study(load(tmp_path), outputs, 5)
+
+
+def postgres_binaries() -> Path | None:
+    """The folder of PostgreSQL's server programs: on the PATH, or where Debian's package puts them."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl", path=str(Path(found).parent)):
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture
+def postgres(tmp_path: Path):
+    """A PostgreSQL server of its own for the test: a cluster in a temporary folder, on a free loopback
+    port, stopped at the end. Its URL."""
+    import pwd
+
+    from tests.conftest import free_port
+
+    binaries = postgres_binaries()
+    if binaries is None:
+        pytest.skip(
+            "PostgreSQL's server programs (initdb, pg_ctl) are not installed: apt-get install postgresql"
+        )
+    user = None
+    if os.geteuid() == 0:  # the server refuses to run as root: as Debian's postgres user
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root, and there is no postgres user to run the PostgreSQL server as")
+    # Not under tmp_path: pytest's base folder is readable by its owner only, and the server's user
+    # must reach its files and socket.
+    folder = Path(tempfile.mkdtemp(prefix="sweep-postgres-"))
+    if user is not None:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+
+    def as_server_user() -> None:
+        if user is not None:
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+
+    def server(*args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True, preexec_fn=as_server_user, timeout=120)
+
+    data, port = folder / "data", free_port()
+    server(str(binaries / "initdb"), "-D", str(data), "-U", "sweeps", "--auth=trust", "--no-sync")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    server(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
+    try:
+        yield f"postgresql://sweeps@127.0.0.1:{port}/postgres"
+    finally:
+        server(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_on_a_postgresql_server(tmp_path, postgres):
+    file = sweep_file(tmp_path, n_trials=4)
+    outputs = run_two_workers(
+        sweep_command(file, "--trainer.max_epochs=2", f"--sweep.storage={postgres}"), tmp_path
+    )
+    study = load(tmp_path, storage=storage_url(postgres))
+    check_shared_study(study, outputs, 4)
+    assert "sweep: study 'boston' in postgresql+psycopg://sweeps@127.0.0.1:" in outputs[0]
+
+
+def reported(root: Path) -> int:
+    """How many validations the study's first trial has reported (0 before the study exists)."""
+    try:
+        trials = load(root).get_trials()
+    except Exception:  # not created yet
+        return 0
+    return len(trials[0].intermediate_values) if trials else 0
+
+
+def no_trial_left(folder: Path) -> bool:
+    """No process runs a trial config of this test (they are written under the worker's TMPDIR)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder) in cmdline.read_bytes().decode(errors="replace") and "fit" in cmdline.read_text():
+                return False
+        except OSError:
+            continue
+    return True
+
+
+def wait_for(condition, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return condition()
+
+
+@pytest.mark.slow
+def test_a_killed_workers_trial_is_failed_and_the_same_command_continues(tmp_path):
+    file = sweep_file(tmp_path, n_trials=3)
+    command = sweep_command(file, "--trainer.max_epochs=30", "--sweep.heartbeat=1")
+    worker = start_worker(command, tmp_path)
+    assert wait_for(lambda: reported(tmp_path) >= 2, timeout=180), "trial 0 never trained"
+    worker.kill()
+    worker.wait()
+    assert wait_for(lambda: no_trial_left(tmp_path)), "the trial outlived its worker"
+    [orphan] = load(tmp_path).get_trials()
+    assert orphan.state == TrialState.RUNNING  # nobody has looked yet
+    time.sleep(3)  # two missed heartbeats
+    result = run_experiments(command, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    assert "3 trials finished" not in result.stdout and "0 trials finished and 1 running" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_with_sigterm_stops_its_trial_with_a_checkpoint_and_fails_it(tmp_path):
+    file = sweep_file(tmp_path, n_trials=2)
+    worker = start_worker(sweep_command(file, "--trainer.max_epochs=200", "--sweep.heartbeat=60"), tmp_path)
+    assert wait_for(lambda: reported(tmp_path) >= 3, timeout=180), "trial 0 never trained"
+    worker.send_signal(signal.SIGTERM)
+    output = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 128 + signal.SIGTERM, output[-3000:]
+    [trial] = load(tmp_path).get_trials()
+    assert trial.state == TrialState.FAIL  # at once, not after the heartbeat's grace period
+    assert "sweep: trial 0 stopped (SIGTERM) and marked failed" in output
+    assert "SIGTERM: stopped after epoch" in output  # the fit's own stop, with its last.ckpt
+    assert (Path(trial.user_attrs["run"]) / "checkpoints" / "last.ckpt").is_file()
+    assert no_trial_left(tmp_path)
+
+
+@pytest.mark.slow
+def test_each_trial_can_be_a_ddp_run_and_every_rank_stops_when_pruned(tmp_path):
+    pruner = {
+        "class_path": "optuna.pruners.ThresholdPruner",
+        "init_args": {"upper": 1e-3, "n_warmup_steps": 1},
+    }
+    file = sweep_file(tmp_path, n_trials=2, pruner=pruner)
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=4"]
+    result = run_experiments(sweep_command(file, *ddp), cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = load(tmp_path).get_trials()
+    # Pruned at its second validation by rank 0's decision, on both ranks: two epochs, then a clean end.
+    assert [(t.state, t.user_attrs["pruned_at"]) for t in trials] == [(TrialState.PRUNED, 1)] * 2
+    for trial in trials:
+        assert sorted(trial.intermediate_values) == [0, 1]
+        state = torch.load(Path(trial.user_attrs["run"]) / "checkpoints/last.ckpt", weights_only=False)
+        assert state["epoch"] == 2  # epochs done, of the 4 asked for
+    assert "no complete trial" not in result.stderr
