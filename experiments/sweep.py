@@ -205,6 +205,44 @@ def check_space(cli: SweepCLI, parameters: list[Parameter]) -> None:
             raise ExperimentError(f"sweep.space: {one_line(error)}") from None
 
 
+@contextlib.contextmanager
+def database_lock(url: str, name: str, engine: Any = None) -> Iterator[None]:
+    """Holds the lock ``name`` among every process using the database at ``url``: a file lock beside an
+    SQLite file, an advisory lock in PostgreSQL (through ``engine``'s connections, else a connection of
+    its own); released when the process dies. Other databases get no lock: workers started at the same
+    moment may then run a trial or two more than asked."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        with open(f"{parsed.database}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    elif backend == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        own = engine is None
+        engine = create_engine(url) if own else engine
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                connection.commit()
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    connection.commit()
+        finally:
+            if own:
+                engine.dispose()
+    else:
+        yield
+
+
 def sweeps_folder(layout: RunLayout) -> Path:
     """Where an experiment's sweeps keep their database and reports: ``<experiment's runs>/sweeps``."""
     root = (
@@ -278,7 +316,9 @@ class Worker:
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
         try:
-            with warnings.catch_warnings():
+            # Workers started together on a new database would all create Optuna's tables, and all but
+            # one fail ("duplicate key value violates unique constraint", seen on PostgreSQL under SLURM).
+            with database_lock(self.url, "optuna-schema"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return open_storage(self.url, heartbeat=self.settings.heartbeat)
         except Exception as error:  # a driver's or server's own exception types
@@ -321,38 +361,9 @@ class Worker:
             )
         return study
 
-    @contextlib.contextmanager
-    def claim_lock(self) -> Iterator[None]:
-        """Serialises taking a trial among the study's workers: counting the trials and creating one."""
-        from sqlalchemy import text
-        from sqlalchemy.engine import make_url
-
-        url = make_url(self.url)
-        backend = url.get_backend_name()
-        if backend == "sqlite" and url.database and url.database != ":memory:":
-            with open(f"{url.database}.lock", "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-        elif backend == "postgresql":
-            key = int.from_bytes(
-                hashlib.sha256(f"sweep:{self.settings.study}".encode()).digest()[:8], "big", signed=True
-            )
-            with self.storage.engine.connect() as connection:
-                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-                try:
-                    yield
-                finally:
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    connection.commit()
-        else:
-            yield  # other databases: workers started at the same moment may run a trial or two too many
-
     def take_trial(self) -> optuna.Trial | None:
         """A new trial of the study, or None when the study has ``n_trials`` finished or running ones."""
-        with self.claim_lock():
+        with database_lock(self.url, f"sweep:{self.settings.study}", self.storage.engine):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)
@@ -365,55 +376,69 @@ class Worker:
                 overrides["seed"] = int(self.sampler["init_args"]["seed"]) + len(trials)
             from experiments.sweep_trial import build
 
-            self.study.sampler = build(self.sampler, **overrides)
-            self.study.pruner = build(self.pruner)
+            self.study.sampler = build(self.sampler, **overrides)  # the pruner decides in the trial's fit
             trial = self.study.ask()
+            # The storage's id of the trial (no public accessor in Optuna 5; the child rebuilds its Trial
+            # from it, as optuna.trial.Trial(study, trial_id)); the number is only unique per study.
             self.heartbeat = Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat)
             return trial
 
     def run(self) -> None:
+        """Takes and runs trials until the study has its ``n_trials`` or the budget is spent, then writes
+        the report (also when the worker stops on an error or a signal)."""
         started = time.monotonic()
         self.say_start()
-        failures = 0
         previous = {s: signal.signal(s, self._interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while self.budget is None or time.monotonic() - started < self.budget:
-                trial = self.take_trial()
-                if trial is None:
-                    break
-                try:
-                    state, error = self.run_trial(trial)
-                finally:
-                    self.heartbeat.stop()
-                failures = failures + 1 if state == TrialState.FAIL else 0
-                if error is not None:
-                    raise ExperimentError(error)
-                if failures >= self.settings.max_failures:
-                    last = self.study._storage.get_trial(trial._trial_id).user_attrs.get(
-                        "error", "see its output"
-                    )
-                    raise ExperimentError(
-                        f"{failures} trials in a row failed (the last, trial {trial.number}: {last}); the "
-                        "sweep stopped. Fix the config, then run the same command to continue the study"
-                    )
+            self._run_trials(started)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error in flight is the one to report
+                write_report(self.study, self.parameters, self.metric, self.folder)
+            raise
+        else:
+            write_report(self.study, self.parameters, self.metric, self.folder)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            write_report(self.study, self.parameters, self.metric, self.folder)
+
+    def _run_trials(self, started: float) -> None:
+        failures = 0
+        while self.budget is None or time.monotonic() - started < self.budget:
+            trial = self.take_trial()
+            if trial is None:
+                return
+            try:
+                state, error = self.run_trial(trial)
+            finally:
+                self.heartbeat.stop()
+            failures = failures + 1 if state == TrialState.FAIL else 0
+            if error is not None:
+                raise ExperimentError(error)
+            if failures >= self.settings.max_failures:
+                last = self.storage.get_trial(trial._trial_id).user_attrs.get("error", "see its output")
+                raise ExperimentError(
+                    f"{failures} trials in a row failed (the last, trial {trial.number}: {last}); the sweep "
+                    "stopped. Fix the config, then run the same command to continue the study"
+                )
 
     def _interrupt(self, signum: int, frame: Any) -> None:
         raise Interrupted(signum)
 
     def say_start(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)  # a killed worker's trial is not "running"
         trials = self.study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
+        failed = sum(t.state == TrialState.FAIL for t in trials)
         goal = (
             f"to {self.settings.n_trials} finished trials" if self.settings.n_trials else "until the timeout"
         )
         print(
             f"sweep: study {self.settings.study!r} in {self.shown_url()}: {self.metric} "
-            f"({self.settings.direction}), {finished} trials finished and {running} running; running {goal}",
+            f"({self.settings.direction}), {finished} trials finished, {running} running, {failed} failed; "
+            f"running {goal}",
             flush=True,
         )
 
@@ -433,7 +458,7 @@ class Worker:
             self._tell(trial, state=TrialState.FAIL)
             print(f"sweep: trial {trial.number} stopped ({interrupted}) and marked failed", flush=True)
             raise
-        frozen = self.study._storage.get_trial(trial._trial_id)
+        frozen = self.storage.get_trial(trial._trial_id)
         attrs = frozen.user_attrs
         elapsed = f"{time.monotonic() - started:.0f} s"
         run = attrs.get("run", "no run folder")

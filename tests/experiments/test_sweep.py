@@ -4,6 +4,7 @@ a worker killed mid-trial, one stopped with SIGTERM, and trials that are DDP run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,9 +26,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from core.errors import ExperimentError
 from experiments.cli import main
 from experiments.configs import resolve_config_names
-from experiments.sweep import SweepCLI, check_space
+from experiments.sweep import SweepCLI, check_space, database_lock
 from experiments.sweep_space import Parameter, parameter, search_space, seconds
-from experiments.sweep_trial import storage_url
+from experiments.sweep_trial import open_storage, storage_url
 from experiments.tensorboard import TensorBoard
 from tests.conftest import CONFIGS, QUIET, config, run_experiments, subprocess_env
 from tests.experiments.test_tensorboard import hparams_data
@@ -277,8 +279,48 @@ def test_a_sweep_prunes_writes_its_report_and_its_best_config_reruns_to_the_same
     assert best_score(newest) == pytest.approx(study.best_value, rel=1e-6)
     # The same command again continues the study: it is complete, so it runs nothing and reports.
     again = run_experiments(sweep_command(file), cwd=tmp_path)
-    assert again.returncode == 0 and "6 trials finished and 0 running" in again.stdout
+    assert again.returncode == 0 and "6 trials finished, 0 running, 0 failed" in again.stdout
     assert len(load(tmp_path).trials) == 6
+
+
+@pytest.mark.slow
+def test_failed_trials_are_marked_and_too_many_in_a_row_stop_the_sweep(tmp_path):
+    # Every trial's loss diverges: each fit ends with the NaN guard's error, which the trial keeps.
+    diverging = {LR: {"type": "float", "low": 1.0e6, "high": 1.0e7, "log": True}}
+    file = tmp_path / "diverge.yaml"
+    file.write_text(yaml.safe_dump({"space": diverging, "n_trials": 5, "max_failures": 2}))
+    result = run_experiments(sweep_command(file, "--sweep.study=diverge"), cwd=tmp_path)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 2 trials in a row failed (the last, trial 1: training loss is ")
+    trials = load(tmp_path, "diverge").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all(t.user_attrs["error"].startswith("training loss is ") for t in trials)
+
+
+@pytest.mark.slow
+def test_a_metric_the_lesson_does_not_log_stops_the_sweep_at_its_first_trial(tmp_path):
+    file = sweep_file(tmp_path, n_trials=3)
+    result = run_experiments(
+        sweep_command(file, "--sweep.metric=val/r2", "--sweep.direction=maximize"), cwd=tmp_path
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: the sweep's metric val/r2 is not logged by this lesson's validation (it logs:"
+    )
+    assert "val/rmse" in last
+    [trial] = load(tmp_path).get_trials()
+    assert trial.state == TrialState.FAIL
+
+
+@pytest.mark.slow
+def test_a_time_budget_starts_no_trial_after_it(tmp_path):
+    file = sweep_file(tmp_path)  # no n_trials: the budget alone ends it
+    result = run_experiments(sweep_command(file, "--sweep.timeout=1s"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [t.state for t in load(tmp_path).get_trials()] == [TrialState.COMPLETE]
+    assert "running until the timeout" in result.stdout
 
 
 def start_worker(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
@@ -375,6 +417,37 @@ def postgres(tmp_path: Path):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def open_at_once(url: str, locked: bool, workers: int = 4) -> list[BaseException]:
+    """Opens a study storage at ``url`` from ``workers`` threads at once; the errors they met."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(workers)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            with database_lock(url, "optuna-schema") if locked else contextlib.nullcontext():
+                open_storage(url)
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_workers_that_open_a_new_sqlite_file_at_once_all_get_it(tmp_path):
+    assert open_at_once(f"sqlite:///{tmp_path / 'new.db'}", locked=True) == []
+
+
+def test_workers_that_open_a_new_postgresql_database_at_once_all_get_it(postgres):
+    # Optuna's first open creates its tables; without the lock, workers racing to do it fail (as two
+    # SLURM array tasks did on a new database).
+    assert open_at_once(storage_url(postgres), locked=True) == []
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_on_a_postgresql_server(tmp_path, postgres):
     file = sweep_file(tmp_path, n_trials=4)
@@ -431,7 +504,7 @@ def test_a_killed_workers_trial_is_failed_and_the_same_command_continues(tmp_pat
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trials = load(tmp_path).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
-    assert "3 trials finished" not in result.stdout and "0 trials finished and 1 running" in result.stdout
+    assert "0 trials finished, 0 running, 1 failed" in result.stdout
 
 
 @pytest.mark.slow
