@@ -63,6 +63,19 @@ def test_every_form_of_the_option_and_stacked_configs(elsewhere: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["mnist_convnet", "mnist_convnet.yaml", "sweeps/mnist_convnet", "configs/sweeps/mnist_convnet.yaml"],
+)
+def test_a_sweep_name_becomes_the_packaged_sweep_file(elsewhere: Path, name: str) -> None:
+    resolved = resolve_config_names(
+        ["sweep", "--config", "mnist_convnet", "--sweep", name, "--sweep.n_trials=3"]
+    )
+    assert resolved == ["sweep", "--config", packaged("mnist_convnet.yaml"), "--sweep", packaged(
+        "sweeps/mnist_convnet.yaml"), "--sweep.n_trials=3"]  # fmt: skip
+    assert resolve_config_names([f"--sweep={name}"]) == [f"--sweep={packaged('sweeps/mnist_convnet.yaml')}"]
+
+
 def test_an_existing_file_is_used_as_it_is(elsewhere: Path) -> None:
     (elsewhere / "configs").mkdir()
     (elsewhere / "configs" / "mnist_convnet.yaml").write_text("trainer: {max_epochs: 1}\n")
@@ -168,6 +181,7 @@ def test_the_wheel_runs_a_lesson_by_name_outside_the_checkout(tmp_path: Path) ->
     assert {"configs/mnist_convnet.yaml", "configs/trainer/gpu.yaml"} <= files
     assert {f"configs/{name}.yaml" for name in lesson_configs()} <= files
     assert {f"configs/trainer/{p.name}" for p in (CONFIGS / "trainer").glob("*.yaml")} <= files
+    assert {f"configs/sweeps/{p.name}" for p in (CONFIGS / "sweeps").glob("*.yaml")} <= files
     assert "datamodules/resources/boston_housing.csv" in files  # packaged before the configs were
 
     python = venv_seeing_dependencies(tmp_path / "venv")
