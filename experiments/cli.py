@@ -486,6 +486,10 @@ def silence_known_warnings(*messages: str) -> None:
     warnings.filterwarnings("ignore", category=JsonargparseDeprecationWarning, module=r"lightning\.")
     # Every lesson logs per epoch (core/metrics.py), so a run shorter than log_every_n_steps loses nothing.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than")
+    # On a machine with SLURM's programs, Lightning warns on every run started outside `srun`: a hint for
+    # a multi-process job, noise for the one-process runs, sweeps and bad-config errors of a login node.
+    # scripts/slurm.sbatch starts jobs with srun; the README's SLURM lines say so.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not")
     for message in messages:
         warnings.filterwarnings("ignore", message=message)
 
