@@ -201,7 +201,8 @@ def test_a_study_started_with_another_space_is_refused(capsys, in_tmp):
 def test_print_config_shows_the_sweep_it_would_run(capsys, in_tmp):
     file = sweep_file(in_tmp, n_trials=3)
     with pytest.raises(SystemExit) as exit_info:
-        main(["sweep", "--config", BOSTON, "--sweep", str(file), "--sweep.timeout=2h", "--print_config"])
+        stacked = ["--config", BOSTON, "--config", "trainer/bf16", "--sweep", str(file)]
+        main(["sweep", *stacked, "--trainer.max_epochs=7", "--sweep.timeout=2h", "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     sweep = printed["sweep"]
@@ -213,6 +214,8 @@ def test_print_config_shows_the_sweep_it_would_run(capsys, in_tmp):
     assert sweep["sampler"]["init_args"]["seed"] == 42
     assert sweep["pruner"]["class_path"] == "optuna.pruners.MedianPruner"
     assert printed["model"]["class_path"] == "modules.TabularRegressor"  # fit's config, all of it
+    # Stacked configs and flags that override, as fit takes them; the trials get the same.
+    assert printed["trainer"]["precision"] == "bf16-mixed" and printed["trainer"]["max_epochs"] == 7
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "sweeps").glob("*.yaml")))
