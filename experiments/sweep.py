@@ -304,7 +304,13 @@ class Worker:
         self.metric: str = self.settings.metric
         self.folder = sweeps_folder(self.layout) / self.settings.study
         check_space(cli, self.parameters)
-        self.url = storage_url(self.settings.storage)
+        try:
+            self.url = storage_url(self.settings.storage)
+        except Exception as error:  # SQLAlchemy's ArgumentError
+            raise ExperimentError(
+                f"sweep.storage: {self.settings.storage!r} is not a database URL ({one_line(error)}); give "
+                "e.g. sqlite:///path/to/file.db or postgresql://user:password@host:5432/database"
+            ) from None
         self.storage = self.open_storage()
         self.study = self.open_study()
 
@@ -322,9 +328,8 @@ class Worker:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return open_storage(self.url, heartbeat=self.settings.heartbeat)
         except Exception as error:  # a driver's or server's own exception types
-            raise ExperimentError(
-                f"sweep.storage: cannot open {self.shown_url()}: {one_line(error)}"
-            ) from None
+            reason = re.sub(r"\s*\(Background on this error at: \S+\)", "", one_line(error))
+            raise ExperimentError(f"sweep.storage: cannot open {self.shown_url()}: {reason}") from None
 
     def shown_url(self) -> str:
         from sqlalchemy.engine import make_url

@@ -188,6 +188,26 @@ def test_a_sweep_file_that_is_no_yaml_mapping_is_one_error_line(capsys, in_tmp):
     assert err.count("\n") == 1 and err.startswith("error: ") and "broken.yaml" in err, err
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense", "sweep.storage: 'nonsense' is not a database URL"),
+        (
+            "postgresql://sweeps@127.0.0.1:{port}/db",
+            "sweep.storage: cannot open postgresql+psycopg://sweeps@",
+        ),
+        ("mysql://sweeps@127.0.0.1:{port}/db", "sweep.storage: cannot open mysql://sweeps@127.0.0.1"),
+    ],
+)
+def test_a_database_that_cannot_be_reached_is_one_error_line(capsys, in_tmp, url, message):
+    from tests.conftest import free_port
+
+    file = sweep_file(in_tmp, n_trials=1)
+    err = sweep_error(capsys, "--sweep", str(file), f"--sweep.storage={url.format(port=free_port())}")
+    assert err.count("\n") == 1 and err.startswith(f"error: {message}"), err
+    assert "Background on this error" not in err
+
+
 def test_a_study_started_with_another_space_is_refused(capsys, in_tmp):
     first = sweep_file(in_tmp, n_trials=1)
     storage = f"sqlite:///{in_tmp / 'studies.db'}"
