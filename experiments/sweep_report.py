@@ -111,6 +111,8 @@ def plots(study: Any, metric: str) -> dict[str, Any]:
             figures["param_importances"] = optuna_plots.plot_param_importances(
                 study, target_name=metric
             ).figure
+    for figure in figures.values():
+        figure.tight_layout()  # TensorBoard draws the canvas as it is: long parameter names were cut off
     return figures
 
 
