@@ -4,6 +4,7 @@
     python -m experiments test --config configs/linear_regression.yaml --ckpt_path best
     python -m experiments fit --model FeedForwardNet --data RandomTensorDataModule
     python -m experiments fit --model.help SineRNN
+    python -m experiments sweep --config mnist_convnet --sweep mnist_convnet   # experiments/sweep.py
 
 What every lesson inherits, and any config or flag can override:
 - TensorBoard logs in ``lightning_logs/<experiment>/version_N``; ``<experiment>`` is the first config
