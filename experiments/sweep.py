@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import inspect
 import os
 import re
 import signal
@@ -55,11 +54,19 @@ from optuna.trial import TrialState
 
 from core.errors import ExperimentError
 from experiments.cli import PARSER_KWARGS, ExperimentCLI, experiment_name
-from experiments.messages import USER_ERRORS, closest, one_line
+from experiments.messages import USER_ERRORS, closest, import_path, one_line, parameters
 from experiments.runs import LOG_ROOT, RunLayout
 from experiments.sweep_report import write_report
 from experiments.sweep_space import Parameter, search_space, seconds
-from experiments.sweep_trial import ENVIRONMENT, FATAL, PRUNED, TrialAddress, open_storage, storage_url
+from experiments.sweep_trial import (
+    ENVIRONMENT,
+    FATAL,
+    PRUNED,
+    TrialAddress,
+    build,
+    open_storage,
+    storage_url,
+)
 
 #: The states of trials that count toward ``n_trials`` (failed ones do not: a replacement runs).
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -117,13 +124,6 @@ def _class_spec(value: Any) -> dict[str, Any]:
     return {"class_path": value["class_path"], "init_args": dict(value.get("init_args") or {})}
 
 
-def _accepts_seed(spec: dict[str, Any]) -> bool:
-    import importlib
-
-    module, _, name = spec["class_path"].rpartition(".")
-    return "seed" in inspect.signature(getattr(importlib.import_module(module), name)).parameters
-
-
 class SweepCLI(ExperimentCLI):
     """``fit``'s parser with a ``sweep`` section; it parses and checks, and builds nothing."""
 
@@ -152,6 +152,7 @@ class SweepCLI(ExperimentCLI):
 
     def complete_config(self, config: Namespace, layout: RunLayout) -> None:
         # The sweep's defaults made explicit, so that --print_config shows what will run.
+        self.layout = layout
         sweep = config.sweep
         if not sweep.get("metric"):
             sweep.metric = config.checkpoint.get("monitor")
@@ -187,17 +188,17 @@ class SweepCLI(ExperimentCLI):
         return yaml.safe_dump(data, sort_keys=False)
 
 
-def check_space(cli: SweepCLI, parameters: list[Parameter]) -> None:
+def check_space(cli: SweepCLI, space: list[Parameter]) -> None:
     """Every key takes the ends of its range and each of its choices, as the config's parser reads them:
     a wrong key or type is one error line before the sweep starts, not a failed trial later."""
-    rounds = max(len(p.probe_values()) for p in parameters)
-    for i in range(rounds):
-        flags = [p.flag(p.probe_values()[i % len(p.probe_values())]) for p in parameters]
+    probes = [p.probe_values() for p in space]
+    for i in range(max(len(values) for values in probes)):
+        flags = [p.flag(values[i % len(values)]) for p, values in zip(space, probes, strict=True)]
         try:
             cli.trial_config(flags)
         except USER_ERRORS as error:
             # Which key: the one whose flag alone fails.
-            for parameter, flag in zip(parameters, flags, strict=True):
+            for parameter, flag in zip(space, flags, strict=True):
                 try:
                     cli.trial_config([flag])
                 except USER_ERRORS as alone:
@@ -276,7 +277,10 @@ class Heartbeat:
             with contextlib.suppress(Exception):  # a database hiccup: the next beat tries again
                 storage.record_heartbeat(trial_id)
 
-    def stop(self) -> None:
+    def __enter__(self) -> Heartbeat:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -286,9 +290,7 @@ class Worker:
 
     def __init__(self, cli: SweepCLI) -> None:
         self.cli = cli
-        config = cli.config
-        self.settings = config.sweep
-        self.layout = RunLayout.configure(config.trainer, experiment_name(config))
+        self.settings = cli.config.sweep
         self.parameters = search_space(self.settings.space)
         self.budget = seconds(self.settings.timeout)
         if self.settings.n_trials is None and self.budget is None:
@@ -302,7 +304,7 @@ class Worker:
         self.sampler = _class_spec(self.settings.sampler)
         self.pruner = _class_spec(self.settings.pruner)
         self.metric: str = self.settings.metric
-        self.folder = sweeps_folder(self.layout) / self.settings.study
+        self.folder = sweeps_folder(cli.layout) / self.settings.study
         check_space(cli, self.parameters)
         try:
             self.url = storage_url(self.settings.storage)
@@ -324,8 +326,7 @@ class Worker:
         try:
             # Workers started together on a new database would all create Optuna's tables, and all but
             # one fail ("duplicate key value violates unique constraint", seen on PostgreSQL under SLURM).
-            with database_lock(self.url, "optuna-schema"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with database_lock(self.url, "optuna-schema"):
                 return open_storage(self.url, heartbeat=self.settings.heartbeat)
         except Exception as error:  # a driver's or server's own exception types
             reason = re.sub(r"\s*\(Background on this error at: \S+\)", "", one_line(error))
@@ -354,12 +355,7 @@ class Worker:
                 )
             if name not in theirs:
                 study.set_user_attr(name, mine[name])
-        wanted = (
-            optuna.study.StudyDirection.MAXIMIZE
-            if self.settings.direction == "maximize"
-            else optuna.study.StudyDirection.MINIMIZE
-        )
-        if study.direction != wanted:
+        if study.direction != optuna.study.StudyDirection[self.settings.direction.upper()]:
             raise ExperimentError(
                 f"sweep.direction: study {self.settings.study!r} {study.direction.name.lower()}s its metric; "
                 "give that direction, or a new study name with --sweep.study"
@@ -369,24 +365,17 @@ class Worker:
     def take_trial(self) -> optuna.Trial | None:
         """A new trial of the study, or None when the study has ``n_trials`` finished or running ones."""
         with database_lock(self.url, f"sweep:{self.settings.study}", self.storage.engine):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)
+            optuna.storages.fail_stale_trials(self.study)
             trials = self.study.get_trials(deepcopy=False)
             taken = [t for t in trials if t.state in (*FINISHED, TrialState.RUNNING, TrialState.WAITING)]
             if self.settings.n_trials is not None and len(taken) >= self.settings.n_trials:
                 return None
             overrides = {}
-            if self.sampler["init_args"].get("seed") is not None and _accepts_seed(self.sampler):
-                overrides["seed"] = int(self.sampler["init_args"]["seed"]) + len(trials)
-            from experiments.sweep_trial import build
-
+            seed = self.sampler["init_args"].get("seed")
+            if seed is not None and "seed" in parameters(import_path(self.sampler["class_path"])):
+                overrides["seed"] = int(seed) + len(trials)
             self.study.sampler = build(self.sampler, **overrides)  # the pruner decides in the trial's fit
-            trial = self.study.ask()
-            # The storage's id of the trial (no public accessor in Optuna 5; the child rebuilds its Trial
-            # from it, as optuna.trial.Trial(study, trial_id)); the number is only unique per study.
-            self.heartbeat = Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat)
-            return trial
+            return self.study.ask()
 
     def run(self) -> None:
         """Takes and runs trials until the study has its ``n_trials`` or the budget is spent, then writes
@@ -412,10 +401,10 @@ class Worker:
             trial = self.take_trial()
             if trial is None:
                 return
-            try:
+            # trial._trial_id: the storage's id of the trial (no public accessor in Optuna 5; the child
+            # rebuilds its Trial from it, as optuna.trial.Trial(study, trial_id)).
+            with Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat):
                 state, error = self.run_trial(trial)
-            finally:
-                self.heartbeat.stop()
             failures = failures + 1 if state == TrialState.FAIL else 0
             if error is not None:
                 raise ExperimentError(error)
@@ -430,9 +419,7 @@ class Worker:
         raise Interrupted(signum)
 
     def say_start(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)  # a killed worker's trial is not "running"
+        optuna.storages.fail_stale_trials(self.study)  # a killed worker's trial is not "running"
         trials = self.study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -578,7 +565,7 @@ def main(args: ArgsType) -> None:
         if unknown is None:
             raise
         name = unknown.group(1)
-        known = [n for n in inspect.signature(Sweep).parameters]
+        known = parameters(Sweep)
         match = closest(name, known)
         hint = f"did you mean {match}?" if match else f"it takes: {', '.join(known)}"
         raise ExperimentError(f"sweep.{name}: the sweep file has no setting {name!r}; {hint}") from None

@@ -85,7 +85,8 @@ def best_config(study: Any, metric: str) -> str | None:
     config = best.user_attrs.get("config")
     if not config:
         return None
-    run = f" (run {run_folder(best)})" if run_folder(best) else ""
+    folder = run_folder(best)
+    run = f" (run {folder})" if folder else ""
     header = (
         f"# The best trial of sweep study {study.study_name!r}: trial {best.number}, {metric} "
         f"{best.value:.6g}{run}.\n# Rerun it: python -m experiments fit --config <this file>\n"

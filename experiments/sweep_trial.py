@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from core.distributed import run_dir
 from core.errors import ExperimentError
+from experiments.messages import import_path
 
 #: The environment variable that names a fit's trial (JSON of ``TrialAddress``).
 ENVIRONMENT = "EXPERIMENTS_SWEEP_TRIAL"
@@ -76,12 +77,9 @@ def open_storage(url: str, heartbeat: int | None = None) -> Any:
 
 
 def build(spec: dict[str, Any], **overrides: Any) -> Any:
-    """An instance of ``spec`` (``{"class_path": ..., "init_args": {...}}``) with ``overrides``."""
-    import importlib
-
-    module, _, name = str(spec["class_path"]).rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    return cls(**{**(spec.get("init_args") or {}), **overrides})
+    """An instance of ``spec`` (``{"class_path": ..., "init_args": {...}}``, a class the sweep's parser
+    has resolved) with ``overrides``."""
+    return import_path(str(spec["class_path"]))(**{**(spec.get("init_args") or {}), **overrides})
 
 
 class TrialReport(Callback):
