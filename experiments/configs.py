@@ -12,7 +12,7 @@ that names neither is left alone for the command's usual "file not found" error.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -76,17 +76,27 @@ def resolve_config_name(value: str, folder: str = "") -> str:
     return str(found) if found is not None else value
 
 
-def resolve_config_names(args: Sequence[str]) -> list[str]:
-    """``args`` with the value of every ``--config X``, ``--config=X`` and ``-c X`` that names a packaged
-    config (see ``packaged_config``) replaced by that file's absolute path; all else unchanged."""
-    resolved = [str(arg) for arg in args]
-    for i, arg in enumerate(resolved):
-        if arg in OPTIONS and i + 1 < len(resolved):
-            resolved[i + 1] = resolve_config_name(resolved[i + 1], OPTIONS[arg])
+def config_options(args: Sequence[str]) -> Iterator[tuple[int, str, str]]:
+    """``(index, option, value)`` of every config-file option in ``args`` (``--config X``, ``--config=X``,
+    ``-c X``, ``--sweep X``): ``index`` is where the value is, the argument after the option or the
+    ``--option=X`` argument itself."""
+    for i, arg in enumerate(args):
+        if arg in OPTIONS and i + 1 < len(args):
+            yield i + 1, arg, args[i + 1]
         else:
             option, equals, value = arg.partition("=")
             if equals and option in OPTIONS:
-                resolved[i] = f"{option}={resolve_config_name(value, OPTIONS[option])}"
+                yield i, option, value
+
+
+def resolve_config_names(args: Sequence[str]) -> list[str]:
+    """``args`` with the value of every ``--config X``, ``--config=X`` and ``-c X`` that names a packaged
+    config (see ``packaged_config``), and of ``--sweep X`` that names a packaged sweep file, replaced by
+    that file's absolute path; all else unchanged."""
+    resolved = [str(arg) for arg in args]
+    for i, option, value in list(config_options(resolved)):
+        name = resolve_config_name(value, OPTIONS[option])
+        resolved[i] = name if resolved[i] == value else f"{option}={name}"
     return resolved
 
 

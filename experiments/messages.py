@@ -30,6 +30,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 import datamodules
 import modules
 from core.errors import ExperimentError
+from experiments.configs import config_options
 
 # Errors that come from what the user typed or pointed at, not from a bug: shown as one line. Lesson
 # code raises subclasses of ExperimentError, so no lesson error type needs listing here.
@@ -174,14 +175,8 @@ def one_line(error: BaseException) -> str:
 
 
 def config_files(argv: Sequence[str]) -> list[str]:
-    """The files given with ``--config`` in ``argv``."""
-    found = []
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            found.append(argv[i + 1])
-        elif arg.startswith("--config="):
-            found.append(arg.split("=", 1)[1])
-    return found
+    """The files given with ``--config`` (or ``-c``) in ``argv``."""
+    return [value for _, option, value in config_options(argv) if option in ("--config", "-c")]
 
 
 def check_config_files(argv: Sequence[str]) -> None:
