@@ -125,7 +125,9 @@ class LastCheckpoint(Checkpoint):
         recent = monotonic() - self._written_at < self.min_interval
         if trainer.world_size > 1:
             recent = trainer.strategy.broadcast(recent, src=0)
-        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        # max_epochs -1 (or None, with max_steps) trains without an epoch limit: no epoch is the last.
+        limit = trainer.max_epochs
+        last_epoch = limit is not None and limit > 0 and trainer.current_epoch + 1 >= limit
         if recent and not last_epoch:
             return
         super().on_train_epoch_end(trainer, pl_module)

@@ -11,8 +11,9 @@ What every lesson inherits, and any config or flag can override:
   file's name (``linear_regression``), else the model class's name; set ``trainer.logger.init_args.name``
   to choose another.
 - ``checkpoint``: a ModelCheckpoint keeping the best epoch on ``checkpoint.monitor`` (``val/loss``
-  unless the lesson's config says otherwise), and ``last_checkpoint``: ``last.ckpt``, rewritten every
-  epoch; both in the run folder's ``checkpoints/``.
+  unless the lesson's config says otherwise), and ``last_checkpoint``: ``last.ckpt``, written at an
+  epoch's end at most every ``last_checkpoint.min_interval`` seconds and when training ends; both in the
+  run folder's ``checkpoints/``.
 - ``lr_monitor``: the learning rate in TensorBoard. ``prediction_writer``: ``predict`` output saved as
   ``predictions.pt`` in the run folder.
 - ``seed_everything: 42``; the resolved config saved as ``config.yaml`` beside the logs.
@@ -168,7 +169,9 @@ class RunConfig(SaveConfigCallback):
             # An evaluation logged into an MLflow run: beside the training's config, not over it.
             name = f"{Path(name).stem}_{getattr(stage, 'value', stage)}{Path(name).suffix}"
         path = str(folder / name)
-        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+        self.parser.save(
+            self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile
+        )
 
 
 class ExperimentCLI(LightningCLI):
@@ -208,7 +211,7 @@ class ExperimentCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.mode": "min",
-                # last.ckpt comes from last_checkpoint, which writes it every epoch.
+                # last.ckpt comes from last_checkpoint (experiments/callbacks.py).
                 "checkpoint.save_last": False,
                 "checkpoint.save_top_k": 1,
                 # No metric names in file names: "val/loss" would make a sub-folder.
