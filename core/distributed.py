@@ -38,8 +38,9 @@ def run_dir(trainer: Trainer) -> Path | None:
     id>``) on global rank 0; None on the other ranks and when the run writes no logs (no logger,
     ``fast_dev_run``).
 
-    It reads the logger's folder as ``trainer.log_dir`` does but without its broadcast, so rank-zero-only
-    code may call it; rank 0's value is the one the broadcast would give every rank.
+    TensorBoard and CSV: the logger's ``log_dir``, as ``trainer.log_dir`` gives it; other loggers:
+    ``save_dir/name/version``, where ModelCheckpoint puts their runs' checkpoints. Nothing is broadcast
+    (``trainer.log_dir`` is), so rank-zero-only code may call it.
     """
     if not trainer.is_global_zero or trainer.fast_dev_run or not trainer.loggers:
         return None

@@ -40,11 +40,6 @@ class EpochMean(MeanMetric):
         return x, weight.to(self.dtype)
 
 
-def epoch_mean() -> MeanMetric:
-    """The mean of a loss over an epoch, without a host-device sync per update (see ``EpochMean``)."""
-    return EpochMean()
-
-
 def updated_anywhere(metric: Metric) -> bool:
     """Whether ``metric`` was updated in any process of the run since its last reset. ``compute()`` is a
     collective under DDP, so whether to call it must be decided alike on every rank: a rank whose shard

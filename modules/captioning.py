@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torchmetrics.text import BLEUScore
 
 from core.errors import ExperimentError
-from core.metrics import epoch_mean, log_phase, phase_metrics
+from core.metrics import EpochMean, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -149,7 +149,7 @@ class CaptionModel(LightningModule):
         self.vocabulary: list[str] | None = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
-        self.train_loss, self.val_loss, self.test_loss = epoch_mean(), epoch_mean(), epoch_mean()
+        self.train_loss, self.val_loss, self.test_loss = EpochMean(), EpochMean(), EpochMean()
         self.val_bleu4, self.test_bleu4 = BLEUScore(n_gram=4), BLEUScore(n_gram=4)
 
     # --- vocabulary -----------------------------------------------------------------------------------

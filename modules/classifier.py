@@ -21,7 +21,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from core.errors import InputShapeError
-from core.metrics import epoch_mean, log_best, log_phase, phase_metrics
+from core.metrics import EpochMean, log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 
@@ -74,7 +74,7 @@ class ImageClassifier(PhaseAccuracy):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes = num_classes
-        self.train_loss, self.val_loss, self.test_loss = epoch_mean(), epoch_mean(), epoch_mean()
+        self.train_loss, self.val_loss, self.test_loss = EpochMean(), EpochMean(), EpochMean()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")

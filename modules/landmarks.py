@@ -33,7 +33,7 @@ from torchmetrics import Metric, MinMetric
 
 from core.callbacks import PredictionWriter, ValidationSamples
 from core.figures import log_figure
-from core.metrics import epoch_mean, log_best, log_phase, phase_metrics
+from core.metrics import EpochMean, log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
 LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
@@ -170,7 +170,7 @@ class LandmarkRegressor(LightningModule):
             ]
         self.net = nn.Sequential(*body, *top)
         for phase in ("train", "val", "test"):
-            setattr(self, f"{phase}_loss", epoch_mean())
+            setattr(self, f"{phase}_loss", EpochMean())
             setattr(self, f"{phase}_nme", NormalizedMeanError(*eye_corners))
         self.val_nme_mean_shape = NormalizedMeanError(*eye_corners)
         self.test_nme_mean_shape = NormalizedMeanError(*eye_corners)

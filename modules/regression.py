@@ -13,7 +13,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from core.errors import InputShapeError
-from core.metrics import epoch_mean, log_phase
+from core.metrics import EpochMean, log_phase
 from core.optim import OptimizerCallable, build_optimizer
 
 
@@ -33,7 +33,7 @@ class RegressionModule(LightningModule):
         # One metric object per phase; the epoch mean is weighted by batch size, so it is the per-epoch
         # loss of the seed's loop whatever the batching. Updating a metric costs far less than a
         # `self.log` call per step, which matters for lessons whose steps take microseconds.
-        self.train_loss, self.val_loss, self.test_loss = epoch_mean(), epoch_mean(), epoch_mean()
+        self.train_loss, self.val_loss, self.test_loss = EpochMean(), EpochMean(), EpochMean()
 
     def _metric(self, phase: str) -> MeanMetric:
         return getattr(self, f"{phase}_loss")

@@ -66,7 +66,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from core.errors import ExperimentError
-from core.metrics import epoch_mean, log_phase, phase_metrics
+from core.metrics import EpochMean, log_phase, phase_metrics
 from core.optim import OptimizerCallable, build_optimizer
 from core.threads import Workers
 from modules.skipgram_updates import Batch, closed_form_update, compiled_loop, loop_applies
@@ -134,7 +134,7 @@ class SkipGramModel(LightningModule):
         self.init_emb()
         # Both paths update inside training_step; Lightning only runs the loop.
         self.automatic_optimization = False
-        self.train_loss, self.val_loss, self.test_loss = epoch_mean(), epoch_mean(), epoch_mean()
+        self.train_loss, self.val_loss, self.test_loss = EpochMean(), EpochMean(), EpochMean()
 
     def init_emb(self) -> None:
         """The seed's (and word2vec.c's) initialisation: ``u`` uniform in ``±0.5 / dim``, ``v`` zero."""

@@ -40,7 +40,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from core.errors import ExperimentError
-from core.metrics import epoch_mean
+from core.metrics import EpochMean
 from core.optim import OptimizerCallable, build_optimizer
 from modules.classifier import PhaseAccuracy
 
@@ -218,7 +218,7 @@ class TreeLSTM(PhaseAccuracy):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_classes)
         for phase in ("train", "val", "test"):
-            setattr(self, f"{phase}_loss", epoch_mean())
+            setattr(self, f"{phase}_loss", EpochMean())
             setattr(self, f"{phase}_acc", MulticlassAccuracy(num_classes, average="micro"))
             node_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
             setattr(self, f"{phase}_node_acc", node_acc)

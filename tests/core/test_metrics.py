@@ -7,7 +7,7 @@ import math
 import torch
 from torch.overrides import TorchFunctionMode
 
-from core.metrics import EpochMean, epoch_mean
+from core.metrics import EpochMean
 
 
 class _Syncs(TorchFunctionMode):
@@ -27,7 +27,7 @@ class _Syncs(TorchFunctionMode):
 def test_weights_count_as_in_a_weighted_mean() -> None:
     # torchmetrics' nan_strategy="disable" replaces weights with ones (torchmetrics#3434): a per-token
     # mean would become a mean of batch means. 1 * 3 + 4 * 1 over 4 tokens is 1.75, not 2.5.
-    mean = epoch_mean()
+    mean = EpochMean()
     mean.update(torch.tensor(1.0), weight=3)
     mean.update(torch.tensor(4.0), weight=torch.tensor(1.0))
     assert mean.compute().item() == 1.75
@@ -37,14 +37,14 @@ def test_weights_count_as_in_a_weighted_mean() -> None:
 
 
 def test_unweighted_values_and_floats_average_plainly() -> None:
-    mean = epoch_mean()
+    mean = EpochMean()
     mean.update(2.0)
     mean.update(torch.tensor([4.0, 6.0]))
     assert mean.compute().item() == 4.0
 
 
 def test_a_nan_shows_in_the_epoch_value_without_checking_each_update() -> None:
-    mean = epoch_mean()
+    mean = EpochMean()
     with _Syncs() as spy:
         mean.update(torch.tensor(1.0))
         mean.update(torch.tensor(float("nan")), weight=2.0)
