@@ -30,8 +30,6 @@ Goal: ours >= 20x the samples/s of the per-sample pipeline.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from _common import machine, markdown_table  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
@@ -138,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     epoch = "full epoch" if args.batches is None else f"{args.batches} batches per epoch"
     print(
-        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{machine()}, "
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, {time.strftime('%Y-%m-%d')}, "
         f"median of {args.repeats}, {epoch}, batch size {BATCH_SIZE}, baseline workers {args.workers}, "
         f"torch threads {torch.get_num_threads()}, data {args.data_dir}"
@@ -150,9 +149,8 @@ def main() -> None:
         "samples/s": "{rate:,.0f}",
         "ours / this": "{ratio}",
     }
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    row = "| " + " | ".join(columns.values()) + " |"
+    header, row = markdown_table(columns)
+    print(*header, sep="\n")
     for result in measure(args.data_dir, args.workers, args.repeats, args.batches):
         print(row.format(**result), flush=True)
 

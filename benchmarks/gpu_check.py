@@ -28,8 +28,7 @@ For each lesson (``mnist_convnet``, ``simple_cnn``) and precision (``32-true``, 
   ``--trainer.max_epochs`` (and ``limit_*_batches`` when ``--steps`` / ``--val-steps`` are given) is
   changed, and the progress bar and model summary are off, as in any non-interactive run;
 - ``no_figures``: the same with ``--trainer.callbacks=[]``;
-- ``compiled``: ``shipped`` with ``--compile.enabled true --compile.mode <--compile-mode>``; skipped, with a
-  note, when the command has no ``--compile`` option;
+- ``compiled``: ``shipped`` with ``--compile.enabled true --compile.mode <--compile-mode>``;
 - ``lean`` (not run by default): the measurement this script made before, validation, logging,
   checkpointing and figures off (``limit_val_batches 0``, ``logger false``, ``callbacks=[]``, no checkpoint
   files); its ``train img/s`` is the old table's samples/s.
@@ -59,7 +58,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import io
 import json
 import logging
 import os
@@ -76,6 +74,7 @@ from typing import Any
 import lightning
 import torch
 import torch.nn.functional as F
+from _common import markdown_table
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from datamodules.images import random_crop_flip
@@ -214,14 +213,6 @@ def variant_args(variant: str, args: argparse.Namespace) -> list[str]:
     if variant == "compiled":
         return [*VARIANTS[variant], "--compile.mode", args.compile_mode]
     return VARIANTS[variant]
-
-
-def command_has_option(option: str) -> bool:
-    """Whether the experiments command's help lists ``option``."""
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
-        ExperimentCLI(args=["--help"], run=False)
-    return option in text.getvalue()
 
 
 def metric(cli: ExperimentCLI, name: str) -> float:
@@ -366,26 +357,21 @@ def plain_run(lesson: str, precision: str, args: argparse.Namespace) -> dict[str
 
 
 def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every (lesson, precision, variant) run, in that order, and the notes on what was skipped or failed
-    (a failed run's traceback goes to stderr, and the others go on)."""
-    variants = list(args.variants)
+    """Every (lesson, precision, variant) run, in that order, and the notes on what failed (a failed
+    run's traceback goes to stderr, and the others go on)."""
     notes = []
-    if "compiled" in variants and not command_has_option("--compile.enabled"):
-        variants.remove("compiled")
-        notes.append("compiled: skipped, `python -m experiments fit --help` has no --compile.enabled yet")
     results = []
     for lesson in args.lessons:
         for precision in args.precisions:
-            for variant in variants:
+            for variant in args.variants:
                 started = time.perf_counter()
                 try:
                     if variant == "plain":
                         figures = plain_run(lesson, precision, args)
                     else:
                         figures = lightning_run(lesson, precision, variant, args)
-                except (
-                    Exception
-                ) as error:  # one failed run (a compiler error, say) leaves the others' figures
+                # One failed run (a compiler error, say) leaves the others' figures.
+                except Exception as error:
                     traceback.print_exc()
                     notes.append(f"{lesson} {precision} {variant}: failed, {type(error).__name__}: {error}")
                     continue
@@ -438,8 +424,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         "train loss": "{train_loss:.3f}",
         "val acc": "{val_acc:.3f}",
     }
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    row = "| " + " | ".join(columns.values()) + " |"
+    lines, row = markdown_table(columns)
     for r in results:
         shown = {k: ratio(v) if k.endswith(("_vs_plain", "_vs_fp32")) else v for k, v in r.items()}
         lines.append(row.format(**shown))
@@ -453,8 +438,6 @@ def quiet() -> None:
     silence_known_warnings(
         # This script's own arguments are in sys.argv; the runs' are given to ExperimentCLI(args=...).
         r"LightningCLI's args parameter is intended to run",
-        # --steps below 50 (the smoke test): the lessons log per epoch anyway.
-        r"The number of training batches \(\d+\) is smaller than",
     )
 
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -71,6 +70,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import machine, markdown_table  # noqa: E402
 
 from experiments.cli import ExperimentCLI, silence_known_warnings  # noqa: E402
 
@@ -257,13 +257,9 @@ def main() -> None:
     data_dir = Path(args.data_dir).resolve()  # the runs happen in temporary working folders
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    # Besides experiments.cli.main's: the in-memory loader needing no workers, args given to the CLI in
-    # a script with its own argv, and the warm-up's 5 batches being fewer than the logging interval.
-    silence_known_warnings(
-        r".*does not have many workers.*",
-        r"LightningCLI's args parameter is intended",
-        r"The number of training batches \(\d+\) is smaller than the logging interval",  # the warm-up
-    )
+    # Besides experiments.cli's: the in-memory loader needing no workers, and args given to the CLI in a
+    # script with its own argv.
+    silence_known_warnings(r".*does not have many workers.*", r"LightningCLI's args parameter is intended")
 
     # Warm-up of each side, untimed; ours also gives the datamodule whose split Keras is given.
     with temporary_cwd():
@@ -275,7 +271,7 @@ def main() -> None:
     keras_once(keras, arrays, shift, dm.seed, dm.batch_size, samples=WARM_UP_BATCHES * dm.batch_size)
 
     print(
-        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{machine()}, "
         f"torch {torch.__version__}, keras {keras.__version__} (backend {keras.backend.backend()}), "
         f"{time.strftime('%Y-%m-%d')}, median of {args.repeats}, one epoch each, interleaved, "
         f"torch threads {torch.get_num_threads()}, data {data_dir}",
@@ -319,14 +315,14 @@ def main() -> None:
         "val acc": "{val_acc:.4f}",
         "test acc": "{test_acc:.4f}",
     }
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
+    header, row = markdown_table(columns)
+    print(*header, sep="\n")
     medians = {}
     for side, runs in results.items():
         median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         median["step_ms"] = median["wall"] / median["steps"] * 1e3
         medians[side] = median
-        print("| " + " | ".join(columns.values()).format(side=side, **median) + " |")
+        print(row.format(side=side, **median))
     ours, peer = medians.values()
     print(
         f"ratio ours / Keras, epoch wall time: {ours['wall'] / peer['wall']:.2f}x "

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from _common import machine, markdown_table  # noqa: E402
 
 from experiments.cli import ExperimentCLI, silence_known_warnings  # noqa: E402
 from tests import seed_loops  # noqa: E402
@@ -134,10 +134,7 @@ def main() -> None:
     silence_known_warnings(r"LightningCLI's args parameter", r".*does not have many workers.*")
     for name in ("lightning.pytorch", "lightning.fabric"):  # per-run seed and device lines
         logging.getLogger(name).setLevel(logging.WARNING)
-    print(
-        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, median of {args.repeats}"
-    )
+    print(f"{machine()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, median of {args.repeats}")
     columns = {
         "lesson": "{lesson}",
         "baseline": "{baseline}",
@@ -152,9 +149,8 @@ def main() -> None:
         "Lightning floor (s)": "{bare:.3f}",
         "floor ratio": "{bare_ratio:.2f}x",
     }
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    row = "| " + " | ".join(columns.values()) + " |"
+    header, row = markdown_table(columns)
+    print(*header, sep="\n")
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)  # the experiments' logs and checkpoints go here and are deleted afterwards
         for lesson in args.lessons:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -54,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _common import machine, markdown_table  # noqa: E402
 
 from datamodules import MNISTDataModule  # noqa: E402
 from experiments.cli import ExperimentCLI, silence_known_warnings  # noqa: E402
@@ -169,7 +169,7 @@ def main() -> None:
     )
     epoch = "full epoch" if args.batches is None else f"{args.batches} batches"
     print(
-        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{machine()}, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, median of {args.repeats}, {epoch}, "
         f"torch threads {torch.get_num_threads()}, data {data_dir}"
     )
@@ -185,9 +185,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)  # the experiment's logs and checkpoints go here and are deleted afterwards
         result = measure(data_dir, args.batches, args.repeats)
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    print("| " + " | ".join(columns.values()).format(**result) + " |", flush=True)
+    header, row = markdown_table(columns)
+    print(*header, row.format(**result), sep="\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,12 @@ import time
 from pathlib import Path
 
 import optuna
+import yaml
+from _common import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
+#: The sweep file's searched keys (configs/sweeps/logistic_regression.yaml).
+LR, BATCH = "model.optimizer.init_args.lr", "data.init_args.batch_size"
 
 
 def run(args: list[str], cwd: Path) -> tuple[str, float]:
@@ -82,18 +86,27 @@ def main() -> None:
         )
         best = study.best_trial
         best_run = Path(best.user_attrs["run"])
-        shipped_params = {"lr": 0.01, "batch_size": 128}
+        saved = yaml.safe_load((shipped / "config.yaml").read_text())  # the shipped run's own values
+        shipped_params = {
+            LR: saved["model"]["init_args"]["optimizer"]["init_args"]["lr"],
+            BATCH: saved["data"]["init_args"]["batch_size"],
+        }
         rows = [
             (f"best trial ({best.number})", best.params, best_val(best_run), test_accuracy(best_run, cwd)),
             ("shipped config", shipped_params, best_val(shipped), test_accuracy(shipped, cwd)),
         ]
         states = [t.state.name.lower() for t in study.trials]
-        print("\n| run | lr | batch size | best val/acc | test/acc of that checkpoint |")
-        print("|---|---|---|---|---|")
+        columns = {
+            "run": "{name}",
+            "lr": "{lr:.4g}",
+            "batch size": "{size}",
+            "best val/acc": "{val:.4f}",
+            "test/acc of that checkpoint": "{test:.4f}",
+        }
+        header, row = markdown_table(columns)
+        print("", *header, sep="\n")
         for name, params, val, test in rows:
-            lr = params.get("model.optimizer.init_args.lr", params.get("lr"))
-            size = params.get("data.init_args.batch_size", params.get("batch_size"))
-            print(f"| {name} | {lr:.4g} | {size} | {val:.4f} | {test:.4f} |")
+            print(row.format(name=name, lr=params[LR], size=params[BATCH], val=val, test=test))
         trial_seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials)
         overhead = sweep_seconds - trial_seconds
         print(
