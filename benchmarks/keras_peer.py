@@ -26,9 +26,8 @@ Both sides train one epoch on the same data in this process, then are tested on 
   settings our config gives ``torch.optim.Adadelta``; Keras 3's own default learning rate is 0.001),
   pixels scaled to [0, 1], channels last; built and compiled outside the timing (as the CLI builds
   ours before ``fit``). Timed is ``model.fit(x, y, epochs=1, batch_size=128,
-  validation_data=<held out>, verbose=0)``. The arrays are read with numpy from the same IDX files
-  (plain or ``.gz``) before any timing, and split into exactly our 55,000 / 5,000 images (the
-  datamodule's seeded permutation; the script checks the held-out images are identical). Keras's
+  validation_data=<held out>, verbose=0)``. The arrays are our datamodule's own uint8 splits (the
+  55,000 / 5,000 of its seeded permutation, and the test images), converted before any timing. Keras's
   ``validation_split=5000/60000`` would hold out the *last* 5,000 images instead, so it is not used.
   Test accuracy is ``model.evaluate(x_test, y_test, batch_size=128)``.
 
@@ -51,7 +50,6 @@ ours / Keras of the epoch wall times. One epoch takes on the order of a minute p
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import statistics
 import sys
@@ -116,39 +114,17 @@ def timed(run: Callable[[], Any]) -> tuple[float, float, Any]:
 
 
 # --- data ---------------------------------------------------------------------------------------------
-def read_idx(raw: Path, name: str) -> np.ndarray:
-    """An IDX file of unsigned bytes (``name`` or ``name.gz`` in ``raw``) as a numpy array."""
-    path = raw / name if (raw / name).is_file() else raw / f"{name}.gz"
-    if not path.is_file():
-        raise SystemExit(f"MNIST not found: expected {raw / name} (or .gz)")
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
-        data = file.read()
-    if data[:3] != b"\x00\x00\x08":
-        raise SystemExit(f"{path} is not an IDX file of unsigned bytes")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def keras_arrays(data_dir: Path, dm: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def keras_arrays(dm: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Train / val / test arrays for Keras: float32 (N, 28, 28, 1) in [0, 1] and one-hot float32 labels,
-    split as the datamodule ``dm`` splits (its seeded permutation), which is checked image for image."""
-    raw = data_dir / "MNIST" / "raw"
-    images, labels = read_idx(raw, "train-images-idx3-ubyte"), read_idx(raw, "train-labels-idx1-ubyte")
-    train_idx, val_idx = (i.numpy() for i in dm._split_indices(len(labels)))
-    ours_val = dm.splits["val"][0].squeeze(1).numpy()
-    if not np.array_equal(images[val_idx], ours_val):
-        raise AssertionError("the Keras validation images are not those our datamodule holds out")
-    test = read_idx(raw, "t10k-images-idx3-ubyte"), read_idx(raw, "t10k-labels-idx1-ubyte")
+    the datamodule's own splits (its seeded permutation of the training images; ``setup("test")`` adds
+    the test images), so Keras sees exactly our images."""
+    dm.setup("test")
 
-    def prepare(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (x.astype(np.float32) / 255.0)[..., None], np.eye(10, dtype=np.float32)[y]
+    def prepare(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        pixels = (x.squeeze(1).numpy().astype(np.float32) / 255.0)[..., None]
+        return pixels, np.eye(10, dtype=np.float32)[y.numpy()]
 
-    return {
-        "train": prepare(images[train_idx], labels[train_idx]),
-        "val": prepare(images[val_idx], labels[val_idx]),
-        "test": prepare(*test),
-    }
+    return {split: prepare(*dm.splits[split]) for split in ("train", "val", "test")}
 
 
 # --- ours ---------------------------------------------------------------------------------------------
@@ -242,7 +218,7 @@ def keras_once(
 # --- the run ------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw/*-ubyte[.gz]")
+    parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw/*-ubyte")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of ours then Keras (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
     parser.add_argument(
@@ -267,7 +243,7 @@ def main() -> None:
         cli.trainer.fit(cli.model, cli.datamodule)
     dm = cli.datamodule
     shift = dm.random_crop_padding if args.keras_shifts else 0
-    arrays = keras_arrays(data_dir, dm)
+    arrays = keras_arrays(dm)
     keras_once(keras, arrays, shift, dm.seed, dm.batch_size, samples=WARM_UP_BATCHES * dm.batch_size)
 
     print(
