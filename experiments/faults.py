@@ -296,8 +296,10 @@ class FiniteLossGuard(Callback):
     def _reset(self) -> None:
         #: (epoch, batch, global step) of each training step since the last check
         self._window: list[tuple[int, int, int]] = []
-        self._first_bad: torch.Tensor | None = None  # index into _window of the first bad step, or -1
-        self._bad_loss: torch.Tensor | None = None  # the first bad step's loss
+        # Index into _window of the first bad step (or -1) and its loss: tensors on the device, numbers on
+        # the CPU, where reading a value costs nothing.
+        self._first_bad: torch.Tensor | int | None = None
+        self._bad_loss: torch.Tensor | float | None = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reset()
@@ -319,8 +321,7 @@ class FiniteLossGuard(Callback):
             # Nothing to overlap with on the CPU: a Python float costs less than the device-side flags.
             value = float(loss.detach().sum())
             if not math.isfinite(value) and self._first_bad is None:
-                self._first_bad = torch.tensor(len(self._window) - 1)
-                self._bad_loss = torch.tensor(value)
+                self._first_bad, self._bad_loss = len(self._window) - 1, value
         else:
             self._flag_on_device(loss.detach())
         # By steps, not batch indices: those start again each epoch, and a check every N of them would
@@ -356,8 +357,8 @@ class FiniteLossGuard(Callback):
         mine = window[first][2] if first >= 0 else never
         step = mine
         if trainer.world_size > 1:
-            both = torch.tensor(mine, dtype=torch.long, device=trainer.strategy.root_device)
-            step = int(trainer.strategy.reduce(both, reduce_op="min"))
+            first_step = torch.tensor(mine, dtype=torch.long, device=trainer.strategy.root_device)
+            step = int(trainer.strategy.reduce(first_step, reduce_op="min"))
         if step == never:
             return
         if step == mine:
