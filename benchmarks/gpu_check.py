@@ -78,7 +78,8 @@ from _common import markdown_table
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from datamodules.images import random_crop_flip
-from experiments.cli import ExperimentCLI, silence_known_warnings
+from experiments.cli import ExperimentCLI
+from experiments.progress import silence_known_warnings
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = {"32-true": None, "bf16-mixed": "bf16", "16-mixed": "fp16"}

@@ -70,7 +70,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import machine, markdown_table  # noqa: E402
 
-from experiments.cli import ExperimentCLI, silence_known_warnings  # noqa: E402
+from experiments.cli import ExperimentCLI  # noqa: E402
+from experiments.progress import silence_known_warnings  # noqa: E402
 
 CONFIG = REPO / "configs" / "mnist_convnet.yaml"
 WARM_UP_BATCHES = 5
@@ -233,7 +234,7 @@ def main() -> None:
     data_dir = Path(args.data_dir).resolve()  # the runs happen in temporary working folders
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    # Besides experiments.cli's: the in-memory loader needing no workers, and args given to the CLI in a
+    # Besides experiments.progress's: the in-memory loader needing no workers, and args given to the CLI in a
     # script with its own argv.
     silence_known_warnings(r".*does not have many workers.*", r"LightningCLI's args parameter is intended")
 

@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from _common import machine, markdown_table  # noqa: E402
 
-from experiments.cli import ExperimentCLI, silence_known_warnings  # noqa: E402
+from experiments.cli import ExperimentCLI  # noqa: E402
+from experiments.progress import silence_known_warnings  # noqa: E402
 from tests import seed_loops  # noqa: E402
 
 FLAGS = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]

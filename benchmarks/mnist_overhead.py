@@ -56,7 +56,8 @@ import torch.nn.functional as F  # noqa: E402
 from _common import machine, markdown_table  # noqa: E402
 
 from datamodules import MNISTDataModule  # noqa: E402
-from experiments.cli import ExperimentCLI, silence_known_warnings  # noqa: E402
+from experiments.cli import ExperimentCLI  # noqa: E402
+from experiments.progress import silence_known_warnings  # noqa: E402
 from modules import MNISTConvNet  # noqa: E402
 
 CONFIG = REPO / "configs" / "mnist_convnet.yaml"
@@ -160,7 +161,7 @@ def main() -> None:
     data_dir = str(Path(args.data_dir).resolve())  # the runs happen in a temporary working folder
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    # Besides experiments.cli.main's: the in-memory loader needs no workers; the CLI is given args while
+    # Besides experiments.main's: the in-memory loader needs no workers; the CLI is given args while
     # this script has its own; with validation off, val/acc cannot rank a best checkpoint.
     silence_known_warnings(
         r".*does not have many workers.*",

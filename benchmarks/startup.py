@@ -6,7 +6,7 @@
 this process's environment with the repository first on ``PYTHONPATH``, each run in its own empty
 temporary working folder (its ``lightning_logs/`` is deleted afterwards). Pairs:
 
-- import only: ``python -c "import experiments.cli"`` against ``python -c "import lightning.pytorch.cli"``,
+- import only: ``python -c "import experiments.main"`` against ``python -c "import lightning.pytorch.cli"``,
   to the imports done (the command then writes ``time.time()`` to ``$STARTUP_STAMP_FILE``) and to the
   process's exit: the interpreter's teardown of the ~3,700 modules torch and Lightning load takes a
   second or more, paid by every command of either side;
@@ -110,7 +110,7 @@ def commands(bare: Path, config: Path) -> dict[str, dict[str, list[str]]]:
     fit.append("--trainer.callbacks+=benchmarks.startup.FirstStep")
     return {
         "import": {
-            "ours": [python, "-c", f"import experiments.cli; {stamp}"],
+            "ours": [python, "-c", f"import experiments.main; {stamp}"],
             "bare": [python, "-c", f"import lightning.pytorch.cli; {stamp}"],
         },
         "help": {

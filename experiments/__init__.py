@@ -1,1 +1,2 @@
-"""The command line that runs every lesson, and the callbacks the lessons share."""
+"""The command line that runs every lesson: its entry point (main.py), its CLI (cli.py), the parts every
+run carries (parts.py and their callbacks) and the sweep command (sweep/)."""

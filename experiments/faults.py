@@ -1,35 +1,28 @@
-"""Surviving faults: atomic checkpoint writes, exact resumption, NaN losses, failed ranks and runs.
+"""Surviving faults: exact resumption, NaN losses, and runs that fail.
 
-Every experiment carries these (the CLI adds them), so a run can be killed at any moment and resumed:
+Every experiment carries these (the command adds them), so a run can be killed at any moment and
+resumed:
 
-- ``AtomicCheckpointIO`` writes each checkpoint to a temporary file in the same folder, flushes it to
-  disk and renames it into place, so a write that is interrupted (a kill, a full disk, a node crash)
-  leaves the previous file intact; a full disk is one error line. Lightning's own writer goes through
-  fsspec, which stages the file in the system temporary folder and moves it with ``shutil.move``: a
-  copy, not a rename, whenever that folder is on another file system (a node's local /tmp and a shared
-  checkpoint folder), and no fsync.
 - ``ExactResume`` gives each data-parallel rank its own random stream, stores every rank's random
   number generator states in every checkpoint and, when a run resumes mid-epoch, makes the in-memory
   loader skip the batches the checkpoint had already trained on: a resumed run draws the same batches,
   augmentations and dropout masks as one that never stopped.
 - ``FiniteLossGuard`` stops the run at a NaN or infinite training loss, naming the step, before a
   checkpoint of it is written, so the last good checkpoint is the newest one on disk; on every rank.
-- ``EndTogether`` ends the processes rank 0 launched for the other ranks when rank 0 fails, so a
-  failed data-parallel job leaves none of them behind.
-- ``DropFailedRun`` removes the run folder of a run that failed before it trained a step.
+- ``FailedRun``: when a run fails, the processes rank 0 launched for the other ranks end with it (a
+  failed data-parallel job leaves none of them behind), and a run that failed before it trained a step
+  leaves no run folder.
 
-Signals that stop a run from outside (SIGTERM, SLURM's requeue) are ``experiments/preemption.py``'s.
+Checkpoint files written whole or not at all are experiments/checkpoint_io.py's; signals that stop a run
+from outside (SIGTERM, SLURM's requeue) are experiments/preemption.py's.
 """
 
 from __future__ import annotations
 
-import errno
 import math
-import os
 import random
 import shutil
 import signal
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -37,9 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
@@ -50,104 +41,6 @@ from datamodules.tensors import TensorBatches
 
 class NonFiniteLossError(ExperimentError):
     """The training loss became NaN or infinite."""
-
-
-class DiskFullError(ExperimentError, OSError):
-    """A write found the disk full; the message names the file."""
-
-
-#: This process's umask: a checkpoint gets the permissions any file written here would (mkstemp's are
-#: 0600, which would hide a team's shared runs from the others).
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def temporary_files(target: Path) -> list[Path]:
-    """The temporary files a write of ``target`` leaves when it is killed (``.<name>.<random>.tmp``)."""
-    return sorted(target.parent.glob(f".{target.name}.*.tmp"))
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove the temporary files of checkpoint writes that were killed, in ``folder``; returns them."""
-    removed = sorted(folder.glob(".*.ckpt.*.tmp")) if folder.is_dir() else []
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed
-
-
-class _WriteErrors:
-    """A binary file for ``torch.save`` that keeps the ``OSError`` of a failed write (torch replaces it
-    with an error about zip positions)."""
-
-    def __init__(self, file: Any) -> None:
-        self.file = file
-        self.error: OSError | None = None
-
-    def write(self, data: bytes) -> int:
-        try:
-            return self.file.write(data)
-        except OSError as error:
-            self.error = error
-            raise
-
-    def flush(self) -> None:
-        try:
-            self.file.flush()
-        except OSError as error:
-            self.error = error
-            raise
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` that never leaves a half-written checkpoint under the final name.
-
-    The checkpoint is serialised into a temporary file beside the target (same file system, so the
-    rename is atomic), flushed to disk, given the permissions of any file written here (the umask's),
-    then renamed over the target. A temporary file a killed write left for the same target is removed
-    first. A full disk is one error naming the file, with the previous checkpoint intact. Paths on remote
-    file systems (``s3://`` and the like) fall back to Lightning's own writer.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} does not take storage_options, got {storage_options}")
-        fs = get_filesystem(path)
-        if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in temporary_files(target):
-            stale.unlink(missing_ok=True)
-        recorder: _WriteErrors | None = None
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            os.fchmod(handle, 0o666 & ~_UMASK)
-            with os.fdopen(handle, "wb") as file:
-                recorder = _WriteErrors(file)
-                torch.save(checkpoint, recorder)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp_name, target)
-        except BaseException as error:
-            Path(tmp_name).unlink(missing_ok=True)
-            # torch.save reports a failed write as a RuntimeError about zip positions; the OSError it
-            # swallowed says why.
-            cause = error if isinstance(error, OSError) else recorder and recorder.error
-            if cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(
-                    f"the disk is full: writing the checkpoint {target} failed, and the previous one is "
-                    "intact; free some space, or write the runs elsewhere "
-                    "(--trainer.logger.init_args.save_dir)"
-                ) from error
-            raise
-
-
-def use_atomic_checkpoints(trainer: Trainer) -> None:
-    """Give ``trainer`` an ``AtomicCheckpointIO`` unless a plugin chose another checkpoint format."""
-    strategy = trainer.strategy
-    if type(strategy.checkpoint_io) is TorchCheckpointIO:
-        strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def _rng_states() -> dict[str, Any]:
@@ -374,25 +267,42 @@ class FiniteLossGuard(Callback):
         )
 
 
-class EndTogether(Callback):
-    """When this process fails, the processes it launched for the other ranks end with it.
+class FailedRun(Callback):
+    """What happens when a run fails: the processes rank 0 launched end with it, and a run that trained
+    nothing leaves no folder behind.
 
-    Started from a plain command, ``--trainer.strategy ddp`` makes rank 0 launch ranks 1..N-1 as its child
-    processes. Lightning 2.6 stops them when one of them fails or on Ctrl-C, but when rank 0 itself fails
-    (an error, a collective that timed out because a rank stopped answering) it exits and leaves them
-    running: blocked in their next collective or stuck where they hung, holding their devices. On any
-    exception this gives them ``grace`` seconds to end on their own (a failure every rank meets, such as a
-    NaN loss, lets each print its own message), then kills those left. torchrun and SLURM's srun stop a
-    failed job's processes themselves (their ranks have no children here).
+    - Started from a plain command, ``--trainer.strategy ddp`` makes rank 0 launch ranks 1..N-1 as its
+      child processes. Lightning 2.6 stops them when one of them fails or on Ctrl-C, but when rank 0
+      itself fails (an error, a collective that timed out because a rank stopped answering) it exits and
+      leaves them running: blocked in their next collective or stuck where they hung, holding their
+      devices. On any exception this gives them ``grace`` seconds to end on their own (a failure every
+      rank meets, such as a NaN loss, lets each print its own message), then kills those left. torchrun
+      and SLURM's srun stop a failed job's processes themselves (their ranks have no children here).
+    - A run that fails before it has trained a step or written a checkpoint (a data error at setup)
+      would leave an empty ``version_N`` that shows up in TensorBoard and among the runs: its folder is
+      removed (and the experiment's folder and the log root, if the run made them). Folders that existed
+      before the command (``existing``) are never touched, nor is a run that trained (its logs show how
+      it failed).
 
     Args:
+        existing: The log root, experiment and run folders there were when the command started.
         grace: Seconds the other ranks get to end on their own.
     """
 
-    def __init__(self, grace: float = 10.0) -> None:
+    def __init__(self, existing: set[Path], grace: float = 10.0) -> None:
+        self.existing = {path.resolve() for path in existing}
         self.grace = grace
+        self._trained = False
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
+        self._trained = True
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self.end_launched_ranks(trainer)
+        self.drop_run_folder(trainer)
+
+    def end_launched_ranks(self, trainer: Trainer) -> None:
+        """Wait up to ``grace`` seconds for the ranks this process launched, then kill those left."""
         launcher = trainer.strategy.launcher
         if launcher is None:
             return
@@ -404,26 +314,8 @@ class EndTogether(Callback):
             time.sleep(0.1)
         launcher.kill(signal.SIGKILL)  # SIGTERM does not end a process blocked in a collective
 
-
-class DropFailedRun(Callback):
-    """Removes the run folder a run made when it fails before it has trained a step or written a
-    checkpoint: a data error at setup would otherwise leave an empty ``version_N`` that shows up in
-    TensorBoard and among the runs (and the experiment's folder and the log root, if the run made them).
-    Folders that existed before the command (``existing``) are never touched, nor is a run that trained
-    (its logs show how it failed).
-
-    Args:
-        existing: The log root, experiment and run folders there were when the command started.
-    """
-
-    def __init__(self, existing: set[Path]) -> None:
-        self.existing = {path.resolve() for path in existing}
-        self._trained = False
-
-    def on_train_batch_end(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
-        self._trained = True
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+    def drop_run_folder(self, trainer: Trainer) -> None:
+        """Remove the run's folder when the run made it and trained nothing."""
         folder = run_dir(trainer)
         if folder is None or self._trained or not folder.is_dir() or folder.resolve() in self.existing:
             return

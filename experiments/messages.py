@@ -1,11 +1,12 @@
 """What the command tells a user who got something wrong: one line that says what and how to fix it.
 
 - ``one_line``: the useful part of an error's message (jsonargparse's reports are long), with "did you
-  mean" for a mistyped flag or argument;
+  mean" for a mistyped flag, key, group of flags or class; a key or class that a ``--config`` file holds
+  is named by the file and line;
 - ``check_config_files``: a ``--config`` file that is empty or not YAML is named before jsonargparse
-  reports it without the file's name;
-- ``read_checkpoint``: a ``--ckpt_path`` that is empty, truncated, not a checkpoint, or another
-  lesson's model is named before Lightning fails on it with a traceback.
+  reports it without the file's name.
+
+A checkpoint given with ``--ckpt_path`` is checked in experiments/ckpt_path.py.
 """
 
 from __future__ import annotations
@@ -14,14 +15,11 @@ import difflib
 import errno
 import importlib
 import inspect
-import pickle
 import re
-import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -31,6 +29,7 @@ import datamodules
 import modules
 from core.errors import ExperimentError
 from experiments.configs import config_options
+from experiments.parts import ENABLED, PARTS
 
 # Errors that come from what the user typed or pointed at, not from a bug: shown as one line. Lesson
 # code raises subclasses of ExperimentError, so no lesson error type needs listing here.
@@ -53,6 +52,16 @@ _NOISE = (
     "Given value type:",
     "Expected a <class 'NoneType'>",
     "Expected a path but",
+)
+
+TOP_LEVEL = ("config", "print_config", "seed_everything", "ckpt_path", "model", "data", "trainer")
+
+#: jsonargparse's reports of a class that cannot be found: by name on the command line, or by a
+#: ``class_path`` whose module or class does not exist.
+_UNKNOWN_CLASS = re.compile(
+    r'Parser key "(model|data)":.*?(?:Expected a dot import path string: (\S+)|Problem with given '
+    r"class_path '([\w.]+)':\s*(?:module '[\w.]+' has no attribute|No module named))",
+    re.S,
 )
 
 
@@ -85,54 +94,108 @@ def closest(word: str, candidates: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-#: The command's own groups of flags, besides --model, --data and --trainer (experiments/cli.py).
-def _callback_groups() -> dict[str, Any]:
-    from core.callbacks import PredictionWriter
-    from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
-    from experiments.faults import ExactResume, FiniteLossGuard
-    from experiments.preemption import Preemption
-
-    return {
-        "checkpoint": Checkpoint,
-        "last_checkpoint": LastCheckpoint,
-        "lr_monitor": LearningRateLogger,
-        "prediction_writer": PredictionWriter,
-        "exact_resume": ExactResume,
-        "nan_guard": FiniteLossGuard,
-        "requeue": Preemption,
-    }
-
-
-TOP_LEVEL = ("config", "print_config", "seed_everything", "ckpt_path", "model", "data", "trainer")
+def flag_groups() -> dict[str, list[str]]:
+    """The groups of flags whose keys the command knows, with their keys: the Trainer's and each part's
+    (experiments/parts.py). ``--model.*`` and ``--data.*`` depend on the classes chosen."""
+    groups = {"trainer": parameters(Trainer)}
+    for part in PARTS:
+        keys = parameters(part.cls)
+        groups[part.name] = keys if ENABLED in keys else [*keys, ENABLED]
+    return groups
 
 
 def flag_suggestion(flag: str) -> str | None:
-    """A known flag close to ``flag`` (``--trainer.max_epoch`` -> ``--trainer.max_epochs``), if any."""
+    """A known flag close to ``flag`` (``--trainer.max_epoch`` -> ``--trainer.max_epochs``,
+    ``--checkpoin.monitor`` -> ``--checkpoint.monitor``), if any."""
     name = flag.lstrip("-").split("=", 1)[0]
     group, _, key = name.rpartition(".")
-    groups = _callback_groups()
+    groups = flag_groups()
     if not group:
         match = closest(key, [*TOP_LEVEL, *groups])
         return f"--{match}" if match else None
-    top, _, rest = group.partition(".")
-    if top == "trainer" and not rest:
-        candidates = parameters(Trainer)
-    elif top in groups and not rest:
-        candidates = parameters(groups[top])
-    else:
+    if "." in group:
         return None
-    match = closest(key, candidates)
+    if group not in groups:
+        group = closest(group, [*TOP_LEVEL, *groups]) or ""
+        if group in ("model", "data"):
+            return f"--{group}.{key}"  # the class chosen decides its keys
+        if group not in groups:
+            return None
+    match = key if key in groups[group] else closest(key, groups[group])
     return f"--{group}.{match}" if match else None
 
 
-def _suggest(text: str) -> str:
-    """``text`` with a "did you mean" for each mistyped flag or class argument it reports."""
+def flag_hint(flag: str) -> str | None:
+    """What to say of the unknown ``flag``: the known flag it is close to, else the keys of its group."""
+    match = flag_suggestion(flag)
+    if match:
+        return f"did you mean {match}?"
+    group = flag.lstrip("-").split("=", 1)[0].rpartition(".")[0]
+    keys = flag_groups().get(group)
+    return f"--{group} takes: {', '.join(keys)}" if keys else None
+
+
+def class_hint(key: str, name: str) -> str:
+    """What to give ``--model`` or ``--data`` (``key``) instead of the unknown class ``name``."""
+    package, base = (modules, LightningModule) if key == "model" else (datamodules, LightningDataModule)
+    known = known_classes(package, base)
+    match = closest(name.rsplit(".", 1)[-1], known)
+    guess = f"did you mean {match}? " if match else ""
+    return f"{guess}choose one of: {', '.join(known)}"
+
+
+def _key_line(node: yaml.Node, parts: list[str], value: str | None) -> tuple[int, list[str]] | None:
+    """The line (1-based) and the written path of the key ``parts`` in a YAML mapping ``node``, whose
+    value is ``value`` when given; a key may leave out jsonargparse's ``init_args`` levels."""
+    if not parts or not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, child in node.value:
+        name = str(key_node.value)
+        written = name.split(".")  # a dotted key (trainer.max_epochs: 3) stands for its levels
+        found = None
+        if parts[: len(written)] == written:
+            rest = parts[len(written) :]
+            if not rest and (value is None or getattr(child, "value", None) == value):
+                return key_node.start_mark.line + 1, written
+            found = _key_line(child, rest, value)
+        elif name == "init_args":
+            found = _key_line(child, parts, value)
+        if found is not None:
+            return found[0], [*written, *found[1]]
+    return None
+
+
+def config_key(argv: Sequence[str], key: str, value: str | None = None) -> tuple[str, str] | None:
+    """Where the first ``--config`` file in ``argv`` that holds ``key`` (dotted, ``init_args`` levels
+    optional; with ``value`` when given) holds it: ``("--config FILE, line N", key as written)``."""
+    parts = [part for part in key.split(".") if part != "init_args"]
+    for name in config_files(argv):
+        try:
+            document = yaml.compose(Path(name).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # a folder, or not YAML: reported on its own
+        found = _key_line(document, parts, value) if document is not None else None
+        if found is not None:
+            return f"--config {name}, line {found[0]}", ".".join(found[1])
+    return None
+
+
+def _suggest(text: str, argv: Sequence[str]) -> str:
+    """``text`` with a "did you mean" for each mistyped flag, key or class argument it reports, and
+    the file and line of a key that a ``--config`` file holds."""
     unrecognized = re.search(r"[Uu]nrecognized arguments: (.*)", text)
     if unrecognized:
         flags = unrecognized.group(1).split()
-        hints = [f"{flag}: did you mean {s}?" for flag in flags if (s := flag_suggestion(flag))]
+        hints = [f"{flag}: {hint}" for flag in flags if (hint := flag_hint(flag))]
         if hints:
             return f"unrecognized arguments: {'; '.join(hints)}"
+    unexpected = re.search(r"does not accept option '([\w.]+)'", text)
+    if unexpected:
+        key = unexpected.group(1)
+        match = flag_suggestion(key)
+        hint = f"; did you mean {match.removeprefix('--')}?" if match else ""
+        found = config_key(argv, key)
+        return f"{found[0]}: unknown key {found[1]}{hint}" if found else f"unknown key {key}{hint}"
     option = re.search(
         r"Parser key \"(\w+)\": Problem with given class_path '([\w.]+)': Option '(\w+)' is not", text
     )
@@ -140,23 +203,29 @@ def _suggest(text: str) -> str:
         key, class_path, name = option.groups()
         known = parameters(import_path(class_path))
         match = closest(name, known)
-        hint = f"did you mean --{key}.{match}?" if match else f"it takes: {', '.join(known)}"
-        return f"--{key}.{name}: {class_path.rsplit('.', 1)[-1]} has no argument {name!r}; {hint}"
+        found = config_key(argv, f"{key}.{name}")
+        flag = found[1] if found else f"--{key}.{name}"
+        # The same key as the file writes it (init_args or not), or as a flag.
+        guess = f"{flag.rpartition('.')[0]}.{match}" if match else None
+        hint = f"did you mean {guess}?" if guess else f"it takes: {', '.join(known)}"
+        message = f"{flag}: {class_path.rsplit('.', 1)[-1]} has no argument {name!r}; {hint}"
+        return f"{found[0]}: {message}" if found else message
     return text
 
 
-def one_line(error: BaseException) -> str:
-    """The useful part of an error message, on one line."""
+def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
+    """The useful part of an error message, on one line. ``argv``, the command's arguments, lets a key or
+    class at fault be named by the ``--config`` file and line that hold it."""
     text = str(error).strip()
     # An error raised in a DataLoader worker comes back with the worker's traceback in its message.
     if "Original Traceback" in text:
         text = text.splitlines()[-1].split(": ", 1)[-1]
-    unknown = re.search(r'Parser key "(model|data)":.*?Expected a dot import path string: (\S+)', text, re.S)
+    unknown = _UNKNOWN_CLASS.search(text)
     if unknown:
-        key, name = unknown.groups()
-        package, base = (modules, LightningModule) if key == "model" else (datamodules, LightningDataModule)
-        choices = ", ".join(known_classes(package, base))
-        return f'--{key}: unknown class "{name}"; choose one of: {choices}'
+        key, name = unknown.group(1), unknown.group(2) or unknown.group(3)
+        message = f'unknown class "{name}"; {class_hint(key, name)}'
+        found = config_key(argv, f"{key}.class_path", name) or config_key(argv, key, name)
+        return f"{found[0]}: {found[1]}: {message}" if found else f"--{key}: {message}"
     parts = []
     for raw in text.splitlines():
         line = raw.strip().removeprefix("- ").strip()
@@ -171,7 +240,7 @@ def one_line(error: BaseException) -> str:
         where = f" writing {error.filename}" if error.filename else ""
         fix = "free some space, or write the runs elsewhere (--trainer.logger.init_args.save_dir)"
         return f"the disk is full{where}: {fix}"
-    return _suggest(" ".join(parts)) if parts else type(error).__name__
+    return _suggest(" ".join(parts), argv) if parts else type(error).__name__
 
 
 def config_files(argv: Sequence[str]) -> list[str]:
@@ -200,52 +269,3 @@ def check_config_files(argv: Sequence[str]) -> None:
             raise ExperimentError(
                 f"--config {name} holds a {type(content).__name__}, not settings (key: value)"
             )
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint at ``path``, its tensors mapped rather than read; an ExperimentError naming the
-    file when it is empty, cut short, not written by ``torch.save`` or not a Lightning checkpoint."""
-    if path.is_dir():
-        raise ExperimentError(f"--ckpt_path {path} is a folder: give a checkpoint file (.ckpt) in it")
-    if path.stat().st_size == 0:
-        raise ExperimentError(
-            f"--ckpt_path {path} is empty (a write that was cut off?): give another checkpoint"
-        )
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as file:
-            head = file.read(2)
-        if not head.startswith(b"\x80"):  # neither torch's zip format nor a pickle (its old format)
-            raise ExperimentError(
-                f"--ckpt_path {path} is not a checkpoint (not a file torch.save wrote): give a run's .ckpt"
-            )
-    try:
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):  # a checkpoint of the old format cannot be mapped
-                raise
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error):
-            raise ExperimentError(f"--ckpt_path {path} is not a checkpoint ({error})") from None
-        return {}  # objects a weights-only load does not read: Lightning will load it itself
-    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ExperimentError(
-            f"--ckpt_path {path} cannot be read as a checkpoint ({reason}): it is cut short or was not "
-            "written by this command; give another one (the run's last.ckpt or best-*.ckpt)"
-        ) from None
-    if not isinstance(content, dict) or "state_dict" not in content:
-        kind = type(content).__name__
-        raise ExperimentError(
-            f"--ckpt_path {path} holds a {kind}, not a Lightning checkpoint (no state_dict): give a run's "
-            ".ckpt file"
-        )
-    return content
-
-
-def checkpoint_model(checkpoint: dict[str, Any]) -> str | None:
-    """The class path of the model a checkpoint holds, when the command wrote it (None otherwise)."""
-    hparams = checkpoint.get("hyper_parameters") or {}
-    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
-    return str(class_path) if class_path else None

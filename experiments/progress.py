@@ -1,4 +1,5 @@
-"""What a run prints: progress for output that is not a terminal, and a model summary of layers only.
+"""What a run prints: progress for output that is not a terminal, a model summary of layers only, and
+which of Lightning's messages and warnings reach the user (and where).
 
 Progress: one line per epoch with the key metrics.
 
@@ -12,14 +13,21 @@ Validation, test and predict print nothing per batch; their results table is Lig
 
 Model summary: Lightning lists every child module of the LightningModule, and the lessons' torchmetrics
 objects (``train_loss``, ``val_acc``, ...) are modules too; ``LayerSummary`` lists the network only.
+
+Messages: Lightning's log lines go to stdout (``lightning_output_to_stdout``), so that stderr holds what
+went wrong and a mistake is its one line there; warnings no user of the lessons can act on are silenced
+(``silence_known_warnings``), by the command and by every in-process use of ``ExperimentCLI``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+import warnings
 from typing import Any
 
+from jsonargparse._deprecated import JsonargparseDeprecationWarning
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary, ProgressBar, RichModelSummary
 from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
@@ -112,3 +120,43 @@ class LayerSummary(ModelSummary):
 
 class RichLayerSummary(LayerSummary, RichModelSummary):
     """``LayerSummary`` drawn by rich, next to rich's progress bar."""
+
+
+def lightning_output_to_stdout() -> None:
+    """Lightning's messages (the seed, the devices, the model summary) go to stdout, where a program's
+    output goes: stderr keeps what went wrong, so a mistake is its one line there."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+                handler.setStream(sys.stdout)
+    # Lightning 2.6 advertises its cloud logger on every run; nothing a lesson's user asked about.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvert())
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... litlogger" line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def silence_known_warnings(*messages: str) -> None:
+    """Ignore Lightning's warnings that say nothing a user of the lessons can act on, and ``messages``
+    (regular expressions) as well; benchmarks that run the CLI in-process call it too."""
+    # Lightning 2.6 on torch 2.14 warns about its own use of a torch API on every run; not actionable.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Batch indices are only known for DataLoader samplers; nothing here uses them.
+    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices")
+    # Lessons log epoch values computed by torchmetrics, which has already reduced them over all ranks;
+    # Lightning cannot tell and asks for sync_dist, which would only average identical numbers again.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/")
+    # Lightning 2.6 calls jsonargparse APIs that jsonargparse 4.49 deprecated; nothing a user can change.
+    warnings.filterwarnings("ignore", category=JsonargparseDeprecationWarning, module=r"lightning\.")
+    # Every lesson logs per epoch (core/metrics.py), so a run shorter than log_every_n_steps loses nothing.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than")
+    # On a machine with SLURM's programs, Lightning warns on every run started outside `srun`: a hint for
+    # a multi-process job, noise for the one-process runs, sweeps and bad-config errors of a login node.
+    # scripts/slurm.sbatch starts jobs with srun; the README's SLURM lines say so.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not")
+    for message in messages:
+        warnings.filterwarnings("ignore", message=message)

@@ -1,26 +1,21 @@
-"""Where an experiment's runs live, for every logger: naming, ``--ckpt_path last|best`` and evaluation.
+"""Where an experiment's runs live, for every logger, and what the experiment is called.
 
-Every run of an experiment (the first config file's name, e.g. ``mnist_convnet``) is a folder holding
-``checkpoints/``, whatever the logger:
+Every run of an experiment (``experiment_name``: the first config file's name, e.g. ``mnist_convnet``)
+is a folder holding ``checkpoints/``, whatever the logger:
 
 - TensorBoard (the default) and CSV: ``lightning_logs/<experiment>/version_N``; both loggers number their
   runs in the same folder, so ``--ckpt_path last`` is the newest run of the experiment either way;
 - MLflow (``pip install -e ".[mlflow]"``, ``--trainer.logger MLFlowLogger``): a local file store in
   ``lightning_logs/mlruns`` by default, the experiment under its name, each run in
   ``lightning_logs/mlruns/<experiment id>/<run id>``;
-- no logger (``--trainer.logger false``): ``<default_root_dir>/checkpoints``, one run only.
+- no logger (``--trainer.logger false``): ``<default_root_dir>/checkpoints``, one run only, when a
+  ``--trainer.default_root_dir`` is given (else no checkpoints are written: experiments/parts.py).
 
 ``RunLayout.configure`` fills in what the user left unset (the experiment's name, the folders), so a
 config printed with ``--print_config`` names them, and ``RunLayout.runs`` lists the experiment's runs,
-newest first: ``--ckpt_path last|best`` never looks anywhere else, so it never loads another
-experiment's checkpoint, and with a logger whose runs it cannot list (a remote MLflow server, W&B) it
-stops with one line asking for the checkpoint file.
-
-A checkpoint that belongs to one of these runs keeps its work in that run: ``fit --ckpt_path`` resumes
-in the same ``version_N`` (its curves continue; the checkpoint callbacks keep their best score), and
-``validate``, ``test`` and ``predict`` write into ``version_N/<subcommand>`` (the same MLflow run),
-with their metrics at the checkpoint's step (``EvaluationStep``), so the test accuracy sits at the end
-of the run's training curves. A checkpoint from anywhere else starts a new run, as before.
+newest first: ``--ckpt_path last|best`` (experiments/ckpt_path.py) never looks anywhere else, so it
+never loads another experiment's checkpoint. ``RunLayout.log_into`` points the logger at the run a
+checkpoint came from, so that its evaluation or resumption keeps its work there.
 """
 
 from __future__ import annotations
@@ -32,16 +27,26 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch import Callback, LightningModule, Trainer
-
-from core.errors import ExperimentError
-from experiments.messages import read_checkpoint
 
 LOG_ROOT = "lightning_logs"
 #: Loggers whose runs are ``<save_dir>/<name>/<version>``.
 FOLDER_LOGGERS = ("TensorBoard", "TensorBoardLogger", "CSVLogger")
 #: Lightning's default MLflow experiment name and save_dir: replaced by the experiment's.
 MLFLOW_DEFAULTS = ("lightning_logs", "./mlruns")
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def experiment_name(config: Namespace) -> str:
+    """The first config file's stem, else the model class name in snake case."""
+    files = config.get("config") or []
+    if files:
+        return Path(str(files[0])).stem
+    model = config.get("model")
+    class_path = model.get("class_path") if isinstance(model, Namespace) else None
+    return snake_case(class_path.rsplit(".", 1)[-1]) if class_path else "experiment"
 
 
 def _class_name(logger: Any) -> str:
@@ -124,24 +129,6 @@ class RunLayout:
                 return meta.parent
         return None
 
-    def find_checkpoint(self, which: str) -> Path | None:
-        """The ``last`` or ``best`` checkpoint of the newest run that has one."""
-        if self.kind == "unknown":
-            raise ExperimentError(
-                f"--ckpt_path {which}: the runs of {self.logger} are not on this disk to look through; "
-                "give the checkpoint file"
-            )
-        for run in self.runs():
-            last = run / "checkpoints" / "last.ckpt"
-            if not last.is_file():
-                continue
-            if which == "last":
-                return last
-            best = best_checkpoint(last)
-            if best is not None:
-                return best
-        return None
-
     def run_of(self, checkpoint: Path) -> Path | None:
         """The run folder of this experiment that ``checkpoint`` belongs to, if any."""
         if checkpoint.parent.name != "checkpoints":
@@ -165,58 +152,6 @@ class RunLayout:
             args.run_id = run.name
 
 
-def best_checkpoint(last: Path) -> Path | None:
-    """The best checkpoint recorded in ``last.ckpt``'s state, if it still exists."""
-    # ModelCheckpoint records its best file in its state inside last.ckpt. Only a monitoring one
-    # chooses a best: LastCheckpoint's state names last.ckpt itself as its "best".
-    state = read_checkpoint(last)  # mapped, not read; a broken file is one error line naming it
-    for value in state.get("callbacks", {}).values():
-        if isinstance(value, dict) and value.get("monitor") and value.get("best_model_path"):
-            best = Path(value["best_model_path"])
-            if not best.is_absolute() and not best.is_file():
-                best = last.parent / best.name  # recorded relative to another working folder
-            if best.is_file():
-                return best
-    return None
-
-
 def _mlflow_start(meta: Path) -> int:
     match = re.search(r"^start_time: (\d+)", meta.read_text(), re.M)
     return int(match.group(1)) if match else 0
-
-
-def checkpoint_step(checkpoint: dict[str, Any]) -> int:
-    """The step at which a checkpoint's training logged its last epoch values: Lightning logs them at the
-    count of batches that stepped, minus one (this differs from ``global_step`` when a step makes
-    several optimizer updates)."""
-    try:
-        stepped = int(checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
-    except (KeyError, TypeError):
-        stepped = int(checkpoint.get("global_step", 0))
-    return max(stepped - 1, 0)
-
-
-class EvaluationStep(Callback):
-    """Logs an evaluation of a checkpoint at the training step the checkpoint was written at, so its
-    points sit at the end of the run's training curves instead of at step 0.
-
-    Args:
-        step: The checkpoint's logging step (``checkpoint_step``).
-    """
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def _at_step(self, trainer: Trainer) -> None:
-        # Lightning logs evaluation metrics at the fit loop's count of batches that stepped, which an
-        # evaluation never restores from the checkpoint.
-        trainer.fit_loop.epoch_loop._batches_that_stepped = self.step
-
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._at_step(trainer)  # the command adds this callback to validate, test and predict only
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._at_step(trainer)
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._at_step(trainer)

@@ -1,5 +1,5 @@
-"""The TensorBoard layout of every run: the lessons' own groups first, and train, val and test of a metric
-on one chart.
+"""How every run appears in its logs: the lessons' own groups first, train, val and test of a metric on
+one chart, the run's arguments beside its results, and an evaluation at the end of its run's curves.
 
 - ``TensorBoard``, the default logger: Lightning's TensorBoardLogger, except that Lightning's epoch
   counter is logged as ``train/epoch`` instead of a top-level ``epoch`` group, which sorted first and
@@ -7,14 +7,17 @@ on one chart.
   making the folder, so runs started at once (sweep workers) never share one. Images follow the same
   scheme (``train/inputs``, ``val/predictions``; the filters, which no phase owns, as
   ``weights/filters/<layer>``, after them).
-- ``ScalarsLayout``, a callback every run carries: a custom-scalars layout (TensorBoard's "Custom
-  Scalars" tab) with one chart per metric holding its ``train/``, ``val/`` and ``test/`` curves, and one
-  for the learning rate, written by global rank 0 once the first epoch's metrics are known and again at
-  the end if new metrics appeared.
-- ``HParams``, a callback every run carries: when training ends, an hparams summary (TensorBoard's
-  HPARAMS tab) of the run's flattened model, data and optimizer arguments and the seed, with the
-  checkpoint's monitored metric (its final value, the curve already logged) and its best value
-  (``<monitor>_best``), so runs of one experiment can be compared side by side.
+- ``RunLogs``, a callback every run carries, writes (global rank 0; nothing here communicates)
+  - a custom-scalars layout (TensorBoard's "Custom Scalars" tab) with one chart per metric holding its
+    ``train/``, ``val/`` and ``test/`` curves, and one for the learning rate, once the first epoch's
+    metrics are known and again at the end if new metrics appeared;
+  - when training ends, an hparams summary (TensorBoard's HPARAMS tab) of the run's flattened model,
+    data and optimizer arguments and the seed, with the checkpoint's monitored metric (its final value,
+    the curve already logged) and its best value (``<monitor>_best``), so runs of one experiment can be
+    compared side by side;
+  - for an evaluation of a checkpoint (``validate``, ``test``, ``predict``), its metrics at the training
+    step the checkpoint was written at (experiments/ckpt_path.py), for every logger, instead of at
+    step 0: the test accuracy sits at the end of the run's curves.
 """
 
 from __future__ import annotations
@@ -88,34 +91,6 @@ def scalars_layout(names: Iterable[str]) -> dict[str, dict[str, list[Any]]]:
     return layout
 
 
-class ScalarsLayout(Callback):
-    """Writes ``scalars_layout`` of the run's metrics into its TensorBoard logs (global rank 0; reads
-    only this process's metrics, so no collective runs)."""
-
-    def __init__(self) -> None:
-        self._written: frozenset[str] = frozenset()
-
-    def _write(self, trainer: Trainer) -> None:
-        if not trainer.is_global_zero or trainer.fast_dev_run:
-            return
-        names = frozenset(trainer.callback_metrics) - self._written
-        if not names:
-            return
-        self._written |= names
-        layout = scalars_layout(self._written)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_custom_scalars(layout)
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # From the second epoch on, the first epoch's train and val metrics are all known.
-        if trainer.current_epoch >= 1 and not self._written:
-            self._write(trainer)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer)
-
-
 def flat_arguments(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"model.optimizer": "torch.optim.SGD", "model.optimizer.lr": 0.1, "data.batch_size": 32}`` from
     a parsed config's nested ``class_path``/``init_args`` sections: each class by its path, each argument
@@ -136,23 +111,48 @@ def flat_arguments(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
     return flat
 
 
-class HParams(Callback):
-    """Writes the run's hparams summary for TensorBoard's HPARAMS tab when training ends (global rank 0;
-    nothing here communicates).
+class RunLogs(Callback):
+    """Writes the run's custom-scalars layout and hparams summary into its TensorBoard logs, and logs an
+    evaluation of a checkpoint at the checkpoint's step (see the module's docstring).
 
     Args:
         config: The run's parsed config (``model``, ``data`` and ``seed_everything`` are taken).
+        evaluation_step: For an evaluation of a checkpoint, the step the checkpoint's training logged its
+            last values at (``experiments.ckpt_path.checkpoint_step``); None otherwise.
     """
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], evaluation_step: int | None = None) -> None:
         self.arguments: dict[str, Any] = {}
         for section in ("model", "data"):
             if config.get(section) is not None:
                 self.arguments.update(flat_arguments({section: config[section]}))
         if config.get("seed_everything") is not None:
             self.arguments["seed_everything"] = config["seed_everything"]
+        self.evaluation_step = evaluation_step
+        self._written: frozenset[str] = frozenset()
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # From the second epoch on, the first epoch's train and val metrics are all known.
+        if trainer.current_epoch >= 1 and not self._written:
+            self._write_layout(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write_layout(trainer)
+        self._write_hparams(trainer)
+
+    def _write_layout(self, trainer: Trainer) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        names = frozenset(trainer.callback_metrics) - self._written
+        if not names:
+            return
+        self._written |= names
+        layout = scalars_layout(self._written)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_custom_scalars(layout)
+
+    def _write_hparams(self, trainer: Trainer) -> None:
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
         from torch.utils.tensorboard.summary import hparams
@@ -179,3 +179,18 @@ class HParams(Callback):
             for summary in summaries:
                 writer.add_summary(summary)
             logger.experiment.flush()
+
+    def _at_evaluation_step(self, trainer: Trainer) -> None:
+        # Lightning logs evaluation metrics at the fit loop's count of batches that stepped, which an
+        # evaluation never restores from the checkpoint. A fit's own validation has no evaluation step.
+        if self.evaluation_step is not None:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self.evaluation_step
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._at_evaluation_step(trainer)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._at_evaluation_step(trainer)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._at_evaluation_step(trainer)

@@ -4,7 +4,7 @@ launch. Started by torchrun (``python -m torch.distributed.run ... -m tests.ddp_
 first command's Trainer joins the process group and the later ones reuse it.
 
 The plan (JSON): ``{"steps": [{"name": ..., "args": [...]}, ...], "step_timeout": seconds, "results":
-folder}``. Each command goes through ``experiments.cli.main`` as a user's would. Before each one this
+folder}``. Each command goes through ``experiments.main.main`` as a user's would. Before each one this
 prints ``ddp-step <name>``; a command that has not returned after ``step_timeout`` seconds dumps every
 thread's stack and ends the process (a deadlock becomes a failure naming its step, and torchrun stops
 the other rank). After each, ``<results>/rank<N>.json`` gets the step's exit status, the metrics its
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import experiments.cli
+import experiments.main
 from tests.lesson_data import bypass_cifar_integrity
 
 
@@ -50,7 +51,8 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     results_file = Path(plan["results"]) / f"rank{rank}.json"
     bypass_cifar_integrity()
-    experiments.cli.ExperimentCLI = RecordingCLI  # main() builds whatever the module's name holds
+    # main() builds whatever experiments.cli.ExperimentCLI names when it runs.
+    experiments.cli.ExperimentCLI = RecordingCLI
     results: dict[str, Any] = {}
     for step in plan["steps"]:
         print(f"ddp-step {step['name']}", flush=True)
@@ -58,7 +60,7 @@ def main() -> None:
         faulthandler.dump_traceback_later(plan["step_timeout"], exit=True)
         code: int | str | None = 0
         try:
-            experiments.cli.main(step["args"])
+            experiments.main.main(step["args"])
         except SystemExit as stop:
             code = stop.code
         finally:

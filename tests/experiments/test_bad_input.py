@@ -1,7 +1,7 @@
 """Bad input of every kind through the real command: one ``error:`` line, exit status 2, nothing lost.
 
 Each case is a mistake a user makes: in a config, on the command line, in a checkpoint, or in a lesson's
-data files (every format the lessons read). It runs through ``experiments.cli.main`` in a folder that
+data files (every format the lessons read). It runs through ``experiments.main.main`` in a folder that
 already holds finished runs, and must end with:
 - exit status 2;
 - exactly one line on stderr, starting with ``error:``, naming the file, key or value at fault (the
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.cli import main
+from experiments.main import main
 from tests.conftest import QUIET, config, run_experiments
 
 #: Builds a case's inputs under the given folder; returns the command's arguments and the text the error
@@ -209,6 +209,15 @@ def unknown_key(root: Path) -> tuple[list[str], str]:
     return [*fit("linear_regression"), "--config", extra], "bogus_key"
 
 
+def stacked_config(lesson_name: str, name: str, content: str, expected: str) -> Build:
+    """The lesson's config with a second ``--config`` file (``name``, holding ``content``) stacked on it."""
+
+    def build(root: Path) -> tuple[list[str], str]:
+        return [*fit(lesson_name), "--config", str(text(root / name, content))], expected
+
+    return build
+
+
 def treebank_case(train: str) -> Build:
     return lambda root: (fit("tree_lstm", f"--data.data_dir={treebank(root, train)}"), "train.txt")
 
@@ -236,8 +245,69 @@ CASES = [
     Case("config_not_yaml", lambda r: (config_file(r, "bad.yaml", "model: [1, 2\n"), "bad.yaml")),
     Case("config_a_folder", const(["fit", "--config", "."], ".")),
     Case("config_unknown_key", unknown_key),
+    # a typo in a config file: named by file and line, with "did you mean"
+    Case(
+        "config_typo_trainer_key",
+        stacked_config(
+            LR,
+            "typo.yaml",
+            "trainer:\n  max_epoch: 3\n",
+            "typo.yaml, line 2: unknown key trainer.max_epoch; did you mean trainer.max_epochs?",
+        ),
+    ),
+    Case(
+        "config_typo_model_argument",
+        stacked_config(
+            "first_network",
+            "hiden.yaml",
+            "model:\n  init_args:\n    n_hh: 3\n",
+            "hiden.yaml, line 3: model.init_args.n_hh: FeedForwardNet has no argument 'n_hh'; "
+            "did you mean model.init_args.n_h?",
+        ),
+    ),
+    Case(
+        "config_typo_part_group",
+        stacked_config(
+            LR,
+            "group.yaml",
+            "seed_everything: 1\ncheckpoin:\n  monitor: val/loss\n",
+            "group.yaml, line 3: unknown key checkpoin.monitor; did you mean checkpoint.monitor?",
+        ),
+    ),
+    Case(
+        "config_class_path_model",
+        stacked_config(
+            LR,
+            "model.yaml",
+            "model:\n  class_path: modules.LogisticRegresion\n",
+            'model.yaml, line 2: model.class_path: unknown class "modules.LogisticRegresion"; did you '
+            "mean LogisticRegression? choose one of: ",
+        ),
+    ),
+    Case(
+        "config_class_path_data",
+        stacked_config(
+            LR,
+            "data.yaml",
+            "data:\n  class_path: datamodules.MNISTDataModul\n",
+            'data.yaml, line 2: data.class_path: unknown class "datamodules.MNISTDataModul"; did you '
+            "mean MNISTDataModule? choose one of: ",
+        ),
+    ),
     Case("flag_unknown", const(fit(LR, "--trainer.bogus=1"), "--trainer.bogus")),
     Case("flag_typo_model", const(fit("first_network", "--model.n_hh=3"), "--model.n_h")),
+    # the command's own groups of flags (experiments/parts.py): a typo in the group or in its key
+    Case(
+        "flag_typo_part_group", const(fit(LR, "--checkpoin.monitor=x"), "did you mean --checkpoint.monitor")
+    ),
+    Case(
+        "flag_typo_part_key",
+        const(fit(LR, "--nan_guard.every_n_step=3"), "did you mean --nan_guard.every_n_steps"),
+    ),
+    Case(
+        "flag_part_key_unknown",
+        const(fit(LR, "--preemption.signl=3"), "--preemption.signl=3: --preemption takes: scontrol, enabled"),
+    ),
     # A prefix of a flag is not taken for it (argparse would): a typo must not set another key.
     Case("flag_abbreviated", const(fit(LR, "--trainer.max_epoch=1"), "did you mean --trainer.max_epochs")),
     Case("flag_wrong_type", const(fit(LR, "--trainer.max_epochs=abc"), "trainer.max_epochs")),
@@ -397,8 +467,8 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(
 
 #: Cases run as a user runs them, in a fresh ``python -m experiments`` process: what reaches a real
 #: stderr (Lightning's and the libraries' own output included) is the one error line.
-IN_A_PROCESS = ["config_unknown_key", "flag_typo_model", "mnist_wrong_magic", "ckpt_truncated",
-                "image_folder_corrupt_streamed", "corpus_not_utf8"]  # fmt: skip
+IN_A_PROCESS = ["config_unknown_key", "config_class_path_model", "flag_typo_model", "mnist_wrong_magic",
+                "ckpt_truncated", "image_folder_corrupt_streamed", "corpus_not_utf8"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", IN_A_PROCESS)

@@ -4,6 +4,7 @@ defaults (logs, checkpoints, saved config, seed); class selection by name; and t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from core.callbacks import PredictionWriter
 from core.errors import ExperimentError
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
-from experiments.cli import ExperimentCLI, main
+from experiments.cli import ExperimentCLI
+from experiments.main import main
+from experiments.parts import PARTS
 from tests.conftest import LESSONS, QUIET, REPO, config, run_experiments
 
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.check_val_every_n_epoch=1"]
@@ -146,9 +150,56 @@ def test_shared_defaults(cli):
     assert default.trainer.checkpoint_callback.monitor == "val/loss"
 
 
-def test_runs_without_a_logger(cli, in_tmp):
+def test_runs_without_a_logger_and_writes_nothing_in_the_working_folder(cli, in_tmp):
     run = cli("fit", "--config", config("linear_regression"), *SHORT, "--trainer.logger=false")
     assert run.trainer.state.finished and run.trainer.logger is None
+    assert list(in_tmp.iterdir()) == []  # no run folder, so no checkpoints/ either
+    assert not any(isinstance(c, ModelCheckpoint) for c in run.trainer.callbacks)
+    # A folder named for them: the checkpoints go there, and --ckpt_path last finds them.
+    kept = ["--trainer.logger=false", "--trainer.default_root_dir=kept"]
+    cli("fit", "--config", config("linear_regression"), *SHORT, *kept)
+    assert sorted(p.name for p in (in_tmp / "kept" / "checkpoints").iterdir())[-1] == "last.ckpt"
+    tested = cli("test", "--config", config("linear_regression"), *kept, "--ckpt_path=last")
+    assert Path(tested.trainer.ckpt_path) == Path("kept/checkpoints/last.ckpt")
+
+
+def test_no_checkpoints_when_checkpointing_is_off(cli, in_tmp):
+    run = cli("fit", "--config", config("linear_regression"), *SHORT, "--trainer.enable_checkpointing=false")
+    assert run.trainer.state.finished and run.trainer.checkpoint_callbacks == []
+    assert not list(in_tmp.rglob("*.ckpt"))
+    assert (in_tmp / "lightning_logs/linear_regression/version_0/config.yaml").is_file()
+
+
+@pytest.mark.parametrize("part", PARTS, ids=[part.name for part in PARTS])
+def test_each_part_is_left_out_by_its_enabled_flag(part):
+    on = "true" if part.name == "compile" else "false"  # compile is the one part off by default
+    default = {type(c) for c in built("--config", config("linear_regression")).trainer.callbacks}
+    switched = built("--config", config("linear_regression"), f"--{part.name}.enabled={on}")
+    assert (part.cls in default) != (part.cls in {type(c) for c in switched.trainer.callbacks})
+
+
+def test_a_run_with_every_part_off_trains_and_writes_only_its_logs(cli, in_tmp):
+    off = [f"--{part.name}.enabled=false" for part in PARTS]
+    run = cli("fit", "--config", config("linear_regression"), *SHORT, *off)
+    assert run.trainer.state.finished and not run.trainer.checkpoint_callbacks
+    assert not {part.cls for part in PARTS} & {type(c) for c in run.trainer.callbacks}
+    assert not list(in_tmp.rglob("*.ckpt"))
+
+
+def test_callbacks_of_a_run(in_tmp):
+    run = built("--config", config("mnist_convnet"))
+    names = [type(c).__name__ for c in run.trainer.callbacks]
+    lesson = ["InputGrid", "PredictionGrid", "FilterGrid", "ConfusionMatrix"]  # the config's own
+    parts = [part.cls.__name__ for part in PARTS if part.name != "compile"]  # compile: off
+    always = ["RunConfig", "FailedRun", "RunLogs"]  # QUIET: no progress bar, no model summary
+    assert sorted(names) == sorted([*lesson, *parts, *always])
+
+
+def test_readme_lists_exactly_the_parts():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Defaults every lesson shares")
+    section = readme[start : readme.index("\n#", start)]
+    assert set(re.findall(r"`--(\w+)\.\*`", section)) == {part.name for part in PARTS}
 
 
 def test_classes_by_name_and_experiment_name_from_class(cli, in_tmp):
@@ -206,7 +257,7 @@ def test_help_imports_nothing_heavy(tmp_path):
         "import sys\n"
         "import lightning.pytorch.cli, lightning.pytorch.loggers\n"
         "before = {m.split('.')[0] for m in sys.modules}\n"
-        "from experiments.cli import main\n"
+        "from experiments.main import main\n"
         "try:\n    main(['fit', '--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} - before), file=sys.stderr)\n"
     )
@@ -269,15 +320,29 @@ def built(*args: str) -> ExperimentCLI:
     return ExperimentCLI(args=[*args, *QUIET], run=False)
 
 
-def test_data_gives_the_model_its_vocab_size_and_num_classes(in_tmp):
+def test_data_gives_the_model_its_vocab_size_and_num_classes(in_tmp, capsys):
     SizedData.loaders_built = 0
     run = built(f"--model={__name__}.SizedModel", f"--data={__name__}.SizedData", "--data.words=11")
     assert run.model.hparams.vocab_size == 11 and run.model.hparams.num_classes == 2
     assert run.datamodule.vocab_size_reads == 1
     assert SizedData.loaders_built == 0  # reading the attributes builds no loader
-    # The data decides; a value in the config does not override it.
+    # The data decides; a value in the config does not override it, and the command says so in one line.
+    capsys.readouterr()
     run = built(f"--model={__name__}.SizedModel", f"--data={__name__}.SizedData", "--model.num_classes=9")
     assert run.model.hparams.num_classes == 2
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the data gives num_classes=2 (configured 9): the data's values are used"]
+    built(f"--model={__name__}.SizedModel", f"--data={__name__}.SizedData", "--model.vocab_size=3")
+    assert "note: the data gives vocab_size=7 (configured 3)" in capsys.readouterr().out
+
+
+def test_a_configured_in_features_the_data_replaces_is_noted(in_tmp, capsys):
+    run = built("--config", config("boston_housing"), "--model.in_features=3")
+    assert run.model.hparams.in_features == 13
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the data gives in_features=13 (configured 3): the data's values are used"]
+    built("--config", config("boston_housing"))  # nothing configured: nothing to say
+    assert "note:" not in capsys.readouterr().out
 
 
 def test_data_without_the_attribute_leaves_the_configured_value(in_tmp):
@@ -383,7 +448,7 @@ def test_best_before_any_validation_says_so_and_points_to_last(cli, in_tmp):
 def test_lightning_advert_is_not_printed(capsys):
     from lightning.pytorch import Trainer
 
-    from experiments.cli import lightning_output_to_stdout
+    from experiments.progress import lightning_output_to_stdout
 
     lightning_output_to_stdout()
     Trainer(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
@@ -433,3 +498,18 @@ def test_help_names_the_subcommand_and_shows_no_rst_quotes(in_tmp):
     done = run_experiments(["fit", "--help"], cwd=in_tmp)
     assert done.returncode == 0 and "--trainer.max_epochs" in done.stdout
     assert "``" not in done.stdout  # Lightning's docstrings write ``"auto"``
+    for part in PARTS:  # each part's flags under a heading saying what it is for, with its switch
+        assert f"--{part.name}: {part.why}:" in done.stdout and f"--{part.name}.enabled" in done.stdout
+
+
+def test_a_callback_class_of_modules_is_no_model_choice(in_tmp, capsys, monkeypatch):
+    # modules/visualize.py's callbacks are registered in modules/ like any public class.
+    monkeypatch.delenv("EXPERIMENTS_DEBUG", raising=False)
+    with pytest.raises(SystemExit):
+        main(["fit", "--model=InputGrid", *QUIET])
+    line = capsys.readouterr().err.strip()
+    assert line.startswith('error: --model: unknown class "InputGrid"; choose one of: ')
+    import modules
+
+    choices = line.split("choose one of: ")[1].split(", ")
+    assert all(issubclass(getattr(modules, name), LightningModule) for name in choices)

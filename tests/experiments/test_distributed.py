@@ -23,8 +23,8 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from experiments.cli import main
 from experiments.faults import rank_seed
+from experiments.main import main
 from tests.conftest import EVERY_EPOCH, QUIET, REPO, config, free_port, subprocess_env
 from tests.image_data import write_image_folder, write_mnist
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from experiments.cli import main
-from experiments.cli import main as run_main
-from experiments.faults import AtomicCheckpointIO
+from experiments.checkpoint_io import AtomicCheckpointIO
+from experiments.main import main
+from experiments.main import main as run_main
 from experiments.preemption import SIGTERM_STATUS, slurm_topology
 from tests.conftest import EVERY_EPOCH, QUIET, REPO, config, free_port, run_experiments
 
@@ -283,10 +283,10 @@ def test_a_really_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(
 def test_checkpoints_get_the_permissions_of_any_file_written_here(
     umask: int, mode: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import experiments.faults as faults
+    import experiments.checkpoint_io as checkpoint_io
 
     # The process's umask, which the module reads once at import (reading it means setting it).
-    monkeypatch.setattr(faults, "_UMASK", umask)
+    monkeypatch.setattr(checkpoint_io, "_UMASK", umask)
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, path)
     assert path.stat().st_mode & 0o777 == mode  # mkstemp alone gives 0600 whatever the umask
@@ -433,16 +433,16 @@ def test_experiments_write_checkpoints_atomically(in_tmp: Path, mnist_dir: Path)
 
 
 @pytest.mark.parametrize("exits_by_itself", [True, False])
-def test_end_together_waits_for_the_other_ranks_then_kills_them(exits_by_itself: bool) -> None:
+def test_a_failed_run_waits_for_the_ranks_it_launched_then_kills_them(exits_by_itself: bool) -> None:
     from types import SimpleNamespace
 
-    from experiments.faults import EndTogether
+    from experiments.faults import FailedRun
 
     seconds = 0.2 if exits_by_itself else 600
     child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
     launcher = SimpleNamespace(procs=[child], kill=lambda signum: child.send_signal(signum))
     trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=launcher))
-    EndTogether(grace=5).on_exception(trainer, None, RuntimeError("rank 0 failed"))
+    FailedRun(set(), grace=5).end_launched_ranks(trainer)
     # A rank that ends on its own within the grace keeps its status (and its last words); one that does
     # not is killed.
     assert child.wait(timeout=5) == (0 if exits_by_itself else -signal.SIGKILL)

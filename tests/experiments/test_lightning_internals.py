@@ -15,7 +15,7 @@ QUIET = {"logger": False, "enable_progress_bar": False, "enable_model_summary": 
 
 
 def test_launcher_children_for_end_together() -> None:
-    # experiments/faults.py EndTogether waits for, then kills, the ranks rank 0 launched.
+    # experiments/faults.py FailedRun waits for, then kills, the ranks rank 0 launched.
     launcher = _SubprocessScriptLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)
     assert launcher.procs == []
 
@@ -81,7 +81,7 @@ def test_file_writer_for_encoded_figures(tmp_path: Path) -> None:
 
 
 def test_logging_step_counter_for_evaluation_step() -> None:
-    # experiments/runs.py EvaluationStep logs an evaluation at the checkpoint's step through this counter.
+    # experiments/tensorboard.py RunLogs logs an evaluation at the checkpoint's step through this counter.
     trainer = Trainer(accelerator="cpu", **QUIET)
     assert trainer.fit_loop.epoch_loop._batches_that_stepped == 0
 

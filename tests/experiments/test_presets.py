@@ -8,7 +8,8 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
-from experiments.cli import ExperimentCLI, main
+from experiments.cli import ExperimentCLI
+from experiments.main import main
 from tests.conftest import QUIET, REPO, config
 
 PRESETS = REPO / "configs" / "trainer"

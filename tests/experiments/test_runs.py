@@ -157,7 +157,7 @@ def test_print_config_round_trips_to_the_same_experiment(in_tmp):
 
 
 def test_checkpoint_step_reads_the_batches_that_stepped():
-    from experiments.runs import checkpoint_step
+    from experiments.ckpt_path import checkpoint_step
 
     state = {
         "global_step": 6000,

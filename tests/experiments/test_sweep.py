@@ -24,11 +24,11 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.errors import ExperimentError
-from experiments.cli import main
 from experiments.configs import resolve_config_names
-from experiments.sweep import SweepCLI, check_space, database_lock
-from experiments.sweep_space import Parameter, parameter, search_space, seconds
-from experiments.sweep_trial import open_storage, storage_url
+from experiments.main import main
+from experiments.sweep.command import SweepCLI
+from experiments.sweep.space import Parameter, check_space, parameter, search_space, seconds
+from experiments.sweep.storage import database_lock, open_storage, storage_url
 from experiments.tensorboard import TensorBoard
 from tests.conftest import CONFIGS, QUIET, config, run_experiments, subprocess_env
 from tests.experiments.test_tensorboard import hparams_data
@@ -245,7 +245,8 @@ def test_each_shipped_sweep_file_searches_its_lesson_by_name(in_tmp, name):
     assert cli.config.sweep.study == name and cli.config.sweep.n_trials >= 12
     assert Path(str(cli.config.sweep["__path__"])) == CONFIGS / "sweeps" / f"{name}.yaml"
     parameters = search_space(cli.config.sweep.space)
-    check_space(cli, parameters)  # every range end and choice is a value the lesson's config takes
+    # Every range end and choice is a value the lesson's config takes.
+    check_space(cli.trial_config, parameters)
     assert any(p.key == "data.init_args.batch_size" for p in parameters)
 
 

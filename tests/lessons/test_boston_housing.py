@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from datamodules import BostonHousingDataModule
-from experiments.cli import main
+from experiments.main import main
 from tests.conftest import QUIET, config
 from tests.tabular_data import write_linear_table, write_rows
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.cli import main
+from experiments.main import main
 from tests.coco_data import write_coco_captions
 from tests.conftest import QUIET, config
 

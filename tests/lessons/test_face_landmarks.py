@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules import FaceLandmarksDataModule
-from experiments.cli import main
+from experiments.main import main
 from modules import LandmarkRegressor
 from tests.conftest import QUIET, config
 from tests.face_data import write_faces

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torchvision import datasets
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from experiments.cli import main
+from experiments.main import main
 from modules import MNISTConvNet
 from tests.conftest import QUIET, config
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from experiments.cli import main
+from experiments.main import main
 from tests.conftest import QUIET, config
 
 SMALL = ["--data.val_split=16", "--data.batch_size=16"]

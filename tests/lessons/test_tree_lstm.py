@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datamodules import TreebankDataModule
-from experiments.cli import main
+from experiments.main import main
 from tests.conftest import QUIET, config
 from tests.tree_data import write_treebank
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.cli import main
+from experiments.main import main
 from tests.conftest import QUIET, config
 from tests.text_data import write_topics_corpus
 

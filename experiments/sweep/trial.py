@@ -1,9 +1,10 @@
 """The trial side of a sweep: a ``fit`` started by ``python -m experiments sweep`` reports to its trial.
 
-The sweep worker (experiments/sweep.py) runs each trial as an ordinary ``fit --config <trial config>``
-in a child process and names the Optuna trial in the environment (``EXPERIMENTS_SWEEP_TRIAL``), not in
-the config: the run's ``config.yaml`` then reruns the trial with ``fit --config`` and no study. The
-command adds ``TrialReport`` to such a fit. It does what optuna-integration's
+The sweep worker (experiments/sweep/worker.py) runs each trial as an ordinary ``fit --config <trial
+config>`` in a child process and names the Optuna trial in the environment (``EXPERIMENTS_SWEEP_TRIAL``),
+not in the config: the run's ``config.yaml`` then reruns the trial with ``fit --config`` and no study.
+The command adds ``TrialReport`` to such a fit (experiments/cli.py, by name: the command does not
+import the sweep package). It does what optuna-integration's
 PyTorchLightningPruningCallback does, for a trial that lives in another process than the study's
 ``optimize`` loop: it reports the sweep's metric after every validation, asks the pruner, and stops the
 fit (after that epoch, checkpoints written as usual) when the pruner says so. Optuna is imported only
@@ -18,15 +19,16 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from core.distributed import run_dir
 from core.errors import ExperimentError
+from experiments.cli import TRIAL_VARIABLE
 from experiments.messages import import_path
+from experiments.sweep.storage import open_storage
 
-#: The environment variable that names a fit's trial (JSON of ``TrialAddress``).
-ENVIRONMENT = "EXPERIMENTS_SWEEP_TRIAL"
 #: Trial user attributes the trial writes: its run folder and host, the validation it was pruned at, and
 #: an error that no other trial can escape either (the sweep stops on it).
 RUN, HOST, PRUNED, FATAL = "run", "host", "pruned_at", "fatal"
@@ -48,32 +50,15 @@ class TrialAddress:
 
     @classmethod
     def from_environment(cls) -> TrialAddress | None:
-        text = os.environ.get(ENVIRONMENT)
+        text = os.environ.get(TRIAL_VARIABLE)
         return cls(**json.loads(text)) if text else None
 
 
-def storage_url(url: str) -> str:
-    """``url`` with the PostgreSQL driver this project installs (psycopg 3) when it names none:
-    SQLAlchemy reads a bare ``postgresql://`` as psycopg2, which is not installed."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
-
-
-def open_storage(url: str, heartbeat: int | None = None) -> Any:
-    """Optuna's RDBStorage for ``url``. SQLite waits up to a minute for another worker's write instead of
-    failing with "database is locked" after SQLAlchemy's 5 s."""
-    import optuna
-
-    url = storage_url(url)
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat)
+def class_spec(value: Any) -> dict[str, Any]:
+    """``{"class_path": ..., "init_args": {...}}`` of a parsed sampler or pruner."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    return {"class_path": value["class_path"], "init_args": dict(value.get("init_args") or {})}
 
 
 def build(spec: dict[str, Any], **overrides: Any) -> Any:
@@ -97,6 +82,14 @@ class TrialReport(Callback):
         self.address = address
         self._trial: Any = None
         self._validations = 0
+
+    @classmethod
+    def from_environment(cls) -> TrialReport:
+        """The report of the trial that ``EXPERIMENTS_SWEEP_TRIAL`` names (the command adds it then)."""
+        address = TrialAddress.from_environment()
+        if address is None:
+            raise ExperimentError("no sweep trial is named in the environment (EXPERIMENTS_SWEEP_TRIAL)")
+        return cls(address)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero:

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.sweep_space import Parameter
-from experiments.sweep_trial import HOST, RUN
+from experiments.sweep.space import Parameter
+from experiments.sweep.trial import HOST, RUN
 
 
 def _write(path: Path, text: str) -> None:

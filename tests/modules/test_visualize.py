@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from experiments.visualize import ConfusionMatrix, filter_image, unnormalize, wrong_predictions
+from modules.visualize import ConfusionMatrix, filter_image, unnormalize, wrong_predictions
 from tests.conftest import config
 
 SHORT = [

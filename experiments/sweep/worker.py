@@ -1,38 +1,14 @@
-"""``python -m experiments sweep``: a hyperparameter search with Optuna, from one machine to a cluster.
+"""A sweep's worker: takes trials of the study and runs each as a ``fit`` in a child process, until the
+study has ``n_trials`` finished ones or the worker's time is up, then writes the study's report.
 
-    python -m experiments sweep --config configs/mnist_convnet.yaml --sweep configs/sweeps/mnist_convnet.yaml
-    python -m experiments sweep --config mnist_convnet --sweep mnist_convnet --sweep.n_trials 40 \\
-        --sweep.storage postgresql://user:password@db-host/sweeps      # the same, on every machine
-
-The command line is ``fit``'s (stacked ``--config`` files, flags that override, ``--help``,
-``--print_config``) plus a ``sweep`` section (``Sweep``), given as a file (``--sweep FILE``) and flags
-(``--sweep.n_trials 20``).
-
-- Each trial is an ordinary run: the worker writes the trial's config (the command's config with the
-  trial's values) and runs ``fit --config`` on it in a child process, which gets its own
-  ``lightning_logs/<experiment>/version_N`` with ``config.yaml``, checkpoints and TensorBoard events
-  (and hparams), so ``fit --config <that config.yaml>`` reruns it. The child reports the sweep's metric
-  after every validation (experiments/sweep_trial.py); the pruner stops it early.
-- A trial's value is the best value of the metric over its validations, as the best checkpoint keeps.
-- The study lives in a database: by default an SQLite file beside the runs
-  (``lightning_logs/<experiment>/sweeps/optuna.db``), or any URL Optuna accepts. Workers that run the
-  same command on one study share its trials: ``sweep.n_trials`` counts the study's finished trials
-  over all of them (and over reruns: the same command continues a study until it has that many). A
-  worker takes a trial under a lock (a file lock for SQLite, an advisory lock for PostgreSQL), so
-  workers started together never run more than that many.
-- Each worker beats a heartbeat while its trial runs. A worker that is killed stops beating, and the
-  next worker to take a trial marks that one failed; a worker interrupted (Ctrl-C, SIGTERM) stops its
-  trial (which writes ``last.ckpt``) and marks it failed itself.
-- When a worker ends it writes the study's report in ``lightning_logs/<experiment>/sweeps/<study>/``:
-  ``best.yaml`` (the best trial's config, for ``fit --config``), ``trials.csv``, and Optuna's
-  optimisation-history and parameter-importance plots as PNGs and in TensorBoard; it prints the table.
+Each worker beats a heartbeat while its trial runs. A worker that is killed stops beating, and the next
+worker to take a trial marks that one failed; a worker interrupted (Ctrl-C, SIGTERM) stops its trial
+(which writes ``last.ckpt``) and marks it failed itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import re
 import signal
@@ -41,217 +17,27 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
-import yaml
-from jsonargparse import ArgumentError, Namespace
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser
+from jsonargparse import Namespace
 from optuna.trial import TrialState
 
 from core.errors import ExperimentError
-from experiments.cli import PARSER_KWARGS, ExperimentCLI, experiment_name
-from experiments.messages import USER_ERRORS, closest, import_path, one_line, parameters
-from experiments.runs import LOG_ROOT, RunLayout
-from experiments.sweep_report import write_report
-from experiments.sweep_space import Parameter, search_space, seconds
-from experiments.sweep_trial import (
-    ENVIRONMENT,
-    FATAL,
-    PRUNED,
-    TrialAddress,
-    build,
-    open_storage,
-    storage_url,
-)
+from experiments.cli import TRIAL_VARIABLE
+from experiments.messages import import_path, one_line, parameters
+from experiments.runs import RunLayout
+from experiments.sweep.report import write_report
+from experiments.sweep.space import check_space, search_space, seconds
+from experiments.sweep.storage import database_lock, open_storage, storage_url, sweeps_folder
+from experiments.sweep.trial import FATAL, PRUNED, TrialAddress, build, class_spec
 
 #: The states of trials that count toward ``n_trials`` (failed ones do not: a replacement runs).
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Study user attributes that every worker of a study must agree on.
 AGREED = ("space", "metric")
-
-
-class Sweep:
-    """A hyperparameter search of the configured experiment.
-
-    Args:
-        space: Config keys (as flags name them) mapped to distributions: ``{type: float, low: 0.0001,
-            high: 0.1, log: true}``, ``{type: int, low: 1, high: 4, step: 1}``, ``{type: categorical,
-            choices: [32, 64]}``.
-        n_trials: How many finished (complete or pruned) trials the study should have, counted over every
-            worker and every run of this command: the same command continues a study up to it.
-        timeout: This worker's time budget: seconds, or a duration such as 90m, 2h or 1h30m. No trial
-            starts after it; the running one finishes.
-        metric: The metric to optimise (a trial's value is its best over the validations); by default the
-            checkpoint's monitor.
-        direction: minimize or maximize; by default the checkpoint's mode when the metric is its monitor.
-        sampler: The Optuna sampler. A sampler that takes a seed draws trial n with seed + n, so that
-            workers started together do not repeat each other's draws and a sweep on one worker repeats.
-        pruner: The Optuna pruner (optuna.pruners.NopPruner prunes nothing).
-        storage: The study's database, any URL Optuna accepts; by default an SQLite file,
-            lightning_logs/<experiment>/sweeps/optuna.db. Workers on many machines share a study in a
-            server's database, e.g. postgresql://user:password@host:5432/database.
-        study: The study's name; by default the sweep file's name, else the experiment's.
-        heartbeat: Seconds between a worker's heartbeats; a trial whose worker missed two is marked failed
-            by the next worker that takes a trial.
-        max_failures: The worker stops after this many failed trials in a row.
-    """
-
-    def __init__(
-        self,
-        space: dict[str, Any] | None = None,
-        n_trials: int | None = None,
-        timeout: str | float | None = None,
-        metric: str | None = None,
-        direction: Literal["minimize", "maximize"] | None = None,
-        sampler: optuna.samplers.BaseSampler | None = None,
-        pruner: optuna.pruners.BasePruner | None = None,
-        storage: str | None = None,
-        study: str | None = None,
-        heartbeat: int = 30,
-        max_failures: int = 3,
-    ) -> None:
-        pass  # only its signature is used: the command's parser reads it, nothing builds a Sweep
-
-
-def _class_spec(value: Any) -> dict[str, Any]:
-    """``{"class_path": ..., "init_args": {...}}`` of a parsed sampler or pruner."""
-    if isinstance(value, Namespace):
-        value = value.as_dict()
-    return {"class_path": value["class_path"], "init_args": dict(value.get("init_args") or {})}
-
-
-class SweepCLI(ExperimentCLI):
-    """``fit``'s parser with a ``sweep`` section; it parses and checks, and builds nothing."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.args = list(args)
-        super().__init__(
-            args=self.args,
-            run=False,
-            parser_kwargs={
-                **PARSER_KWARGS,
-                "prog": "python -m experiments sweep",
-                "description": "Search the hyperparameters of an experiment with Optuna: each trial is a "
-                "`fit` of the config with the trial's values, in its own run folder.",
-            },
-        )
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        super().add_arguments_to_parser(parser)
-        parser.add_class_arguments(Sweep, "sweep")
-        parser.set_defaults(
-            {
-                "sweep.sampler": {"class_path": "optuna.samplers.TPESampler", "init_args": {"seed": 42}},
-                "sweep.pruner": {"class_path": "optuna.pruners.MedianPruner"},
-            }
-        )
-
-    def complete_config(self, config: Namespace, layout: RunLayout) -> None:
-        # The sweep's defaults made explicit, so that --print_config shows what will run.
-        self.layout = layout
-        sweep = config.sweep
-        if not sweep.get("metric"):
-            sweep.metric = config.checkpoint.get("monitor")
-            if not sweep.metric:
-                raise ExperimentError(
-                    "sweep.metric: the config's checkpoint monitors nothing; name the metric"
-                )
-        if not sweep.get("direction"):
-            if sweep.metric != config.checkpoint.get("monitor"):
-                raise ExperimentError(
-                    f"sweep.direction: give minimize or maximize for {sweep.metric} (only the checkpoint's "
-                    f"monitor, {config.checkpoint.get('monitor')}, has a known mode)"
-                )
-            sweep.direction = "maximize" if config.checkpoint.get("mode") == "max" else "minimize"
-        if not sweep.get("study"):
-            source = sweep.get("__path__")
-            sweep.study = Path(str(source)).stem if source else layout.experiment
-        if not sweep.get("storage"):
-            sweep.storage = f"sqlite:///{sweeps_folder(layout) / 'optuna.db'}"
-
-    def before_instantiate_classes(self) -> None:
-        pass  # the trials are fits of their own; nothing is built here
-
-    def instantiate_classes(self) -> None:
-        pass
-
-    def trial_config(self, flags: list[str]) -> str:
-        """The YAML config of a trial: this command's config with ``flags`` applied, without ``sweep``."""
-        config = self.parser.parse_args([*self.args, *flags])
-        RunLayout.configure(config.trainer, experiment_name(config))
-        data = yaml.safe_load(self.parser.dump(config, skip_none=False))
-        data.pop("sweep", None)
-        return yaml.safe_dump(data, sort_keys=False)
-
-
-def check_space(cli: SweepCLI, space: list[Parameter]) -> None:
-    """Every key takes the ends of its range and each of its choices, as the config's parser reads them:
-    a wrong key or type is one error line before the sweep starts, not a failed trial later."""
-    probes = [p.probe_values() for p in space]
-    for i in range(max(len(values) for values in probes)):
-        flags = [p.flag(values[i % len(values)]) for p, values in zip(space, probes, strict=True)]
-        try:
-            cli.trial_config(flags)
-        except USER_ERRORS as error:
-            # Which key: the one whose flag alone fails.
-            for parameter, flag in zip(space, flags, strict=True):
-                try:
-                    cli.trial_config([flag])
-                except USER_ERRORS as alone:
-                    raise ExperimentError(f"sweep.space: {parameter.key}: {one_line(alone)}") from None
-            raise ExperimentError(f"sweep.space: {one_line(error)}") from None
-
-
-@contextlib.contextmanager
-def database_lock(url: str, name: str, engine: Any = None) -> Iterator[None]:
-    """Holds the lock ``name`` among every process using the database at ``url``: a file lock beside an
-    SQLite file, an advisory lock in PostgreSQL (through ``engine``'s connections, else a connection of
-    its own); released when the process dies. Other databases get no lock: workers started at the same
-    moment may then run a trial or two more than asked."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
-        with open(f"{parsed.database}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-    elif backend == "postgresql":
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        own = engine is None
-        engine = create_engine(url) if own else engine
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-                connection.commit()
-                try:
-                    yield
-                finally:
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    connection.commit()
-        finally:
-            if own:
-                engine.dispose()
-    else:
-        yield
-
-
-def sweeps_folder(layout: RunLayout) -> Path:
-    """Where an experiment's sweeps keep their database and reports: ``<experiment's runs>/sweeps``."""
-    root = (
-        layout.root
-        if layout.kind == "folders" and layout.root is not None
-        else Path(LOG_ROOT) / layout.experiment
-    )
-    return root / "sweeps"
 
 
 class Interrupted(Exception):
@@ -286,11 +72,19 @@ class Heartbeat:
 
 
 class Worker:
-    """Runs trials of one study until it has ``n_trials`` finished ones or the time budget is spent."""
+    """Runs trials of one study until it has ``n_trials`` finished ones or the time budget is spent.
 
-    def __init__(self, cli: SweepCLI) -> None:
-        self.cli = cli
-        self.settings = cli.config.sweep
+    Args:
+        settings: The parsed ``sweep`` section (experiments/sweep/command.py's ``Sweep``), defaults filled.
+        layout: Where the experiment's runs live; its sweeps are kept beside them.
+        trial_config: The YAML config of a trial, given the flags that set the trial's values.
+    """
+
+    def __init__(
+        self, settings: Namespace, layout: RunLayout, trial_config: Callable[[list[str]], str]
+    ) -> None:
+        self.settings = settings
+        self.trial_config = trial_config
         self.parameters = search_space(self.settings.space)
         self.budget = seconds(self.settings.timeout)
         if self.settings.n_trials is None and self.budget is None:
@@ -301,11 +95,11 @@ class Worker:
             raise ExperimentError(
                 f"sweep.heartbeat must be a whole number of seconds >= 1, got {self.settings.heartbeat}"
             )
-        self.sampler = _class_spec(self.settings.sampler)
-        self.pruner = _class_spec(self.settings.pruner)
+        self.sampler = class_spec(self.settings.sampler)
+        self.pruner = class_spec(self.settings.pruner)
         self.metric: str = self.settings.metric
-        self.folder = sweeps_folder(cli.layout) / self.settings.study
-        check_space(cli, self.parameters)
+        self.folder = sweeps_folder(layout) / self.settings.study
+        check_space(trial_config, self.parameters)
         try:
             self.url = storage_url(self.settings.storage)
         except Exception as error:  # SQLAlchemy's ArgumentError
@@ -443,7 +237,7 @@ class Worker:
             flags = [p.flag(values[p.key]) for p in self.parameters]
             shown = ", ".join(f"{p.label}={values[p.key]}" for p in self.parameters)
             print(f"sweep: trial {trial.number}: {shown}", flush=True)
-            text = self.cli.trial_config(flags)
+            text = self.trial_config(flags)
             trial.set_user_attr("config", text)
             status, error_line = self.run_child(trial, text)
         except Interrupted as interrupted:
@@ -494,7 +288,7 @@ class Worker:
     def run_child(self, trial: optuna.Trial, text: str) -> tuple[int, str | None]:
         """Runs ``fit --config <trial config>`` in a child process; its exit status and error line."""
         address = TrialAddress(self.url, self.settings.study, trial._trial_id, self.metric, self.pruner)
-        env = dict(os.environ, **{ENVIRONMENT: address.to_environment()})
+        env = dict(os.environ, **{TRIAL_VARIABLE: address.to_environment()})
         # A trial is one Lightning run on this worker's devices: SLURM's task count is the workers', and
         # Lightning would take it for the trial's process count (see scripts/sweep.sbatch).
         env.pop("SLURM_NTASKS", None)
@@ -548,29 +342,3 @@ def _stop(child: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-
-
-def main(args: ArgsType) -> None:
-    """``python -m experiments sweep <args>``."""
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # Optuna expects heartbeats only from its optimize loop; this worker beats for its ask-and-tell trials.
-    warnings.filterwarnings(
-        "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
-    )
-    try:
-        cli = SweepCLI(list(args))
-    except ArgumentError as error:
-        unknown = re.search(r"Group 'sweep' does not accept option '(\w+)'", str(error))
-        if unknown is None:
-            raise
-        name = unknown.group(1)
-        known = parameters(Sweep)
-        match = closest(name, known)
-        hint = f"did you mean {match}?" if match else f"it takes: {', '.join(known)}"
-        raise ExperimentError(f"sweep.{name}: the sweep file has no setting {name!r}; {hint}") from None
-    worker = Worker(cli)
-    try:
-        worker.run()
-    except Interrupted as interrupted:
-        sys.exit(128 + interrupted.signum)

@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ExperimentError
+from experiments.messages import USER_ERRORS, one_line
 
 #: The distributions a parameter may have, with the fields each takes.
 TYPES = {
@@ -199,3 +201,22 @@ def seconds(budget: str | float | int | None) -> float | None:
     if value <= 0:
         raise ExperimentError(f"sweep.timeout must be above 0, got {budget!r}")
     return value
+
+
+def check_space(trial_config: Callable[[list[str]], str], space: list[Parameter]) -> None:
+    """Every key takes the ends of its range and each of its choices, as the config's parser reads them
+    (``trial_config``: the sweep command's config with some flags applied): a wrong key or type is one
+    error line before the sweep starts, not a failed trial later."""
+    probes = [p.probe_values() for p in space]
+    for i in range(max(len(values) for values in probes)):
+        flags = [p.flag(values[i % len(values)]) for p, values in zip(space, probes, strict=True)]
+        try:
+            trial_config(flags)
+        except USER_ERRORS as error:
+            # Which key: the one whose flag alone fails.
+            for parameter, flag in zip(space, flags, strict=True):
+                try:
+                    trial_config([flag])
+                except USER_ERRORS as alone:
+                    raise ExperimentError(f"sweep.space: {parameter.key}: {one_line(alone)}") from None
+            raise ExperimentError(f"sweep.space: {one_line(error)}") from None

@@ -12,8 +12,8 @@ from torchvision import datasets
 from torchvision.models.feature_extraction import get_graph_node_names
 
 from datamodules import MNISTDataModule
-from experiments.features import FeatureWriter, layer_nodes
 from modules import MNISTConvNet
+from modules.feature_extraction import FeatureWriter, layer_nodes
 
 QUIET_TRAINER = {"enable_progress_bar": False, "enable_model_summary": False}
 

@@ -1,0 +1,214 @@
+"""What ``--ckpt_path`` means: the checkpoint it names, checked before Lightning loads it, and the run
+that keeps the work done from it.
+
+- ``last`` and ``best`` are the newest run of the same experiment that has such a checkpoint
+  (``find_checkpoint``; the runs are those of experiments/runs.py, so never another experiment's);
+- a file that is empty, cut short, not written by ``torch.save`` or not a Lightning checkpoint is one
+  error line naming it (``read_checkpoint``), as is another lesson's checkpoint; a configured argument
+  the checkpoint overrides gets a ``note:`` line (``check_checkpoint_model``);
+- a checkpoint of one of the experiment's runs keeps its work in that run: ``fit`` resumes in the same
+  ``version_N``, and ``validate``, ``test`` and ``predict`` write into ``version_N/<subcommand>``, logged
+  at the checkpoint's training step (``checkpoint_step``), so the test accuracy sits at the end of the
+  run's curves. A checkpoint from anywhere else starts a new run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from core.errors import ExperimentError
+from experiments.checkpoint_io import remove_stale_temporaries
+from experiments.links import DATA_TO_MODEL
+from experiments.runs import RunLayout, experiment_name
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, its tensors mapped rather than read; an ExperimentError naming the
+    file when it is empty, cut short, not written by ``torch.save`` or not a Lightning checkpoint."""
+    if path.is_dir():
+        raise ExperimentError(f"--ckpt_path {path} is a folder: give a checkpoint file (.ckpt) in it")
+    if path.stat().st_size == 0:
+        raise ExperimentError(
+            f"--ckpt_path {path} is empty (a write that was cut off?): give another checkpoint"
+        )
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            head = file.read(2)
+        if not head.startswith(b"\x80"):  # neither torch's zip format nor a pickle (its old format)
+            raise ExperimentError(
+                f"--ckpt_path {path} is not a checkpoint (not a file torch.save wrote): give a run's .ckpt"
+            )
+    try:
+        try:
+            content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):  # a checkpoint of the old format cannot be mapped
+                raise
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise ExperimentError(f"--ckpt_path {path} is not a checkpoint ({error})") from None
+        return {}  # objects a weights-only load does not read: Lightning will load it itself
+    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ExperimentError(
+            f"--ckpt_path {path} cannot be read as a checkpoint ({reason}): it is cut short or was not "
+            "written by this command; give another one (the run's last.ckpt or best-*.ckpt)"
+        ) from None
+    if not isinstance(content, dict) or "state_dict" not in content:
+        kind = type(content).__name__
+        raise ExperimentError(
+            f"--ckpt_path {path} holds a {kind}, not a Lightning checkpoint (no state_dict): give a run's "
+            ".ckpt file"
+        )
+    return content
+
+
+def checkpoint_model(checkpoint: dict[str, Any]) -> str | None:
+    """The class path of the model a checkpoint holds, when the command wrote it (None otherwise)."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    return str(class_path) if class_path else None
+
+
+def checkpoint_step(checkpoint: dict[str, Any]) -> int:
+    """The step at which a checkpoint's training logged its last epoch values: Lightning logs them at the
+    count of batches that stepped, minus one (this differs from ``global_step`` when a step makes
+    several optimizer updates)."""
+    try:
+        stepped = int(checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
+    except (KeyError, TypeError):
+        stepped = int(checkpoint.get("global_step", 0))
+    return max(stepped - 1, 0)
+
+
+def best_checkpoint(last: Path) -> Path | None:
+    """The best checkpoint recorded in ``last.ckpt``'s state, if it still exists."""
+    # ModelCheckpoint records its best file in its state inside last.ckpt. Only a monitoring one
+    # chooses a best: LastCheckpoint's state names last.ckpt itself as its "best".
+    state = read_checkpoint(last)  # mapped, not read; a broken file is one error line naming it
+    for value in state.get("callbacks", {}).values():
+        if isinstance(value, dict) and value.get("monitor") and value.get("best_model_path"):
+            best = Path(value["best_model_path"])
+            if not best.is_absolute() and not best.is_file():
+                best = last.parent / best.name  # recorded relative to another working folder
+            if best.is_file():
+                return best
+    return None
+
+
+def find_checkpoint(layout: RunLayout, which: str) -> Path | None:
+    """The ``last`` or ``best`` checkpoint of the newest run of ``layout`` that has one."""
+    if layout.kind == "unknown":
+        raise ExperimentError(
+            f"--ckpt_path {which}: the runs of {layout.logger} are not on this disk to look through; "
+            "give the checkpoint file"
+        )
+    for run in layout.runs():
+        last = run / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            continue
+        if which == "last":
+            return last
+        best = best_checkpoint(last)
+        if best is not None:
+            return best
+    return None
+
+
+def resolve_ckpt_path(config: Namespace, layout: RunLayout, subcommand: str | None) -> int | None:
+    """Check the run's ``ckpt_path`` and set ``config`` (the run's parsed config) to use it: the path of
+    ``last``/``best``, and the logger and checkpoint folders of the run it belongs to. Returns, for an
+    evaluation of a checkpoint, the training step to log it at; else None."""
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path in ("last", "best"):
+        found = find_checkpoint(layout, ckpt_path)
+        if found is None and subcommand != "fit":
+            last = find_checkpoint(layout, "last") if ckpt_path == "best" else None
+            if last is not None:
+                raise ExperimentError(
+                    f"--ckpt_path best: {last} has no best checkpoint yet (a best one is kept only "
+                    "after a validation has run); give --ckpt_path last, or fit with validation"
+                )
+            where = layout.root if layout.kind == "none" else f"the runs of {layout.experiment}"
+            raise ExperimentError(
+                f"--ckpt_path {ckpt_path}: no checkpoint in {where} ({layout.logger}, under "
+                f"{layout.root}); run fit first or give a checkpoint file"
+            )
+        # Resuming a run that never saved a checkpoint starts from scratch, as Lightning does.
+        config.ckpt_path = ckpt_path = str(found) if found is not None else None
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise ExperimentError(f"checkpoint file not found: {ckpt_path}")
+    # A write of a checkpoint beside it that was killed left a temporary file: gone at this start
+    # (rank 0's job; rank_zero_only.rank is read from the launcher's environment).
+    if rank_zero_only.rank == 0:
+        remove_stale_temporaries(path.parent)
+    checkpoint = read_checkpoint(path)
+    check_checkpoint_model(checkpoint, path, config.get("model") or Namespace())
+    # One of the experiment's own checkpoints keeps its work in the run that made it: a resumed fit
+    # continues there, an evaluation writes into it at the checkpoint's step.
+    run = layout.run_of(path) if layout.kind != "none" else None
+    if run is not None:
+        # A config of another name evaluating this experiment's checkpoint (feature_extraction.yaml
+        # of mnist_convnet's) gets a folder of its own beside the experiment's own evaluations.
+        config_name = experiment_name(config)
+        label = subcommand if config_name == layout.experiment else f"{subcommand}_{config_name}"
+        layout.log_into(config.trainer, run, label)
+    # The checkpoint callbacks pointed at the folder the checkpoint was written in reload their state
+    # as saved instead of warning that "the dirpath has changed": a resumed fit writes on there; an
+    # evaluation writes nothing, so the folder recorded in the file serves even for a copied file.
+    if subcommand in ("validate", "test", "predict"):
+        states = checkpoint.get("callbacks", {}).values()
+        recorded = [s["dirpath"] for s in states if isinstance(s, dict) and s.get("dirpath")]
+        folder = recorded[0] if recorded else str(path.parent)
+        config.checkpoint.dirpath = config.last_checkpoint.dirpath = folder
+        return checkpoint_step(checkpoint)
+    if run is not None:
+        config.checkpoint.dirpath = config.last_checkpoint.dirpath = str(path.parent)
+        # Resuming in the run means its checkpoints folder is not empty, which Lightning warns of.
+        folder = re.escape(os.path.realpath(path.parent))
+        warnings.filterwarnings("ignore", message=rf"Checkpoint directory {folder} exists and is not")
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A value as a config and a checkpoint can both hold it (tuples and lists alike)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def check_checkpoint_model(checkpoint: dict[str, Any], path: Path, model_config: Namespace) -> None:
+    """Lightning builds the model a checkpoint names, whatever the config says: another lesson's
+    checkpoint is an error naming both; a configured argument the checkpoint overrides is said."""
+    saved = checkpoint_model(checkpoint)
+    configured = str(model_config.get("class_path", "")) or None
+    if saved is None or configured is None:
+        return
+    if saved.rsplit(".", 1)[-1] != configured.rsplit(".", 1)[-1]:
+        raise ExperimentError(
+            f"--ckpt_path {path} holds a {saved.rsplit('.', 1)[-1]}, but the config builds a "
+            f"{configured.rsplit('.', 1)[-1]}: give a checkpoint of this lesson, or the config it was "
+            "trained with (config.yaml in its run folder)"
+        )
+    hparams = checkpoint.get("hyper_parameters") or {}
+    init_args = model_config.get("init_args")
+    differ = [
+        f"{key}={hparams[key]!r} (configured {value!r})"
+        for key, value in (vars(init_args).items() if isinstance(init_args, Namespace) else [])
+        if key in hparams and key not in DATA_TO_MODEL and not isinstance(value, Namespace)
+        and _plain(hparams[key]) != _plain(value)
+    ]  # fmt: skip
+    if differ:
+        print(f"note: {path} was trained with {', '.join(differ)}: the checkpoint's values are used")

@@ -1,0 +1,80 @@
+"""The entry point of ``python -m experiments`` and the ``experiments`` script: the subcommand runs, and a
+user's mistake ends as one line.
+
+- ``fit``, ``validate``, ``test``, ``predict``: ``ExperimentCLI`` (experiments/cli.py), looked up on its
+  module when the command runs, so that a test can put a subclass in its place;
+- ``sweep``: the hyperparameter search (experiments/sweep/), imported only for it (Optuna is an extra);
+- a mistake (missing file, unknown class or key, wrong type, a full disk, a compiler failure) ends with
+  one ``error:`` line on stderr and exit status 2; ``EXPERIMENTS_DEBUG=1`` shows the traceback instead.
+  Lightning's own messages go to stdout (experiments/progress.py), so stderr holds only that line;
+- ``--print_shtab``/``--print_completion`` are refused in one line (see ``refuse_shell_completion``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+from lightning.pytorch.cli import ArgsType
+
+from core.errors import ExperimentError
+from experiments import cli
+from experiments.compile import compile_failure
+from experiments.configs import resolve_main_args
+from experiments.messages import USER_ERRORS, check_config_files, one_line
+from experiments.progress import lightning_output_to_stdout
+
+DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
+DESCRIPTION = (
+    "Train and evaluate the lessons' experiments (fit, validate, test, predict). `python -m experiments "
+    "sweep --help`: the hyperparameter search, with Optuna."
+)
+
+
+def refuse_shell_completion(args: list[str]) -> None:
+    """One line instead of jsonargparse's completion flags. Its generated bash script for this command is
+    114 MB and takes 18 s to write and 3 s to load in every shell (it expands the arguments of every
+    class a flag can take, torch's included), so the command does not offer one."""
+    flags = [a for a in args if a.split("=")[0] in ("--print_shtab", "--print_completion")]
+    if flags:
+        raise ExperimentError(
+            f"{flags[0].split('=')[0]}: this command has no shell completion (jsonargparse's script for "
+            "it is over 100 MB); see `python -m experiments fit --help` and `--model.help <class>`"
+        )
+
+
+def sweep(args: list[str]) -> None:
+    """``python -m experiments sweep``; Optuna is an extra (``pip install -e ".[sweep]"``)."""
+    try:
+        from experiments.sweep import command
+    except ImportError as error:
+        if error.name not in ("optuna", "sqlalchemy"):
+            raise
+        raise ExperimentError(
+            f'the sweep command needs {error.name}, which is not installed: pip install -e ".[sweep]"'
+        ) from None
+    command.main(args)
+
+
+def main(args: ArgsType = None) -> None:
+    """Run the command: ``args`` as on the command line (None: ``sys.argv``)."""
+    lightning_output_to_stdout()
+    given: list[str] = []
+    try:
+        args = resolve_main_args(args)
+        given = sys.argv[1:] if args is None else [str(a) for a in args]
+        refuse_shell_completion(given)
+        check_config_files(given)
+        if given[:1] == ["sweep"]:
+            sweep(given[1:])
+        else:
+            cli.ExperimentCLI(args=args, parser_kwargs={**cli.PARSER_KWARGS, "description": DESCRIPTION})
+    except Exception as error:
+        disk_full = isinstance(error, OSError) and error.errno == errno.ENOSPC
+        compiler = compile_failure(error)
+        known = isinstance(error, USER_ERRORS) or disk_full or compiler is not None
+        if not known or os.environ.get(DEBUG_VARIABLE):
+            raise
+        print(f"error: {compiler or one_line(error, given)}", file=sys.stderr)
+        sys.exit(2)
