@@ -106,6 +106,15 @@ class CocoCaptionsDataModule(LightningDataModule):
         pin_memory: Pin host batches so copies to a GPU are asynchronous (only when CUDA is available).
     """
 
+    @classmethod
+    def write_sample(cls, root: Path) -> dict[str, Any]:
+        """Tests' data: 6 training and 3 validation images, 32x32, two captions each, every word kept."""
+        from datamodules._samples import write_coco_captions
+
+        folder = write_coco_captions(root, "annotations/captions_train2017.json", "train2017", 6)
+        folder = write_coco_captions(folder, "annotations/captions_val2017.json", "val2017", 3, first_id=100)
+        return {"data_dir": str(folder), "image_size": 32, "min_count": 1, "num_workers": 0}
+
     def __init__(
         self,
         data_dir: str = "data/coco",

@@ -29,7 +29,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -183,6 +183,21 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         download: Fetch the tutorial's ``faces.zip`` into ``data_dir`` when the CSV is absent.
         predict_dir: Optional folder of images (no landmarks needed) for ``predict``.
     """
+
+    #: The random crop has no off switch, and its offsets are drawn per process: a fit on two processes
+    #: cannot equal one process's (docs/architecture.md).
+    deterministic_args: ClassVar[dict[str, Any] | None] = None
+    #: Why the batch-transfer hooks read host values on purpose: torchvision draws each face's transform
+    #: parameters (crop offsets, flips, angles) on the CPU, and reading those waits for no device.
+    host_random_transfer: ClassVar[str | None] = "torchvision draws per-face transform parameters on the CPU"
+
+    @classmethod
+    def write_sample(cls, root: Path) -> dict[str, Any]:
+        """Tests' data: 12 small faces (4 held out), rescaled to 32 pixels and cropped to 28."""
+        from datamodules._samples import write_faces
+
+        folder = write_faces(root, count=12)
+        return {"data_dir": str(folder), "image_size": 32, "crop_size": 28, "val_split": 4}
 
     def __init__(
         self,

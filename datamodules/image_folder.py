@@ -71,6 +71,13 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         self.mean_std = mean_std
         self.classes = self._class_names()
 
+    @classmethod
+    def write_sample(cls, root: Path) -> dict[str, Any]:
+        """Tests' data: JPEGs of 3 classes, 16x16, 8 a class in ``train/`` (6 held out), 4 in ``test/``."""
+        from datamodules._samples import write_image_folder
+
+        return {"data_dir": str(write_image_folder(root)), "val_split": 6}
+
     def _class_names(self) -> list[str]:
         train = self.data_dir / "train"
         classes = sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else []

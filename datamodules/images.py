@@ -14,7 +14,7 @@ Data that does not fit (``in_memory: false``) goes through the usual per-sample 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,9 @@ class ImageClassificationDataModule(LightningDataModule):
     mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     #: names of the classes, index = label
     classes: tuple[str, ...] | list[str]
+    #: The arguments that turn the training augmentation off (random crops and flips are drawn per
+    #: process): with them a run on two processes computes what one process computes (docs/architecture.md).
+    deterministic_args: ClassVar[dict[str, Any] | None] = {"random_crop_padding": 0, "horizontal_flip": False}
 
     def __init__(
         self,

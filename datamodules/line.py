@@ -7,6 +7,9 @@ same line serves ``test`` and ``predict``.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -46,6 +49,12 @@ class LineDataModule(InMemoryDataModule):
             raise ValueError(f"n_points={n_points} with val_fraction={val_fraction} leaves a split empty")
         self.n_points, self.n_val, self.n_test = n_points, n_val, n_test
         self.slope, self.intercept, self.noise_std = slope, intercept, noise_std
+
+    @classmethod
+    def write_sample(cls, root: Path) -> dict[str, Any]:
+        """Tests' sizes (the points are made in memory: nothing is written): 40 points, 32 for training,
+        which two processes share evenly (an odd count would make one of them repeat a point)."""
+        return {"n_points": 40}
 
     def _draw(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x = torch.rand(n, 1, generator=generator)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 from torchvision import datasets
@@ -62,6 +63,13 @@ class MNISTDataModule(ImageClassificationDataModule):
     classes = tuple(str(d) for d in range(10))
 
     torchvision_dataset = datasets.MNIST
+
+    @classmethod
+    def write_sample(cls, root: Path) -> dict[str, Any]:
+        """Tests' data: 64 training images (16 held out) and 32 test images in the IDX files."""
+        from datamodules._samples import write_mnist
+
+        return {"data_dir": str(write_mnist(root)), "val_split": 16}
 
     def missing_message(self) -> str:
         return (

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
@@ -150,6 +150,10 @@ class InMemoryDataModule(LightningDataModule):
     #: every process serves all of it: data that cannot be split, such as one sequence trained point by
     #: point, or a full batch of three samples. All processes then compute the same update.
     shard: bool = True
+    #: The arguments that make a fit deterministic, so that two processes compute what one does (tests
+    #: compare them; docs/architecture.md): none for data made in memory and served in a seeded order. A
+    #: subclass that augments sets the arguments that turn it off, or None when it cannot be turned off.
+    deterministic_args: ClassVar[dict[str, Any] | None] = {}
 
     def __init__(self, batch_size: int, seed: int) -> None:
         super().__init__()

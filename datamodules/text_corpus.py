@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -55,6 +56,19 @@ class TextCorpusDataModule(LightningDataModule):
             process ends; set: kept, and reused by later runs over the same unchanged files.
         seed: Seeds subsampling, windows and negatives (a new draw each epoch).
     """
+
+    #: Why ``fit`` refuses several processes (``setup``'s one-line error says it); tests expect that
+    #: refusal and evaluate a checkpoint trained in one process instead (docs/architecture.md).
+    single_process_fit: ClassVar[str] = (
+        "its updates change the vectors in place, which DDP does not synchronise"
+    )
+
+    @classmethod
+    def write_sample(cls, root: Path) -> dict[str, Any]:
+        """Tests' data: a 400-line corpus of two topics, every word kept (no subsampling)."""
+        from datamodules._samples import write_topics_corpus
+
+        return {"path": str(write_topics_corpus(root / "topics.txt")), "min_count": 1, "sample": 0}
 
     def __init__(
         self,
@@ -215,9 +229,8 @@ class TextCorpusDataModule(LightningDataModule):
         self.prepare()
         if stage == "fit" and self.trainer is not None and self.trainer.world_size > 1:
             raise DataConfigError(
-                "word2vec trains in one process (its updates change the vectors in place, which DDP does "
-                "not synchronise): fit with --trainer.devices 1 --trainer.num_nodes 1; test, validate and "
-                "predict run on several"
+                f"word2vec trains in one process ({self.single_process_fit}): fit with --trainer.devices 1 "
+                "--trainer.num_nodes 1; test, validate and predict run on several"
             )
         if stage == "test" and self.test_fraction == 0:
             raise DataConfigError("test needs a held-out slice: set --data.test_fraction above 0")

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -268,6 +268,16 @@ class TreebankDataModule(LightningDataModule):
         download: Fetch Stanford's trainDevTestTrees_PTB.zip into ``data_dir`` when files are absent.
         predict_split: The split ``predict`` reads: ``test`` (default) or ``dev``.
     """
+
+    #: Trees are served in a seeded order and not augmented: a fit is deterministic (docs/architecture.md).
+    deterministic_args: ClassVar[dict[str, Any] | None] = {}
+
+    @classmethod
+    def write_sample(cls, root: Path) -> dict[str, Any]:
+        """Tests' data: 40 training, 12 dev and 12 test trees in the SST format."""
+        from datamodules._samples import write_treebank
+
+        return {"data_dir": str(write_treebank(root, {"train": 40, "dev": 12, "test": 12}))}
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ that shows the data at work.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.error import URLError
 
 import torch
@@ -101,6 +101,9 @@ class CaptionModel(LightningModule):
         optimizer: Builds the optimizer from the parameters.
         lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch.
     """
+
+    #: Arguments that make the model small enough for tests' few steps (docs/architecture.md).
+    small_args: ClassVar[dict[str, Any]] = {"embed_dim": 32, "hidden_dim": 64}
 
     def __init__(
         self,

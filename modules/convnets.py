@@ -14,6 +14,8 @@ settings (lr 1.0, rho 0.95, eps 1e-7) in the config. Keras's final softmax is le
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
@@ -55,6 +57,10 @@ class MNISTConvNet(ImageClassifier):
         in_channels: Image channels (1 for MNIST).
         image_size: Side of the square input (28 for MNIST).
     """
+
+    #: Its dropout is fixed, as in the Keras model, and its masks are drawn per process: a fit on two
+    #: processes cannot equal one process's (docs/architecture.md).
+    deterministic_args: ClassVar[dict[str, Any] | None] = None
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import operator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,8 @@ class SkipGramModel(LightningModule):
 
     #: Why ``--compile.enabled`` refuses this module (experiments/compile.py).
     compile_unsupported = "its training updates run in a numba-compiled loop, not in forward"
+    #: Arguments that make the model small enough for tests' few steps (docs/architecture.md).
+    small_args: ClassVar[dict[str, Any]] = {"embedding_dim": 16}
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ size at the leaves (Socher's uses the word vector itself, which ties the two siz
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.distributed as dist
@@ -179,6 +179,10 @@ class TreeLSTM(PhaseAccuracy):
     """
 
     phase_metrics = ("loss", "acc", "node_acc")
+    #: Arguments that make the model small enough for tests' few steps (docs/architecture.md).
+    small_args: ClassVar[dict[str, Any]] = {"embedding_dim": 16, "hidden_size": 8}
+    #: Without dropout a fit is deterministic: two processes compute what one does (docs/architecture.md).
+    deterministic_args: ClassVar[dict[str, Any] | None] = {"dropout": 0.0}
 
     def __init__(
         self,

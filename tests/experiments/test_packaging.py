@@ -109,11 +109,14 @@ def test_only_config_values_change(elsewhere: Path) -> None:
     assert resolve_config_names(["fit", "--config", inline]) == ["fit", "--config", inline]
 
 
-def test_lesson_names_are_the_lesson_configs() -> None:
+@pytest.mark.parametrize("lesson", lesson_configs())
+def test_a_lesson_config_is_a_lesson_name(elsewhere: Path, lesson: str) -> None:
     names = lesson_names()
     assert names == lesson_configs()
-    assert "mnist_convnet" in names and "linear_regression" in names
     assert not any(name.startswith("trainer") or name == "__init__" for name in names)
+    # Run by its name from any folder.
+    resolved = resolve_config_names(["fit", "--config", lesson])
+    assert resolved == ["fit", "--config", packaged(f"{lesson}.yaml")]
 
 
 def test_main_args_none_rewrites_the_command_line(elsewhere: Path, monkeypatch: pytest.MonkeyPatch) -> None:
