@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-gpu lint bench bench-keras bench-startup tensorboard clean
+.PHONY: setup demo test test-fast test-gpu lint bench bench-keras bench-startup tensorboard clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+## test-fast: set up, then ruff, the unit tests, the README table's test and one lesson end to end: the
+## checks to run while working, under 2 minutes on 2 CPU cores. Of tests/experiments only the files that
+## run in seconds (most start whole runs or several processes); tests marked slow are left out.
+## `make test` runs everything
+FAST_TESTS := tests/core tests/modules tests/datamodules tests/test_readme_lessons.py \
+	tests/experiments/test_tensorboard.py tests/experiments/test_lightning_internals.py \
+	tests/lessons/test_linear_regression.py
+test-fast: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow" $(FAST_TESTS)
 
 ## test-gpu: set up, then run only the tests that need a CUDA GPU (every lesson on cuda in fp32 and
 ## bf16-mixed, the GPU presets, DDP on one GPU); without a GPU each is reported skipped, with the reason

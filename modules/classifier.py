@@ -1,12 +1,14 @@
 """The convnet chapter's ``fit()`` (Convents: 训练模型) as a LightningModule every image lesson shares.
 
-The seed's ``fit(epoch, model, data_loader, phase)`` switches the network between training and
+The tutorial's ``fit(epoch, model, data_loader, phase)`` switches the network between training and
 evaluation (dropout on and off), computes the NLL loss of log-softmax outputs, counts correct
 predictions and prints loss and accuracy per phase. Here Lightning runs the phases; this class owns the
 loss and one torchmetrics object per phase, logs ``train/loss``, ``train/acc``, ``val/loss``,
 ``val/acc``, ``val/acc_best``, ``test/loss`` and ``test/acc`` once per epoch (a ``self.log`` per step
 costs more than a step of a small network), and ``predict`` returns class probabilities. A lesson only
-builds ``self.net``, a network that returns logits.
+builds ``self.net``, a network that returns logits. The first batch of each phase has its targets checked
+(``check_targets``: one class index per sample, below ``num_classes``), so labels in another form are one
+error line, not a traceback from inside the loss.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from core.errors import InputShapeError
+from core.errors import DataConfigError, InputShapeError
 from core.metrics import EpochMean, log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
 
@@ -79,6 +81,8 @@ class ImageClassifier(PhaseAccuracy):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        # Phases whose first batch's targets were checked (check_targets): once each, not per batch.
+        self._checked_targets: set[str] = set()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -93,11 +97,68 @@ class ImageClassifier(PhaseAccuracy):
                 f"(ImageFolderDataModule: --data.image_size {h}) or change the model's input size"
             )
 
+    def check_targets(self, labels: Tensor) -> None:
+        """Fail in one line when the targets are not one class index per sample, in ``[0, num_classes)``.
+
+        Otherwise the loss fails later with a traceback (``0D or 1D target tensor expected`` for a
+        ``(N, 1)`` column, a dtype error for float labels), or, on a GPU, a device-side assert for a label
+        past ``num_classes``, which also ends the CUDA context.
+        """
+        name, last = type(self).__name__, self.num_classes - 1
+        dtype = labels.dtype
+        integer = not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+        if labels.dim() != 1 or not integer:
+            fixes = []
+            if labels.dim() == 2 and labels.shape[1] == 1:
+                fixes.append("take the label column's one value per sample (labels[:, 0])")
+            elif labels.dim() == 2:
+                fixes.append("turn one-hot or probability rows into class indices (labels.argmax(1))")
+            elif labels.dim() != 1:
+                fixes.append("give one label per sample")
+            if not integer:
+                fixes.append("make the labels integers (.long())")
+            raise InputShapeError(
+                f"{name} takes targets of shape (N,), one integer class index per sample, got "
+                f"{str(dtype).removeprefix('torch.')} targets of shape {tuple(labels.shape)} from the data: "
+                f"in the datamodule, {' and '.join(fixes)}"
+            )
+        if labels.numel() == 0:
+            return
+        # Reading min and max waits for the device. Called from the batch-start hooks below, once per
+        # phase, that is one wait per run; no training step reads a value (test_host_syncs.py).
+        low, high = torch.stack([labels.min(), labels.max()]).tolist()
+        if low < 0:
+            raise DataConfigError(
+                f"{name} takes class indices 0..{last} as targets, got labels from {low} to {high}: number "
+                "the classes from 0 in the datamodule"
+            )
+        if high > last:
+            raise DataConfigError(
+                f"{name} has num_classes {self.num_classes}, so its targets are 0..{last}, got labels up to "
+                f"{high} from the data: set --model.num_classes to {high + 1} (or more)"
+            )
+
+    def _check_first_targets(self, batch: Any, phase: str) -> None:
+        if phase not in self._checked_targets:
+            self.check_targets(batch[1])
+            self._checked_targets.add(phase)
+
+    # Lightning calls these before each step, outside it: the check runs at a phase's first batch only,
+    # and training_step itself stays free of host reads.
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._check_first_targets(batch, "train")
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._check_first_targets(batch, "val")
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._check_first_targets(batch, "test")
+
     def _step(self, batch: tuple[Tensor, Tensor], phase: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
         self.check_input(images)
         logits = self(images)
-        # The seed's F.nll_loss(F.log_softmax(...)); cross_entropy is the same computation, fused.
+        # The tutorial's F.nll_loss(F.log_softmax(...)); cross_entropy is the same computation, fused.
         loss = F.cross_entropy(logits, labels)
         getattr(self, f"{phase}_loss").update(loss.detach(), weight=len(labels))
         getattr(self, f"{phase}_acc").update(logits.detach(), labels)

@@ -1,6 +1,6 @@
 """The training loop shared by the lessons that regress with a mean-squared error.
 
-The seed's loop (forward, MSE, zero_grad, backward, step) becomes ``training_step``; Lightning runs
+The tutorial's loop (forward, MSE, zero_grad, backward, step) becomes ``training_step``; Lightning runs
 the rest. Subclasses only build ``self.net``.
 """
 
@@ -31,7 +31,7 @@ class RegressionModule(LightningModule):
         super().__init__()
         self.optimizer = optimizer
         # One metric object per phase; the epoch mean is weighted by batch size, so it is the per-epoch
-        # loss of the seed's loop whatever the batching. Updating a metric costs far less than a
+        # loss of the tutorial's loop whatever the batching. Updating a metric costs far less than a
         # `self.log` call per step, which matters for lessons whose steps take microseconds.
         self.train_loss, self.val_loss, self.test_loss = EpochMean(), EpochMean(), EpochMean()
 
@@ -51,10 +51,28 @@ class RegressionModule(LightningModule):
                 f"{x.shape[-1]}, or give it data with {first.in_features} features"
             )
 
+    def check_target(self, pred: Tensor, y: Tensor) -> None:
+        """Fail in one line when the targets' shape or type differs from the predictions'.
+
+        ``F.mse_loss`` broadcasts: ``(N,)`` targets against ``(N, 1)`` predictions give an ``(N, N)``
+        difference and a wrong loss with only a warning, and integer targets fail with a dtype traceback.
+        A comparison of shapes and dtypes reads nothing from the device.
+        """
+        if y.shape != pred.shape or not y.dtype.is_floating_point:
+            expected = ", ".join(["N", *(str(d) for d in pred.shape[1:])])
+            hint = " (y.unsqueeze(1) for one target per sample)" if y.shape == pred.shape[:1] else ""
+            raise InputShapeError(
+                f"{type(self).__name__} predicts a batch of shape {tuple(pred.shape)}, got "
+                f"{str(y.dtype).removeprefix('torch.')} targets of shape {tuple(y.shape)} from the data: in "
+                f"the datamodule, make the targets floats of shape ({expected}){hint}"
+            )
+
     def _loss(self, batch: tuple[Tensor, Tensor], phase: str) -> Tensor:
         x, y = batch
         self.check_input(x)
-        loss = F.mse_loss(self(x), y)
+        pred = self(x)
+        self.check_target(pred, y)
+        loss = F.mse_loss(pred, y)
         self._metric(phase).update(loss.detach(), weight=len(x))
         return loss
 

@@ -4,9 +4,9 @@ Run: ``python -m experiments fit --config configs/boston_housing.yaml`` (an MLP)
 ``configs/boston_housing_linear.yaml`` (linear regression, the baseline it has to beat); then ``test``
 with ``--ckpt_path best``.
 
-The seed only loads the table (``torch.from_numpy(boston.data)``, a ``torch.Size([506, 13])``) and
+The tutorial only loads the table (``torch.from_numpy(boston.data)``, a ``torch.Size([506, 13])``) and
 prints two rows; there is no model to port. This lesson gives the matrix a purpose: predict MEDV from
-the 13 features and report the test RMSE. Departures from the seed: ``sklearn.datasets.load_boston``
+the 13 features and report the test RMSE. Departures from the tutorial: ``sklearn.datasets.load_boston``
 (removed from scikit-learn in 1.2) becomes the CSV copy shipped in ``datamodules/resources/``, read by
 ``BostonHousingDataModule``; the features are standardised with training statistics (the raw columns
 differ in scale by three orders of magnitude, NOX about 0.5 and TAX about 400, which makes plain
@@ -16,7 +16,7 @@ float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,9 @@ class TabularRegressor(RegressionModule):
             (ReduceLROnPlateau watches ``val/loss``).
     """
 
+    #: Without dropout a fit is deterministic: two processes compute what one does (docs/architecture.md).
+    deterministic_args: ClassVar[dict[str, Any] | None] = {"dropout": 0.0}
+
     def __init__(
         self,
         in_features: int = 13,
@@ -104,6 +107,7 @@ class TabularRegressor(RegressionModule):
         x, y = batch
         self.check_input(x)
         pred = self(x)
+        self.check_target(pred, y)
         loss = F.mse_loss(pred, y)
         self._metric(phase).update(loss.detach(), weight=len(x))
         getattr(self, f"{phase}_rmse").update(pred.detach(), y)

@@ -80,6 +80,7 @@ def test_decode_cuts_each_row_at_its_own_eos():
     assert model.decode(tokens) == ["a red square", "red", "a <unk> square square square"]
 
 
+@pytest.mark.slow  # the longest test of its folder: left out of make test-fast
 def test_it_learns_ten_images_by_heart(tmp_path):
     """The whole path: COCO JSON + JPEGs -> datamodule -> teacher forcing -> greedy captions, BLEU-4."""
     seed_everything(0)

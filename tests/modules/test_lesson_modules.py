@@ -1,11 +1,13 @@
-"""The first three lessons' modules: shapes, gradients to every parameter, a step that lowers the loss."""
+"""The first three lessons' modules: shapes, gradients to every parameter, a step that lowers the loss,
+and, for every MSE regressor (modules/regression.py), the one-line error for targets of the wrong shape."""
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
 
+from core.errors import InputShapeError
 from datamodules import SineWaveDataModule
-from modules import FeedForwardNet, LinearRegression, SineRNN
+from modules import FeedForwardNet, LinearRegression, SineRNN, TabularRegressor
 
 
 def fixed_batch(n_in: int, n: int = 16):
@@ -50,6 +52,29 @@ def test_regression_step_moves_every_parameter_and_lowers_the_loss(make):
     for name, p in module.named_parameters():
         assert not torch.equal(p, before[name]), name
     assert module.training_step(batch, 0).item() < loss.item()
+
+
+@pytest.mark.parametrize(
+    ("y", "found", "hint"),
+    [
+        (torch.zeros(16), "float32 targets of shape (16,)", "(y.unsqueeze(1) for one target per sample)"),
+        (torch.zeros(16, 1, dtype=torch.long), "int64 targets of shape (16, 1)", "floats of shape (N, 1)"),
+        (torch.zeros(16, 2), "float32 targets of shape (16, 2)", "floats of shape (N, 1)"),
+    ],
+)
+@pytest.mark.parametrize("make", [FeedForwardNet, LinearRegression, TabularRegressor])
+def test_regression_targets_of_the_wrong_shape_or_type_are_one_line(make, y, found, hint):
+    # (16,) targets against (16, 1) predictions would broadcast to a (16, 16) loss, wrong and silent.
+    module = make()
+    module.log = lambda *args, **kwargs: None
+    n_in = next(m for m in module.net.modules() if isinstance(m, torch.nn.Linear)).in_features
+    x = torch.randn(16, n_in)
+    with pytest.raises(InputShapeError) as error:
+        module.training_step((x, y), 0)
+    message = str(error.value)
+    assert message.startswith(f"{make.__name__} predicts a batch of shape (16, 1), got {found} from the data")
+    assert hint in message and "\n" not in message
+    assert module.training_step((x, torch.zeros(16, 1)), 0).ndim == 0  # the right form trains
 
 
 def test_optimizer_is_injected():

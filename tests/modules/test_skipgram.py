@@ -420,6 +420,7 @@ trainer.fit(model, dm)
 """
 
 
+@pytest.mark.slow  # the longest test of its folder: left out of make test-fast
 def test_an_error_mid_training_exits_with_its_traceback_not_an_abort(tmp_path):
     # Updates were still queued and the next batches being made when the error ended the run; daemon
     # threads cut off inside torch operations at exit abort the process ("terminate called without an
