@@ -1,10 +1,10 @@
-"""Wall time of each lesson as a Lightning experiment against the seed's plain PyTorch loop.
+"""Wall time of each lesson as a Lightning experiment against the tutorial's plain PyTorch loop.
 
     .venv/bin/python benchmarks/lesson_overhead.py [--repeats 5] [--lessons sine_rnn ...]
 
 Both run in this process on the same data: the experiment from the lesson's config through the CLI,
 with TensorBoard logging, checkpointing, the learning-rate monitor and the lesson's figures on (progress
-bar and model summary off, as in any non-interactive run); the plain loop is tests/seed_loops.py, the
+bar and model summary off, as in any non-interactive run); the plain loop is tests/tutorial_loops.py, the
 loop the parity tests check the experiment against. After one warm-up of each, runs alternate, and the
 medians are reported:
 
@@ -39,27 +39,27 @@ from _common import machine, markdown_table  # noqa: E402
 
 from experiments.cli import ExperimentCLI  # noqa: E402
 from experiments.progress import silence_known_warnings  # noqa: E402
-from tests import seed_loops  # noqa: E402
+from tests import tutorial_loops  # noqa: E402
 
 FLAGS = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def plain_runners(lesson: str, dm) -> dict[str, Callable[[], object]]:
-    """The plain loops to compare with: the seed's; for sine_rnn also the same loop updating through
+    """The plain loops to compare with: the tutorial's; for sine_rnn also the same loop updating through
     torch.optim.SGD, which is what the experiment runs (its optimiser is injected)."""
     dm.setup("fit")
     x, y = dm.splits["train"]
     if lesson == "first_network":
-        return {"seed loop": lambda: seed_loops.first_network(x, y)}
+        return {"tutorial loop": lambda: tutorial_loops.first_network(x, y)}
     if lesson == "linear_regression":
         return {
-            "seed loop": lambda: seed_loops.linear_regression(
+            "tutorial loop": lambda: tutorial_loops.linear_regression(
                 x, y, batch_size=dm.batch_size, shuffle_seed=dm.seed
             )
         }
     return {
-        "seed loop (w -= lr * grad)": lambda: seed_loops.sine_rnn(x, y),
-        "seed loop, torch.optim.SGD": lambda: seed_loops.sine_rnn(x, y, update="sgd"),
+        "tutorial loop (w -= lr * grad)": lambda: tutorial_loops.sine_rnn(x, y),
+        "tutorial loop, torch.optim.SGD": lambda: tutorial_loops.sine_rnn(x, y, update="sgd"),
     }
 
 

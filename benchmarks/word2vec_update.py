@@ -11,7 +11,7 @@ with all of them, in ``--update-rows`` slices at learning rate 0.025, on one thr
 - loop: ``closed_form_step`` with ``cpu_loop`` (word2vec.c's loop compiled by numba,
   ``modules._word2vec_loop``);
 - matrix: ``closed_form_step`` without it (gather, batched matrix products, scatter; what a GPU runs);
-- autograd: the seed's ``forward`` on the slice's pairs, ``backward`` and ``torch.optim.SGD`` on the
+- autograd: the tutorial's ``forward`` on the slice's pairs, ``backward`` and ``torch.optim.SGD`` on the
   sparse gradients (``closed_form: false``).
 
 Printed: each form's median (context, center) pairs per second over ``--repeats``, and its ratio to the

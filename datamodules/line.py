@@ -1,6 +1,6 @@
 """Points on a noisy line for the linear-regression lesson (线性回归): y = m·x + c + noise.
 
-As in the seed: 256 points, m = 2, c = 3, x ~ U(0, 1), noise ~ N(0, 0.25²). The seed fits all 256;
+As in the tutorial: 256 points, m = 2, c = 3, x ~ U(0, 1), noise ~ N(0, 0.25²). The tutorial fits all 256;
 here a seeded fraction is held out for validation, and a separate draw of ``n_test`` points from the
 same line serves ``test`` and ``predict``.
 """

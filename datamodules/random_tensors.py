@@ -1,6 +1,6 @@
 """Dummy data of the first-network lesson (神经网络实现): inputs ~ N(0, 1), binary targets.
 
-The seed draws one batch ``x = torch.randn(10, 10)`` and types ten 0/1 targets by hand. Here every
+The tutorial draws one batch ``x = torch.randn(10, 10)`` and types ten 0/1 targets by hand. Here every
 split is drawn from a generator seeded by ``seed`` and the split's name, so the same seed gives the
 same data whatever else consumed the global random state, and the splits are independent draws.
 """
@@ -19,11 +19,11 @@ class RandomTensorDataModule(InMemoryDataModule):
     """Random inputs ``(n, n_features)`` ~ N(0, 1) and binary float targets ``(n, 1)``.
 
     Args:
-        n_features: Width of each input vector (the seed's ``n_in``).
-        n_train: Training samples; the seed trains on one batch of 10.
+        n_features: Width of each input vector (the tutorial's ``n_in``).
+        n_train: Training samples; the tutorial trains on one batch of 10.
         n_val: Validation samples.
         n_test: Test samples (also used by ``predict``).
-        batch_size: Samples per batch; the seed's is 10, the whole training set.
+        batch_size: Samples per batch; the tutorial's is 10, the whole training set.
         seed: Seeds the data and the training shuffle.
     """
 

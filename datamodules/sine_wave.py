@@ -1,6 +1,6 @@
 """The sine wave of the recurrent-network lesson (递归神经网络): 21 points of sin(t), t in [2, 10].
 
-The seed's input sequence is the first 20 values and its target the last 20 (each point predicts the
+The tutorial's input sequence is the first 20 values and its target the last 20 (each point predicts the
 next). The whole sequence is one batch: the lesson trains through it point by point inside one
 training step, so every split serves the same single batch ``(x, y)`` of shape ``(20, 1)`` each.
 """
@@ -17,7 +17,7 @@ class SineWaveDataModule(InMemoryDataModule):
     """One sequence ``x = sin(t[:-1])``, ``y = sin(t[1:])`` with ``t = linspace(t_start, t_end, n_points)``.
 
     Args:
-        n_points: Points of the wave (the seed's ``seq_length + 1``).
+        n_points: Points of the wave (the tutorial's ``seq_length + 1``).
         t_start: First time step.
         t_end: Last time step.
     """
@@ -31,7 +31,7 @@ class SineWaveDataModule(InMemoryDataModule):
         if n_points < 2:
             raise ValueError(f"n_points must be at least 2 (one input and its target), got {n_points}")
         super().__init__(batch_size=n_points - 1, seed=0)
-        # float64 as in the seed (numpy), cast to float32 once, like `torch.Tensor(data)`.
+        # float64 as in the tutorial (numpy), cast to float32 once, like `torch.Tensor(data)`.
         self.time_steps = torch.linspace(t_start, t_end, n_points, dtype=torch.float64)
         self.values = torch.sin(self.time_steps).float().unsqueeze(1)
 

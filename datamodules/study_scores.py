@@ -10,7 +10,7 @@ Departure from that code: it scaled the student to predict by that student's own
 8``), not the training data's, so its input meant something other than the training inputs did; here
 every input is divided by the training maxima (4 hours of study becomes 4/3: beyond the data seen).
 
-There are three students and no held-out data, as in the seed: ``val`` and ``test`` serve the
+There are three students and no held-out data, as in the tutorial: ``val`` and ``test`` serve the
 training rows, so their loss measures the fit, not generalisation.
 """
 
@@ -35,11 +35,11 @@ class StudyScoresDataModule(InMemoryDataModule):
 
     Args:
         hours: One row per student: hours studied, hours slept (or any non-negative features); None
-            for the seed's three students.
-        scores: One test score per student; None for the seed's.
-        predict_hours: Students whose score ``predict`` estimates; None for the seed's ``[[4, 8]]``.
+            for the tutorial's three students.
+        scores: One test score per student; None for the tutorial's.
+        predict_hours: Students whose score ``predict`` estimates; None for the tutorial's ``[[4, 8]]``.
         max_score: The highest possible score; scores are divided by it.
-        batch_size: Students per batch; None for all of them (the seed's full-batch updates).
+        batch_size: Students per batch; None for all of them (the tutorial's full-batch updates).
         seed: Seeds the training shuffle (which matters only with batches smaller than the data).
     """
 
@@ -71,7 +71,7 @@ class StudyScoresDataModule(InMemoryDataModule):
             raise DataConfigError(f"max_score must be positive, got {max_score}")
         super().__init__(batch_size=batch_size or len(hours), seed=seed)
         x = torch.tensor(hours, dtype=torch.float32)
-        # The seed's torch.max(X, 0): each column's largest value in the training data.
+        # The tutorial's torch.max(X, 0): each column's largest value in the training data.
         self.hours_max = x.max(dim=0).values
         if (self.hours_max <= 0).any():
             raise DataConfigError(f"every column of hours needs a positive value to scale by, got {hours}")

@@ -246,7 +246,7 @@ class BostonHousingDataModule(CSVRegressionDataModule):
     A known ethical problem: the feature ``B = 1000 (Bk - 0.63)²``, where Bk is the proportion of Black
     residents, encodes race, and was built on the assumption that racial self-segregation raises house
     prices; scikit-learn removed the dataset (``load_boston``, in 1.2) for that reason. It is kept here
-    because it is the seed tutorial's example of a table as a tensor (数学构建模块), as a lesson in
+    because it is the tutorial's example of a table as a tensor (数学构建模块), as a lesson in
     regression mechanics, not as a model of house prices to use. To leave the column out:
     ``--data.features '[CRIM, ZN, INDUS, CHAS, NOX, RM, AGE, DIS, RAD, TAX, PTRATIO, LSTAT]'`` (the
     model's ``in_features`` follows the data).

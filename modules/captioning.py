@@ -16,7 +16,7 @@ datamodule's ``vocabulary`` when the model is set up, unless given; checkpoints 
 ``CaptionModel.load_from_checkpoint`` captions without any data, and a checkpoint whose vocabulary differs
 from the data's is refused.
 
-Departures from the seed: the chapter only loads COCO (``CocoCaptions`` with ``transforms.ToTensor()``)
+Departures from the tutorial: the chapter only loads COCO (``CocoCaptions`` with ``transforms.ToTensor()``)
 and prints the sample count; it has no model. Its snippet does not run as written
 (``import torchvision.dataset`` is ``torchvision.datasets``, and it prints a ``target`` it never
 defines). This lesson keeps the loading (the datamodule uses ``CocoCaptions``) and adds the smallest model

@@ -4,7 +4,7 @@ Run:
     python -m experiments fit --config configs/simple_cnn.yaml      # CIFAR-10
     python -m experiments fit --config configs/mnist_convnet.yaml   # MNIST
 
-Departures from the seed: the CNN chapter's ``SimpleCNN`` is PyTorch and is kept layer for layer (its
+Departures from the tutorial: the CNN chapter's ``SimpleCNN`` is PyTorch and is kept layer for layer (its
 ``forward`` reshapes with ``view(-1, 18 * 16 * 16)``, the same as ``flatten(1)``). The convnet chapter's
 序列处理 section trains its MNIST model with Keras, not PyTorch; ``MNISTConvNet`` is that model in
 PyTorch, with Keras's initialisation (Glorot-uniform weights, zero biases) and Keras's Adadelta
@@ -26,7 +26,7 @@ from modules.classifier import ImageClassifier
 class SimpleCNN(ImageClassifier):
     """The CNN chapter's network: conv 3→18 (3x3, padding 1), ReLU, max-pool 2, fc 4608→64, ReLU, fc 64→10.
 
-    Layers are named ``conv1``, ``fc1``, ``fc2`` as in the seed, so feature extraction can name them.
+    Layers are named ``conv1``, ``fc1``, ``fc2`` as in the tutorial, so feature extraction can name them.
     """
 
     input_shape = (3, 32, 32)  # fc1's 4608 inputs are 18 channels of 16x16 after the pool

@@ -1,8 +1,8 @@
-"""Lesson 神经网络实现 (first network): the seed's 10-5-1 network, ReLU then Sigmoid, MSE and SGD.
+"""Lesson 神经网络实现 (first network): the tutorial's 10-5-1 network, ReLU then Sigmoid, MSE and SGD.
 
 Run: ``python -m experiments fit --config configs/first_network.yaml``
 
-Departures from the seed: the seed's "Construct the loss function" line is not commented out (a
+Departures from the tutorial: the tutorial's "Construct the loss function" line is not commented out (a
 syntax error), and it prints the loss per epoch; here Lightning logs it as ``train/loss``. The data is
 drawn by ``RandomTensorDataModule`` instead of typed in.
 """
@@ -23,7 +23,7 @@ class FeedForwardNet(RegressionModule):
         n_in: Input features.
         n_h: Hidden units.
         n_out: Outputs, each squashed to (0, 1).
-        optimizer: Builds the optimizer from the parameters; the seed's is SGD with lr 0.01.
+        optimizer: Builds the optimizer from the parameters; the tutorial's is SGD with lr 0.01.
     """
 
     input_argument = "n_in"
@@ -37,5 +37,5 @@ class FeedForwardNet(RegressionModule):
     ) -> None:
         super().__init__(optimizer)
         self.save_hyperparameters(ignore=["optimizer"])
-        # nn.Sequential as in the seed, so a state_dict and the initial weights match it exactly.
+        # nn.Sequential as in the tutorial, so a state_dict and the initial weights match it exactly.
         self.net = nn.Sequential(nn.Linear(n_in, n_h), nn.ReLU(), nn.Linear(n_h, n_out), nn.Sigmoid())

@@ -11,7 +11,7 @@ and 45, 0-based iBUG numbering), per face, averaged over faces. Beside it, on va
 ``nme_mean_shape`` is the NME of predicting the mean training shape for every face, the baseline that a
 model must beat to have learnt anything about the image.
 
-Departures from the seed: the chapter only reads one row of the CSV, with pandas'
+Departures from the tutorial: the chapter only reads one row of the CSV, with pandas'
 ``DataFrame.as_matrix`` (removed in pandas 1.0; ``to_numpy`` now), and builds no model. Here the whole
 CSV is read with the standard library, checked row by row, and the images are transformed with their
 landmarks (``datamodules.face_landmarks``, the tutorial's ``Rescale``/``RandomCrop`` plus a flip that

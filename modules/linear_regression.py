@@ -2,10 +2,10 @@
 
 Run: ``python -m experiments fit --config configs/linear_regression.yaml``
 
-The seed builds the data and the model and plots the fit before training, but its training loop is
+The tutorial builds the data and the model and plots the fit before training, but its training loop is
 missing from the chapter; this lesson trains with SGD and MSE (mini-batches of 32) and prints the
-recovered slope and intercept when fit ends. The seed's ``plot_current_fit`` is the ``LinearFitPlot``
-callback below. Seed bugs not carried over: the duplicated
+recovered slope and intercept when fit ends. The tutorial's ``plot_current_fit`` is the ``LinearFitPlot``
+callback below. The tutorial's bugs not carried over: the duplicated
 ``m = 2 ... c = 3`` line, ``input_dim, output_dim(1, 1)`` (a call on a tuple), and the unindented
 body of ``plot_current_fit``.
 """
@@ -47,7 +47,7 @@ class LinearRegression(RegressionModule):
         self.net = nn.Linear(input_dim, output_dim)
 
     def slope_intercept(self) -> tuple[float, float]:
-        """The fitted line of the first input and output, as the seed's ``get_param_values``."""
+        """The fitted line of the first input and output, as the tutorial's ``get_param_values``."""
         return self.net.weight[0, 0].item(), self.net.bias[0].item()
 
     def on_train_epoch_end(self) -> None:
@@ -62,9 +62,9 @@ class LinearRegression(RegressionModule):
 
 
 class LinearFitPlot(Callback):
-    """The seed's ``plot_current_fit``: training points and the current line, before and after training.
+    """The tutorial's ``plot_current_fit``: training points and the current line, before and after training.
 
-    The legend reads "Current Fit (w, b)" as in the seed. Needs a module with ``slope_intercept()``.
+    The legend reads "Current Fit (w, b)" as in the tutorial. Needs a module with ``slope_intercept()``.
     """
 
     def _plot(self, trainer: Trainer, pl_module: LightningModule, title: str, name: str) -> None:

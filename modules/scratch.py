@@ -3,7 +3,7 @@
 Run: ``python -m experiments fit --config configs/scratch_network.yaml``
 
 The network: ``hidden = sigmoid(x @ W1)``, ``out = sigmoid(hidden @ W2)``, with ``W1`` (2x3) and ``W2``
-(3x1) drawn from N(0, 1) and no biases. The seed's ``backward`` is the chain rule written out:
+(3x1) drawn from N(0, 1) and no biases. The tutorial's ``backward`` is the chain rule written out:
 
     o_delta  = (y - o) * o (1 - o)               # error at the output, through the sigmoid
     z2_delta = (o_delta @ W2ᵀ) * z2 (1 - z2)      # carried back to the hidden layer
@@ -12,18 +12,18 @@ The network: ``hidden = sigmoid(x @ W1)``, ``out = sigmoid(hidden @ W2)``, with 
 which is gradient descent with step 1 on ``E = ½ Σ (o - y)²`` (the sum over the batch): ``Xᵀ @
 z2_delta`` is ``-∂E/∂W1``. Here ``gradients`` computes those same expressions and returns ``∂E/∂W1`` and
 ``∂E/∂W2``; the training step (Lightning's manual optimisation, as ``sine_rnn.py``) puts them in the
-parameters' ``.grad`` and steps the injected optimizer, SGD with lr 1 by default: the seed's update
+parameters' ``.grad`` and steps the injected optimizer, SGD with lr 1 by default: the tutorial's update
 exactly. No autograd graph is built while training; ``tests/modules/test_scratch.py`` checks the hand
 gradients against autograd's.
 
-Departures from the seed: ``W1 + = ...`` (a syntax error) is an optimizer step on hand-computed
-gradients, so any optimizer can replace the seed's step; the weights are ``nn.Parameter``s (the
-seed's plain tensors are not moved to a device, saved in a checkpoint nor seen by an optimizer);
+Departures from the tutorial: ``W1 + = ...`` (a syntax error) is an optimizer step on hand-computed
+gradients, so any optimizer can replace the tutorial's step; the weights are ``nn.Parameter``s (the
+tutorial's plain tensors are not moved to a device, saved in a checkpoint nor seen by an optimizer);
 the chapter's indentation puts ``sigmoid``, ``sigmoidPrime`` and ``backward`` inside ``forward``, after
 its ``return``; they are methods and functions here. ``sigmoid`` is ``torch.sigmoid``, the same
-function as the seed's ``1 / (1 + exp(-s))``. ``layers`` returns the hidden activation instead of
+function as the tutorial's ``1 / (1 + exp(-s))``. ``layers`` returns the hidden activation instead of
 storing ``self.z``/``self.z2`` on the module; ``saveWeights``'s ``torch.save(model, "NN")`` is
-Lightning's checkpoint; ``predict`` prints nothing and returns the outputs. The seed's comment calls
+Lightning's checkpoint; ``predict`` prints nothing and returns the outputs. The tutorial's comment calls
 ``W1`` a "3 X 2 tensor"; it is 2x3.
 """
 
@@ -38,22 +38,22 @@ from core.optim import OptimizerCallable, build_optimizer
 
 
 def sigmoid_prime(activation: Tensor) -> Tensor:
-    """The sigmoid's derivative written with its output, ``s (1 - s)``, as the seed's ``sigmoidPrime``."""
+    """The sigmoid's derivative written with its output, ``s (1 - s)``, as the tutorial's ``sigmoidPrime``."""
     return activation * (1 - activation)
 
 
 class ScratchNetwork(LightningModule):
-    """The seed's ``Neural_Network``: two sigmoid layers without biases, trained on hand-made gradients.
+    """The tutorial's ``Neural_Network``: two sigmoid layers without biases, trained on hand-made gradients.
 
-    Logged once per epoch: ``train/loss``, ``val/loss`` and ``test/loss``, the seed's printed loss
-    ``mean((y - o)²)`` (``train/loss`` is measured before the epoch's update, as the seed prints it).
+    Logged once per epoch: ``train/loss``, ``val/loss`` and ``test/loss``, the tutorial's printed loss
+    ``mean((y - o)²)`` (``train/loss`` is measured before the epoch's update, as the tutorial prints it).
     ``predict`` returns the outputs.
 
     Args:
-        input_size: Inputs (the seed's 2).
-        hidden_size: Hidden sigmoid units (the seed's 3).
-        output_size: Outputs (the seed's 1).
-        optimizer: Builds the optimizer; SGD with lr 1 is the seed's ``W += Xᵀ @ delta``.
+        input_size: Inputs (the tutorial's 2).
+        hidden_size: Hidden sigmoid units (the tutorial's 3).
+        output_size: Outputs (the tutorial's 1).
+        optimizer: Builds the optimizer; SGD with lr 1 is the tutorial's ``W += Xᵀ @ delta``.
     """
 
     #: Why ``--compile.enabled`` refuses this module (experiments/compile.py).
@@ -76,12 +76,12 @@ class ScratchNetwork(LightningModule):
         # The gradients are computed by hand: Lightning must not call backward or step for us.
         self.automatic_optimization = False
         self.optimizer = optimizer
-        # torch.randn as in the seed, W1 first, so a seed gives the seed's weights.
+        # torch.randn as in the tutorial, W1 first, so a seed gives the tutorial's weights.
         self.W1 = nn.Parameter(torch.randn(input_size, hidden_size))
         self.W2 = nn.Parameter(torch.randn(hidden_size, output_size))
 
     def layers(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The hidden activation (the seed's ``z2``) and the output ``o``."""
+        """The hidden activation (the tutorial's ``z2``) and the output ``o``."""
         hidden = torch.sigmoid(x @ self.W1)
         return hidden, torch.sigmoid(hidden @ self.W2)
 
@@ -90,14 +90,14 @@ class ScratchNetwork(LightningModule):
 
     @staticmethod
     def objective(output: Tensor, y: Tensor) -> Tensor:
-        """``E = ½ Σ (o - y)²``, the function whose gradient the seed's backward pass computes."""
+        """``E = ½ Σ (o - y)²``, the function whose gradient the tutorial's backward pass computes."""
         return (output - y).pow(2).sum() / 2
 
     def gradients(self, x: Tensor, y: Tensor, hidden: Tensor, output: Tensor) -> tuple[Tensor, Tensor]:
-        """``(∂E/∂W1, ∂E/∂W2)`` by the seed's backward pass, from one forward pass's activations."""
+        """``(∂E/∂W1, ∂E/∂W2)`` by the tutorial's backward pass, from one forward pass's activations."""
         output_delta = (y - output) * sigmoid_prime(output)
         hidden_delta = (output_delta @ self.W2.T) * sigmoid_prime(hidden)
-        # The seed adds Xᵀ @ delta to the weights: that is minus the gradient.
+        # The tutorial adds Xᵀ @ delta to the weights: that is minus the gradient.
         return -(x.T @ hidden_delta), -(hidden.T @ output_delta)
 
     def check_input(self, x: Tensor) -> None:

@@ -1,15 +1,15 @@
-"""Lesson 递归神经网络 (sine wave): the seed's hand-made recurrent cell, trained one point at a time.
+"""Lesson 递归神经网络 (sine wave): the tutorial's hand-made recurrent cell, trained one point at a time.
 
 Run: ``python -m experiments fit --config configs/sine_rnn.yaml``
 
 The cell: ``context = tanh([x, context] @ w1)``, ``out = context @ w2``, with ``w1`` (7x6) ~ N(0, 0.4)
 and ``w2`` (6x1) ~ N(0, 0.3). Each point gives a loss ``(out - target)²/2``, a backward pass and a
-plain SGD update (lr 0.1), and the context is detached before the next point, as in the seed.
+plain SGD update (lr 0.1), and the context is detached before the next point, as in the tutorial.
 
-Design: the seed makes 20 updates per epoch, 6,000 in 300 epochs. Making each point a Lightning
+Design: the tutorial makes 20 updates per epoch, 6,000 in 300 epochs. Making each point a Lightning
 training step would pay Lightning's per-step cost (hooks, logging, progress, checks) 6,000 times.
 Instead one training step is one pass over the sequence (one batch), run with manual optimisation, and
-inside it the seed's loop runs as written: ``loss.backward()`` and the optimizer's own ``step()`` per
+inside it the tutorial's loop runs as written: ``loss.backward()`` and the optimizer's own ``step()`` per
 point. Lightning's ``manual_backward`` and ``LightningOptimizer.step`` are not used per point because
 each runs every callback's hooks, which costs more than the arithmetic of a 7x6 network. What that
 gives up: a gradient scaler (16-mixed precision) and per-point optimizer hooks; autocast (bf16-mixed)
@@ -19,7 +19,7 @@ plain SGD (the lesson's optimizer: no momentum or weight decay) a point's update
 ``torch.autograd.grad`` and ``p.add_(grad, alpha=-lr)``, SGD.step()'s own arithmetic (bit for bit)
 without its per-call bookkeeping and ``zero_grad``; any other optimizer runs its ``step()``.
 
-Departures from the seed: ``Variable``, ``init.normal`` and ``.data`` arithmetic become parameters,
+Departures from the tutorial: ``Variable``, ``init.normal`` and ``.data`` arithmetic become parameters,
 ``nn.init.normal_`` and ``torch.optim.SGD`` (the same update, ``w -= lr * grad``); ``total_loss.data[0]``
 (an error on a 0-d tensor in current PyTorch) is logged as ``train/loss``; the initial context needs
 no gradient.
@@ -51,23 +51,23 @@ def plain_sgd_lr(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> floa
 
 
 class SineRNN(LightningModule):
-    """The seed's recurrent cell over a sequence of scalars, predicting each next value.
+    """The tutorial's recurrent cell over a sequence of scalars, predicting each next value.
 
-    Logged: ``train/loss`` (the seed's ``total_loss``: the sum over the sequence of ``(pred - y)²/2``),
+    Logged: ``train/loss`` (the tutorial's ``total_loss``: the sum over the sequence of ``(pred - y)²/2``),
     ``val/loss`` (the same sum with the weights fixed) and ``val/mse`` (mean squared error of the
     predictions, the lesson's bar). ``predict`` returns the predicted sequence.
 
     Args:
-        hidden_size: Context neurons; the input is one value plus the context (the seed's 7 = 1 + 6).
+        hidden_size: Context neurons; the input is one value plus the context (the tutorial's 7 = 1 + 6).
         output_size: Values predicted per step.
         w1_std: Standard deviation of w1's normal initialisation.
         w2_std: Standard deviation of w2's normal initialisation.
-        optimizer: Builds the optimizer; the seed's update is SGD with lr 0.1.
+        optimizer: Builds the optimizer; the tutorial's update is SGD with lr 0.1.
     """
 
     #: Why ``--compile.enabled`` refuses this module (experiments/compile.py).
     compile_unsupported = (
-        "its training step is the seed's per-point loop of 1x7 products with an update after each, "
+        "its training step is the tutorial's per-point loop of 1x7 products with an update after each, "
         "not a call of forward"
     )
 
@@ -85,7 +85,7 @@ class SineRNN(LightningModule):
         self.automatic_optimization = False
         self.optimizer = optimizer
         self.hidden_size = hidden_size
-        # Drawn in the seed's order (w1 then w2) so the same seed gives the seed's weights.
+        # Drawn in the tutorial's order (w1 then w2) so the same seed gives the tutorial's weights.
         self.w1 = nn.Parameter(nn.init.normal_(torch.empty(1 + hidden_size, hidden_size), 0.0, w1_std))
         self.w2 = nn.Parameter(nn.init.normal_(torch.empty(hidden_size, output_size), 0.0, w2_std))
 
@@ -108,7 +108,7 @@ class SineRNN(LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        # The seed's loop as it is: a plain backward() and optimizer step per point. Lightning's
+        # The tutorial's loop as it is: a plain backward() and optimizer step per point. Lightning's
         # manual_backward and LightningOptimizer.step run the callback hooks on every call, which for
         # 20 points of a 7x6 network costs more than the arithmetic; see the module docstring.
         optimizer = self.optimizers().optimizer
@@ -137,7 +137,7 @@ class SineRNN(LightningModule):
                 optimizer.step()
             progress.increment_ready()
             progress.increment_completed()
-            # Truncated backpropagation through time of length one, as the seed.
+            # Truncated backpropagation through time of length one, as the tutorial.
             context = context.detach()
             losses.append(loss.detach())
         total_loss = torch.stack(losses).sum()
@@ -172,7 +172,7 @@ class SineRNN(LightningModule):
 
 
 class SequencePlot(Callback):
-    """The seed's sine-wave figure: the actual points and the predicted next points over time.
+    """The tutorial's sine-wave figure: the actual points and the predicted next points over time.
 
     Drawn every ``every_n_epochs`` validation epochs into TensorBoard, and at the end of training
     also as ``figures/predictions.png``. Time steps come from the datamodule's ``time_steps`` when it

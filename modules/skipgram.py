@@ -1,11 +1,11 @@
-"""Lesson 单词嵌入: the seed's skip-gram model with negative sampling, trained as word2vec.c trains it.
+"""Lesson 单词嵌入: the tutorial's skip-gram model with negative sampling, trained as word2vec.c trains it.
 
 Run: ``python -m experiments fit --config configs/word2vec.yaml`` (then ``test`` / ``predict`` with
 ``--ckpt_path best``). Batches come from ``datamodules.TextCorpusDataModule``: ``(center, context,
 negatives)``, where ``context`` holds the context ids of each center (-1: empty slot) and its
 ``negative`` noise words are shared by the center's context pairs.
 
-The model is the seed's: input vectors ``u`` and output vectors ``v`` (``nn.Embedding``, ``sparse=True``),
+The model is the tutorial's: input vectors ``u`` and output vectors ``v`` (``nn.Embedding``, ``sparse=True``),
 ``u`` uniform in ``±0.5 / dim`` and ``v`` zero, and the loss of a pair (input word ``a``, output word
 ``b``, noise words ``n_k``) ``-log σ(u_a·v_b) - Σ_k log σ(-u_a·v_{n_k})``, summed over the batch. As in
 word2vec.c the context word is the input and the center word (with the noise words) the output; the
@@ -21,7 +21,7 @@ Ways to train it:
   worker threads do. The queued updates are all applied before anything reads the weights: at the
   epoch's end, before validation, before a checkpoint is written and when a callback asks for
   ``embeddings()``.
-- ``closed_form: false``: the seed's ``forward`` loss, ``manual_backward`` and the injected optimizer
+- ``closed_form: false``: the tutorial's ``forward`` loss, ``manual_backward`` and the injected optimizer
   (which must take sparse gradients: SGD, SparseAdam), one step per batch. With SGD it is the matrix
   form's update of one slice (the tests check it to float precision), so give it batches of about
   ``update_rows`` centers (``--data.batch_size 1024``): SGD on the summed loss of a large batch diverges.
@@ -41,7 +41,7 @@ words. ``predict`` returns each word's input vector (the embedding word2vec save
 ``modules.word_embeddings.WordEmbeddings`` callback writes them in word2vec's text format, with their
 nearest neighbours.
 
-Departures from the seed:
+Departures from the tutorial:
 - ``emb_size`` / ``emb_dimension`` are ``vocab_size`` (given by the datamodule through the CLI) and
   ``embedding_dim``; ``Variable`` is gone.
 - ``forward``'s ``.squeeze()`` calls squeeze every size-1 dimension, so a batch of one pair or one noise
@@ -50,7 +50,7 @@ Departures from the seed:
   took an unused ``use_cuda``, and ``test()`` called it without a file name; it writes the word2vec text
   format (``count dim``, then ``word v1 ... vd`` per line) that ``gensim``'s
   ``KeyedVectors.load_word2vec_format`` reads, from whatever device the weights are on.
-- The seed's chapter shows no training loop; this one is word2vec.c's (SGD, linear decay), with the
+- The tutorial's chapter shows no training loop; this one is word2vec.c's (SGD, linear decay), with the
   negatives of a window shared by its pairs (as pWord2Vec, Ji et al. 2016) so that on a GPU a window's
   updates are matrix products.
 """
@@ -74,11 +74,11 @@ from modules.skipgram_updates import Batch, closed_form_update, compiled_loop, l
 
 
 class SkipGramModel(LightningModule):
-    """Skip-gram with negative sampling: the seed's ``u`` / ``v`` embeddings and log-sigmoid loss.
+    """Skip-gram with negative sampling: the tutorial's ``u`` / ``v`` embeddings and log-sigmoid loss.
 
     Args:
-        vocab_size: Words in the vocabulary (the seed's ``emb_size``); the datamodule provides it.
-        embedding_dim: Size of each word vector (the seed's ``emb_dimension``).
+        vocab_size: Words in the vocabulary (the tutorial's ``emb_size``); the datamodule provides it.
+        embedding_dim: Size of each word vector (the tutorial's ``emb_dimension``).
         optimizer: Builds the optimizer; its learning rate is the starting one (word2vec's 0.025 for
             skip-gram). The closed-form step reads only the learning rate; the autograd path steps it
             and needs one that takes sparse gradients (SGD, SparseAdam).
@@ -140,12 +140,12 @@ class SkipGramModel(LightningModule):
         self.train_loss, self.val_loss, self.test_loss = EpochMean(), EpochMean(), EpochMean()
 
     def init_emb(self) -> None:
-        """The seed's (and word2vec.c's) initialisation: ``u`` uniform in ``±0.5 / dim``, ``v`` zero."""
+        """The tutorial's (and word2vec.c's) initialisation: ``u`` uniform in ``±0.5 / dim``, ``v`` zero."""
         initrange = 0.5 / self.emb_dimension
         nn.init.uniform_(self.u_embeddings.weight, -initrange, initrange)
         nn.init.zeros_(self.v_embeddings.weight)
 
-    # --- the seed's model ---------------------------------------------------------------------------
+    # --- the tutorial's model ---------------------------------------------------------------------------
     def forward(self, pos_u: Tensor, pos_v: Tensor, neg_v: Tensor) -> Tensor:
         """Summed loss of pairs ``(pos_u[i], pos_v[i])`` with noise words ``neg_v[i]`` (N, K)."""
         emb_u = self.u_embeddings(pos_u)
@@ -157,7 +157,7 @@ class SkipGramModel(LightningModule):
 
     @staticmethod
     def pairs(batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """The batch as the seed's pairs ``(pos_u, pos_v, neg_v)``: one row per (context, center) pair,
+        """The batch as the tutorial's pairs ``(pos_u, pos_v, neg_v)``: one row per (context, center) pair,
         with the center's noise words."""
         center, context, negatives = batch
         valid = context >= 0

@@ -19,7 +19,7 @@ The batch comes from ``datamodules.treebank``: nodes sorted by height, so each l
 trees is one batched composition; the chapter's "nodes traversed in topological order" becomes "levels
 in order", and the Python loop runs over a batch's height (at most ~30 on SST), not over its nodes.
 
-Departures from the seed: the chapter has prose and a picture but no code. What it describes (shared
+Departures from the tutorial: the chapter has prose and a picture but no code. What it describes (shared
 weights over a tree, topological order, reverse-mode autodiff; the RNTN's per-node classifiers) is
 implemented as above; its RNTN (a tensor composition) is left out, the Tree-LSTM that superseded it on
 the same data is here instead. The plain recursive net projects the 300-dim word vector to the hidden

@@ -84,7 +84,7 @@ def test_line_seeding_and_validation():
         LineDataModule(val_fraction=1.5)
 
 
-def test_sine_wave_is_the_seeds_sequence():
+def test_sine_wave_is_the_tutorials_sequence():
     dm = SineWaveDataModule()
     dm.setup("fit")
     train = list(dm.train_dataloader())

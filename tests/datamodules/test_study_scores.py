@@ -1,4 +1,5 @@
-"""StudyScoresDataModule: the seed's students scaled into [0, 1], and the student to predict scaled alike."""
+"""StudyScoresDataModule: the tutorial's students scaled into [0, 1], and the student to predict scaled
+alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from core.errors import DataConfigError
 from datamodules import StudyScoresDataModule
 
 
-def test_seed_students_scaled_by_training_maxima():
+def test_tutorial_students_scaled_by_training_maxima():
     data = StudyScoresDataModule()
     data.setup("fit")
     x, y = data.splits["train"]
@@ -17,18 +18,18 @@ def test_seed_students_scaled_by_training_maxima():
     torch.testing.assert_close(x, expected)
     torch.testing.assert_close(y, torch.tensor([[0.92], [1.00], [0.89]]))
     assert x.min() >= 0 and x.max() <= 1
-    # val and test are the same three students: the seed has no held-out data.
+    # val and test are the same three students: the tutorial has no held-out data.
     data.setup("validate")
     data.setup("test")
     assert torch.equal(data.splits["val"][0], x) and torch.equal(data.splits["test"][1], y)
     batches = list(data.train_dataloader())
-    assert len(batches) == 1 and batches[0][0].shape == (3, 2)  # one full batch, as the seed
+    assert len(batches) == 1 and batches[0][0].shape == (3, 2)  # one full batch, as the tutorial
 
 
 def test_prediction_input_uses_the_training_scale():
     data = StudyScoresDataModule()
     data.setup("predict")
-    # [4, 8] divided by the training maxima [3, 9], not by its own maximum 8 (the seed's slip).
+    # [4, 8] divided by the training maxima [3, 9], not by its own maximum 8 (the tutorial's slip).
     torch.testing.assert_close(data.splits["predict"][0], torch.tensor([[4 / 3, 8 / 9]]))
 
 

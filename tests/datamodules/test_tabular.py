@@ -212,7 +212,7 @@ def test_packaged_boston_table():
     assert x.shape == (506, 13) and y.shape == (506, 1)
     assert data.target == "MEDV" and len(data.feature_names) == 13 and "MEDV" not in data.feature_names
     assert data.feature_names[0] == "CRIM" and data.feature_names[-1] == "LSTAT"
-    # The seed's printout of boston_tensor[:2] and MEDV's known first values and range.
+    # The tutorial's printout of boston_tensor[:2] and MEDV's known first values and range.
     first = [0.0063, 18.0, 2.31, 0.0, 0.538, 6.575, 65.2, 4.09, 1.0, 296.0, 15.3, 396.9, 4.98]
     assert torch.allclose(x[0], torch.tensor(first, dtype=torch.float64), atol=1e-4)
     assert x[1, 1].item() == 0.0 and x[1, 12].item() == pytest.approx(9.14)

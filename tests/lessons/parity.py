@@ -1,5 +1,5 @@
-"""Parity with the seed: the Lightning side of a lesson's comparison with its plain PyTorch loop
-(tests/seed_loops.py): the lesson's own config through the CLI, logging and checkpointing on, from
+"""Parity with the tutorial: the Lightning side of a lesson's comparison with its plain PyTorch loop
+(tests/tutorial_loops.py): the lesson's own config through the CLI, logging and checkpointing on, from
 the same seed and data, and the per-epoch losses it records."""
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
-"""configs/linear_regression.yaml end to end: the same per-epoch losses as the seed's plain loop, to
+"""configs/linear_regression.yaml end to end: the same per-epoch losses as the tutorial's plain loop, to
 1e-5, and the recovered slope and intercept within the lesson's bar."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests import seed_loops
+from tests import tutorial_loops
 from tests.lessons.parity import assert_same_initial_weights, lightning_run
 
 
-def test_linear_regression_matches_the_seeds_loop(in_tmp):
+def test_linear_regression_matches_the_tutorials_loop(in_tmp):
     cli, initial, lightning_losses = lightning_run("linear_regression")
     dm = cli.datamodule
-    model, seed_initial, seed_losses = seed_loops.linear_regression(
+    model, seed_initial, seed_losses = tutorial_loops.linear_regression(
         *dm.splits["train"], batch_size=dm.batch_size, shuffle_seed=dm.seed
     )
     assert_same_initial_weights(

@@ -1,5 +1,5 @@
-"""configs/scratch_network.yaml end to end: the seed's 2-3-1 network trained by its hand-written
-backward pass, and its prediction for the seed's student."""
+"""configs/scratch_network.yaml end to end: the tutorial's 2-3-1 network trained by its hand-written
+backward pass, and its prediction for the tutorial's student."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_fast_dev_run(cli, subcommand):
     assert run.trainer.state.finished
 
 
-def test_scratch_network_predicts_the_seeds_student(cli, in_tmp):
+def test_scratch_network_predicts_the_tutorials_student(cli, in_tmp):
     short = ["--trainer.max_epochs=5", "--trainer.check_val_every_n_epoch=5"]
     cli("fit", "--config", config("scratch_network"), *short)
     cli("predict", "--config", config("scratch_network"), "--ckpt_path=last")

@@ -1,4 +1,4 @@
-"""SimpleCNN and MNISTConvNet: the seed's architectures, Keras's initialisation, and the shared
+"""SimpleCNN and MNISTConvNet: the tutorial's architectures, Keras's initialisation, and the shared
 classification steps (loss, accuracy, dropout on and off, probabilities from predict)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_simple_cnn_is_the_seeds_network():
+def test_simple_cnn_is_the_tutorials_network():
     model = SimpleCNN()
     layers = dict(model.net.named_children())
     assert (layers["conv1"].in_channels, layers["conv1"].out_channels, layers["conv1"].kernel_size) == (

@@ -24,7 +24,7 @@ def test_regression_modules_shapes(module, n_in, n_out):
     assert module(torch.randn(7, n_in)).shape == (7, n_out)
 
 
-def test_feedforward_is_the_seeds_network():
+def test_feedforward_is_the_tutorials_network():
     net = FeedForwardNet().net
     kinds = [type(layer).__name__ for layer in net]
     assert kinds == ["Linear", "ReLU", "Linear", "Sigmoid"]
@@ -133,7 +133,7 @@ def test_sine_rnn_training_step_updates_per_point_and_lowers_the_loss():
         limit_val_batches=0,
     )
     trainer.fit(module, dm)
-    # One training step (one epoch) holds the seed's 20 per-point updates.
+    # One training step (one epoch) holds the tutorial's 20 per-point updates.
     assert trainer.global_step == 20
     with torch.no_grad():
         after = ((module(x) - y).pow(2).sum() / 2).item()

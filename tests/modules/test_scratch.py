@@ -1,4 +1,4 @@
-"""ScratchNetwork: the hand-written backward pass against autograd, the seed's update, and learning."""
+"""ScratchNetwork: the hand-written backward pass against autograd, the tutorial's update, and learning."""
 
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ def quiet_trainer(**kwargs) -> Trainer:
     )
 
 
-def test_the_seeds_shapes():
+def test_the_tutorials_shapes():
     torch.manual_seed(0)
     module = ScratchNetwork()
     assert module.W1.shape == (2, 3) and module.W2.shape == (3, 1)
     out = module(torch.rand(5, 2) * 100 - 50)
     assert out.shape == (5, 1) and ((out > 0) & (out < 1)).all()
     big = ScratchNetwork(input_size=300, hidden_size=300)
-    assert big.W1.std().item() == pytest.approx(1.0, rel=0.02)  # torch.randn, as the seed
+    assert big.W1.std().item() == pytest.approx(1.0, rel=0.02)  # torch.randn, as the tutorial
 
 
 @pytest.mark.parametrize(
@@ -51,14 +51,15 @@ def test_hand_gradients_equal_autograd_in_float64(sizes, batch, seed):
         assert autograd.abs().max() > 1e-3  # a gradient worth comparing, not zeros
 
 
-def test_one_training_step_is_the_seeds_update():
-    """An epoch over the seed's three students is one full-batch step: the seed's ``W += Xᵀ @ delta``."""
+def test_one_training_step_is_the_tutorials_update():
+    """An epoch over the tutorial's three students is one full-batch step: the tutorial's
+    ``W += Xᵀ @ delta``."""
     data = StudyScoresDataModule()
     x, y = data.make_split("train")
     torch.manual_seed(3)
     module = ScratchNetwork()
-    W1, W2 = module.W1.detach().clone(), module.W2.detach().clone()  # the seed's names
-    # The seed's forward and backward, verbatim apart from the `+ =` typo.
+    W1, W2 = module.W1.detach().clone(), module.W2.detach().clone()  # the tutorial's names
+    # The tutorial's forward and backward, verbatim apart from the `+ =` typo.
     z2 = 1 / (1 + torch.exp(-(x @ W1)))
     o = 1 / (1 + torch.exp(-(z2 @ W2)))
     o_delta = (y - o) * (o * (1 - o))
@@ -74,7 +75,7 @@ def test_one_training_step_is_the_seeds_update():
     assert not torch.allclose(W1, module.W1.new_tensor(0.0))
 
 
-def test_loss_falls_substantially_on_the_seeds_students():
+def test_loss_falls_substantially_on_the_tutorials_students():
     torch.manual_seed(0)
     module = ScratchNetwork()
     history = EpochHistory("train/loss")

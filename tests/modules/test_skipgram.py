@@ -1,5 +1,5 @@
-"""SkipGramModel: the seed's initialisation and loss, the compiled CPU loop against word2vec.c's, the matrix
-form against autograd, the word2vec text format through gensim, nearest neighbours, and learning on a
+"""SkipGramModel: the tutorial's initialisation and loss, the compiled CPU loop against word2vec.c's, the
+matrix form against autograd, the word2vec text format through gensim, nearest neighbours, and learning on a
 corpus with two topics."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.text_data import TOPICS, write_topics_corpus
 def random_model(vocab_size: int = 20, dim: int = 8, seed: int = 0, cpu_loop: bool = True) -> SkipGramModel:
     torch.manual_seed(seed)
     model = SkipGramModel(vocab_size, dim, cpu_loop=cpu_loop)
-    # Trained-looking weights: the seed's v starts at zero, which makes every score 0.
+    # Trained-looking weights: the tutorial's v starts at zero, which makes every score 0.
     torch.nn.init.normal_(model.u_embeddings.weight, std=0.3)
     torch.nn.init.normal_(model.v_embeddings.weight, std=0.3)
     return model
@@ -49,12 +49,12 @@ def test_seed_initialisation():
     assert torch.equal(v.weight, torch.zeros(50, 10))
 
 
-def test_forward_is_the_seeds_loss_and_takes_a_single_pair():
+def test_forward_is_the_tutorials_loss_and_takes_a_single_pair():
     model = random_model()
     pos_u, pos_v, neg_v = torch.tensor([3]), torch.tensor([4]), torch.tensor([[5]])
     u, v = model.u_embeddings.weight, model.v_embeddings.weight
     expected = -(F.logsigmoid(u[3] @ v[4]) + F.logsigmoid(-(u[3] @ v[5])))
-    assert torch.allclose(model(pos_u, pos_v, neg_v), expected)  # the seed's .squeeze() broke here
+    assert torch.allclose(model(pos_u, pos_v, neg_v), expected)  # the tutorial's .squeeze() broke here
 
 
 def test_pairs_are_the_batch_as_context_center_pairs():
@@ -251,7 +251,7 @@ def test_save_embedding_round_trips_through_gensim(tmp_path):
     loaded = KeyedVectors.load_word2vec_format(str(tmp_path / "vectors.txt"), binary=False)
     assert loaded.index_to_key == words
     assert torch.allclose(torch.from_numpy(loaded.vectors), model.embeddings(), atol=1e-5)
-    # The seed's id2word dict works too.
+    # The tutorial's id2word dict works too.
     model.save_embedding(dict(enumerate(words)), tmp_path / "from_dict.txt")
     assert (tmp_path / "from_dict.txt").read_text(encoding="utf-8") == "\n".join(lines) + "\n"
 

@@ -2,7 +2,7 @@
 
 The parity tests compare them with the Lightning experiments epoch by epoch, and
 benchmarks/lesson_overhead.py times them against the experiments. Each function seeds torch with
-``seed`` and builds its model exactly as the seed does, so the same seed gives the same initial weights
+``seed`` and builds its model exactly as the tutorial does, so the same seed gives the same initial weights
 as the experiment (the CLI's ``seed_everything: 42``).
 """
 
@@ -32,7 +32,7 @@ def first_network(x: Tensor, y: Tensor, epochs: int = 50, lr: float = 0.01, seed
 
 
 class LinearRegressionModel(nn.Module):
-    """The seed's model of 线性回归."""
+    """The tutorial's model of 线性回归."""
 
     def __init__(self, input_dim: int, output_dim: int) -> None:
         super().__init__()
@@ -86,7 +86,7 @@ def sine_rnn(
 ):
     """递归神经网络, steps 2-5, without ``Variable`` and reading the loss with ``.item()``.
 
-    ``update="manual"`` is the seed's hand-written ``w -= lr * grad``; ``"sgd"`` makes the same update
+    ``update="manual"`` is the tutorial's hand-written ``w -= lr * grad``; ``"sgd"`` makes the same update
     with ``torch.optim.SGD``, as the experiment does. Returns ((w1, w2), initial (w1, w2), per-epoch
     total losses)."""
     torch.manual_seed(seed)
