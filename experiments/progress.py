@@ -42,8 +42,9 @@ def stdout_is_terminal() -> bool:
 
 class EpochLines(ProgressBar):
     """A progress "bar" of one printed line per training epoch: epoch number, the epoch's logged metrics
-    (those shown in the progress bar, ``prog_bar=True``, and every ``train/``, ``val/`` metric), and
-    the epoch's wall time. Printed by global rank 0 only."""
+    (every value the run has logged but a test's: ``train/loss`` and ``val/acc`` as the lessons name
+    them, ``train_loss`` and ``val_acc`` as Lightning's documentation does), and the epoch's wall time.
+    Printed by global rank 0 only."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,7 +87,7 @@ class EpochLines(ProgressBar):
         shown: dict[str, Any] = dict(self.get_metrics(trainer, pl_module))
         shown.pop("v_num", None)
         for name, value in trainer.callback_metrics.items():
-            if name.startswith(("train/", "val/")) and name not in shown:
+            if not name.startswith("test") and name not in shown:
                 shown[name] = value
         plain = {}
         for name, value in sorted(shown.items()):

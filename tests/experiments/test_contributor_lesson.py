@@ -7,7 +7,7 @@ docs/architecture.md and Lightning's documentation would write it: a LightningMo
 returns plain ``DataLoader``\\ s, a config, and an end-to-end test. None of the attributes the tests can
 read from a lesson's classes (tests/lesson_data.py) is set. Then the every-config tests run on the copy,
 in a subprocess with the copy first on ``PYTHONPATH``, selected with ``-k two_spirals``: bf16, the
-host-sync check, fit, validate, test and predict under DDP (one torchrun launch) against one process,
+host-sync check, fit, test and predict under DDP (one torchrun launch) against one process,
 the packaged config's name, and the lesson's own test (it learns, and resumes with
 ``--ckpt_path last``).
 """

@@ -9,6 +9,7 @@ without a change. 16-mixed needs CUDA (tests/experiments/test_presets.py runs it
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,14 @@ def fit_recording_autocast(
 
 
 def assert_finite_training_loss(run: ExperimentCLI) -> None:
-    losses = {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("train/loss")}
-    assert losses, f"no train/loss logged: {sorted(run.trainer.callback_metrics)}"
+    # The lessons' name (train/loss, also train/loss_step and _epoch) or Lightning documentation's
+    # (train_loss): a plain lesson is checked as well.
+    losses = {
+        k: float(v)
+        for k, v in run.trainer.callback_metrics.items()
+        if re.match(r"train[/_]loss", k) and v.numel() == 1
+    }
+    assert losses, f"no train/loss or train_loss logged: {sorted(run.trainer.callback_metrics)}"
     assert all(math.isfinite(v) for v in losses.values()), losses
 
 
