@@ -29,7 +29,7 @@ import datamodules
 import modules
 from core.errors import ExperimentError
 from experiments.configs import config_options
-from experiments.parts import ENABLED, PARTS
+from experiments.parts import PARTS
 
 # Errors that come from what the user typed or pointed at, not from a bug: shown as one line. Lesson
 # code raises subclasses of ExperimentError, so no lesson error type needs listing here.
@@ -98,9 +98,7 @@ def flag_groups() -> dict[str, list[str]]:
     """The groups of flags whose keys the command knows, with their keys: the Trainer's and each part's
     (experiments/parts.py). ``--model.*`` and ``--data.*`` depend on the classes chosen."""
     groups = {"trainer": parameters(Trainer)}
-    for part in PARTS:
-        keys = parameters(part.cls)
-        groups[part.name] = keys if ENABLED in keys else [*keys, ENABLED]
+    groups.update({part.name: part.keys() for part in PARTS})
     return groups
 
 

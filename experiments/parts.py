@@ -50,6 +50,12 @@ class Part:
         """Whether the class itself takes ``enabled`` (else the command adds the flag)."""
         return ENABLED in inspect.signature(self.cls).parameters
 
+    def keys(self) -> list[str]:
+        """The keys of the part's flags: its class's arguments, and ``enabled``."""
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        keys = [name for name, p in inspect.signature(self.cls).parameters.items() if p.kind in named]
+        return keys if self.takes_enabled() else [*keys, ENABLED]
+
 
 PARTS = (
     Part(
