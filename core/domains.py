@@ -108,10 +108,11 @@ class _PathDomain(str):
             raise ValueError(f"expected a path, got {value!r}")
         path = Path(value).expanduser()
         other = "file" if cls.kind == "folder" else "folder"
+        # The value is quoted: jsonargparse removes " <value> " from the messages of an Optional's type.
         if path.exists() and (path.is_dir() if other == "folder" else not path.is_dir()):
-            raise ValueError(f"{value} is a {other}, but a {cls.kind} is expected here")
+            raise ValueError(f"a {cls.kind} is expected here, and {value!r} is a {other}")
         if cls.exists and not path.exists():
-            raise ValueError(f"{value} does not exist (a {cls.kind} is expected here)")
+            raise ValueError(f"a {cls.kind} is expected here, and {value!r} does not exist")
         return super().__new__(cls, value)
 
 
@@ -158,7 +159,9 @@ def plain(value: Any) -> Any:
         return [plain(item) for item in value]
     if isinstance(value, tuple) and type(value) is tuple:
         return tuple(plain(item) for item in value)
-    for builtin in _BUILTINS:
-        if isinstance(value, builtin) and type(value) is not builtin:
+    if type(value) in _BUILTINS:  # bool first: True is also an int, and must stay True
+        return value
+    for builtin in _BUILTINS[1:]:
+        if isinstance(value, builtin):
             return builtin(value)
     return value
