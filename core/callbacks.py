@@ -1,6 +1,7 @@
 """Callback pieces that lessons build on: reading a small split whole, keeping validation samples for a
 figure, and writing what ``predict`` returns. Each gathers from every rank what one process would have
-seen (``core.distributed``); global rank 0 draws or writes it.
+seen (``core.distributed``); global rank 0 draws or writes it. ``FileName`` is the domain of a writer's
+file name.
 """
 
 from __future__ import annotations
@@ -12,13 +13,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse.typing import register_type
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from core.distributed import Columns, gather_outputs, gather_samples, run_dir, sample_positions
+from core.domains import PositiveInt
 from core.figures import draws_this_validation, new_figure
+
+
+class FileName(str):
+    """The name of a file a callback writes inside the run folder: not empty, and no folder in it (the run
+    folder is the file's folder; a path would point at a folder that does not exist)."""
+
+    def __new__(cls, value: Any) -> FileName:
+        if not isinstance(value, str) or not value.strip() or value in (".", ".."):
+            raise ValueError(f"expected a file name such as predictions.pt, got {value!r}")
+        if "/" in value or "\\" in value:
+            raise ValueError(
+                f"expected a file name only (it is written in the run folder), got the path {value!r}"
+            )
+        return super().__new__(cls, value)
+
+
+register_type(FileName, serializer=str, deserializer=FileName)
 
 
 def peek(loader: Any) -> Iterator[Any]:
@@ -51,10 +71,10 @@ class PredictionWriter(BasePredictionWriter):
     list of them. With several predict loaders, a list of those, one per loader.
 
     Args:
-        filename: File name inside the run folder.
+        filename: File name inside the run folder (a name, not a path).
     """
 
-    def __init__(self, filename: str = "predictions.pt") -> None:
+    def __init__(self, filename: FileName = "predictions.pt") -> None:
         super().__init__(write_interval="epoch")
         self.filename = filename
 
@@ -92,10 +112,10 @@ class ValidationSamples(Callback):
 
     Subclasses say what to keep of a batch (``sample``) and draw in ``on_validation_epoch_end`` from
     ``take()``, which every rank calls and rank 0 alone gets samples from; ``subplots`` lays out one panel
-    per sample.
+    per sample. ``num_images`` and ``columns`` are counts >= 1.
     """
 
-    def __init__(self, num_images: int, columns: int) -> None:
+    def __init__(self, num_images: PositiveInt, columns: PositiveInt) -> None:
         self.num_images = num_images
         self.columns = columns
         self._kept: list[tuple[Tensor, ...]] = []

@@ -1,13 +1,24 @@
-"""What a lesson's ``configure_optimizers`` takes: an optimizer and an optional scheduler, injected.
+"""What a lesson's ``configure_optimizers`` takes: an optimizer and an optional scheduler, injected; and the
+check that their arguments are ones torch takes.
 
 The types are what LightningCLI's dependency injection hands a module (a config names any ``torch.optim``
 class and its arguments), spelled out here rather than imported from ``lightning.pytorch.cli`` so that a
 module imports nothing of the command.
+
+An argument torch refuses (``lr: -1``, ``momentum: -0.5``, ``betas: [2, 0]``: its ``ValueError``) or one
+it lets through but that is no number to train with (``lr: .nan``, ``.inf``) is a user's error naming the
+flag, ``--model.optimizer.init_args.<arg>`` (or ``--model.lr_scheduler.init_args.<arg>``). The command
+checks them before anything is built (``check_injected``, from experiments/domains.py), by building the
+optimizer and scheduler on a throwaway parameter; ``build_optimizer`` and ``optimizer_config`` check
+again, for a module used from Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -22,16 +33,118 @@ OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 #: optimizer -> scheduler; any torch scheduler class can be injected
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
 
+#: The flags of the injected optimizer and scheduler (their ``init_args`` follow).
+OPTIMIZER_FLAG = "--model.optimizer"
+SCHEDULER_FLAG = "--model.lr_scheduler"
+
+
+def non_finite(value: Any) -> bool:
+    """Whether ``value`` is a NaN or infinite float, or a list or tuple holding one (``betas``)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(non_finite(item) for item in value)
+    return False
+
+
+def _outcome(build: Callable[[dict[str, Any]], Any], init_args: dict[str, Any]) -> Exception | None:
+    """What ``build(init_args)`` raises, or None when it builds."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a deprecation warning of a scheduler is not the user's error
+            build(init_args)
+    # Any exception: only a ValueError is reported here; the rest is left to the real build.
+    except Exception as error:
+        return error
+    return None
+
+
+def argument_error(
+    build: Callable[[dict[str, Any]], Any], init_args: Mapping[str, Any], flag: str
+) -> ExperimentError | None:
+    """The user's error in the ``init_args`` of the class that ``build(init_args)`` instantiates, naming
+    ``<flag>.init_args.<arg>``; None when they are fine, or fail other than with a ``ValueError``.
+
+    A NaN or infinite number is refused whatever torch says. When torch refuses the arguments (a
+    ``ValueError``), the argument at fault is the first whose removal (its default instead) lets the class
+    build; if no single one does, the message names ``flag`` with torch's reason.
+    """
+    init_args = dict(init_args)
+    for key, value in init_args.items():
+        if non_finite(value):
+            return ExperimentError(f"{flag}.init_args.{key}: {value} is not a finite number: give a number")
+    error = _outcome(build, init_args)
+    if not isinstance(error, ValueError):
+        # Built, or failed for another reason (a missing argument): left to the real build to report.
+        return None
+    for key in init_args:
+        if _outcome(build, {k: v for k, v in init_args.items() if k != key}) is None:
+            return ExperimentError(
+                f"{flag}.init_args.{key}: {init_args[key]!r} is refused ({error}): set a valid value in the "
+                "config or the flag"
+            )
+    return ExperimentError(f"{flag}: {error}: set valid values in the config or the flags")
+
+
+def _throwaway_parameters() -> list[Tensor]:
+    return [torch.nn.Parameter(torch.zeros(1))]
+
+
+def check_injected(
+    optimizer_class: type[Optimizer] | None,
+    optimizer_args: Mapping[str, Any],
+    scheduler_class: type | None = None,
+    scheduler_args: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse, as ``ExperimentError`` naming the flag, what the injected optimizer or scheduler class will
+    not take: both are built once on a throwaway parameter (cheap, and long before training)."""
+    if optimizer_class is not None:
+        error = argument_error(
+            lambda args: optimizer_class(_throwaway_parameters(), **args), optimizer_args, OPTIMIZER_FLAG
+        )
+        if error is not None:
+            raise error
+    if scheduler_class is not None:
+        # On the configured optimizer (it built above), or SGD when the module's default is used.
+        def optimizer() -> Optimizer:
+            if optimizer_class is None:
+                return torch.optim.SGD(_throwaway_parameters(), lr=0.1)
+            return optimizer_class(_throwaway_parameters(), **optimizer_args)
+
+        error = argument_error(
+            lambda args: scheduler_class(optimizer(), **args), scheduler_args or {}, SCHEDULER_FLAG
+        )
+        if error is not None:
+            raise error
+
+
+def _injected_error(
+    callable_: Callable[..., Any], first: Callable[[], Any], flag: str, error: ValueError | None
+) -> ExperimentError:
+    """The error for an injected class that refused its arguments: the argument named when the callable is
+    the parser's ``functools.partial`` (class and keywords known), else ``flag`` with torch's reason."""
+    if isinstance(callable_, functools.partial):
+        func, keywords = callable_.func, callable_.keywords
+        found = argument_error(lambda args: func(first(), **args), keywords, flag)
+        if found is not None:
+            return found
+    return ExperimentError(f"{flag}: {error}: set valid values in the config or the flags")
+
 
 def build_optimizer(optimizer: OptimizerCallable, parameters: Iterable[Any]) -> torch.optim.Optimizer:
     """``optimizer(parameters)``, with an argument the optimizer rejects (torch's ``ValueError``: a
-    negative learning rate, betas out of range) a user's error naming the flag."""
+    negative learning rate, betas out of range) or a NaN or infinite one a user's error naming the flag."""
     try:
-        return optimizer(parameters)
+        built = optimizer(parameters)
     except ValueError as error:
-        raise ExperimentError(
-            f"--model.optimizer: {error}: set a valid value in the config or the flag"
-        ) from error
+        raise _injected_error(optimizer, _throwaway_parameters, OPTIMIZER_FLAG, error) from error
+    # torch takes lr=nan (its check is `lr < 0`): the defaults are the optimizer's own arguments.
+    for key, value in built.defaults.items():
+        if non_finite(value):
+            raise ExperimentError(
+                f"{OPTIMIZER_FLAG}.init_args.{key}: {value} is not a finite number: give a number"
+            )
+    return built
 
 
 def optimizer_config(
@@ -42,5 +155,12 @@ def optimizer_config(
     built = build_optimizer(optimizer, parameters)
     if lr_scheduler is None:
         return built
-    scheduler = {"scheduler": lr_scheduler(built), "interval": "epoch", "monitor": "val/loss"}
-    return {"optimizer": built, "lr_scheduler": scheduler}
+    try:
+        scheduler = lr_scheduler(built)
+    except ValueError as error:
+        throwaway = functools.partial(torch.optim.SGD, _throwaway_parameters(), lr=0.1)
+        raise _injected_error(lr_scheduler, throwaway, SCHEDULER_FLAG, error) from error
+    return {
+        "optimizer": built,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
+    }

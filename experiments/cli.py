@@ -49,6 +49,7 @@ from core.domains import plain
 from core.errors import ExperimentError
 from experiments.checkpoint_io import use_atomic_checkpoints
 from experiments.ckpt_path import resolve_ckpt_path
+from experiments.domains import check_config
 from experiments.faults import FailedRun
 from experiments.links import DataAttributeError, DataToModel
 from experiments.messages import one_line
@@ -204,6 +205,7 @@ class ExperimentCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         trainer = self._run_config().trainer
         trainer.num_nodes, trainer.devices = slurm_topology(trainer.num_nodes, trainer.devices)
+        check_config(self._run_config())  # values outside their domain: one line naming the flag
 
     def instantiate_classes(self) -> None:
         # A constructor that rejects its arguments (ValueError) is a configuration mistake, not a bug.

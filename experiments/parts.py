@@ -5,6 +5,10 @@ heading), the callbacks of a run are built from it, the "did you mean" of a mist
 (experiments/messages.py), and a test checks that the README's list of shared defaults names exactly
 these groups. A new part is a new line here.
 
+Each flag has a stated domain, enforced by the parser in one line naming the flag: the part's class's type
+hints, or, where those are Lightning's or looser than the values that make sense, the part's ``domains``
+here (the flag's type and its ``--help`` text, saying the domain).
+
 Every part can be left out of a run with ``--<name>.enabled false`` (``compile`` is off unless
 ``--compile.enabled true``). The checkpoint parts are also left out when the run has nowhere to keep
 checkpoints: ``--trainer.enable_checkpointing false``, or ``--trainer.logger false`` without a
@@ -17,17 +21,19 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse import Namespace
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser
 
-from core.callbacks import PredictionWriter
+from core.callbacks import FileName, PredictionWriter
+from core.domains import FolderPath, NonNegativeFloat, NonNegativeInt, PositiveInt
 from core.figures import FigureThread
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
-from experiments.compile import Compile
+from experiments.compile import MODES, Compile
+from experiments.domains import CountOrAll, NonEmptyText, PositiveDuration, Share
 from experiments.faults import ExactResume, FiniteLossGuard
 from experiments.preemption import Preemption
 
@@ -37,14 +43,25 @@ ENABLED = "enabled"
 
 
 @dataclass(frozen=True)
+class Domain:
+    """A part's flag typed here rather than by its class: the type the parser enforces, and the flag's
+    ``--help`` text, which says the domain."""
+
+    type: Any
+    help: str
+
+
+@dataclass(frozen=True)
 class Part:
     """One part of every run: the callback class built from the ``--<name>.*`` flags, the defaults the
-    command gives those flags, and what the part is for (the heading of its flags in ``--help``)."""
+    command gives those flags, what the part is for (the heading of its flags in ``--help``), and the
+    flags whose domain is stated here rather than by the class's type hints."""
 
     name: str
     cls: type[Callback]
     why: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    domains: Mapping[str, Domain] = field(default_factory=dict)
 
     def takes_enabled(self) -> bool:
         """Whether the class itself takes ``enabled`` (else the command adds the flag)."""
@@ -73,12 +90,51 @@ PARTS = (
             "filename": "best-epoch={epoch}-step={step}",
             "auto_insert_metric_name": False,
         },
+        {
+            "dirpath": Domain(
+                FolderPath | None, "The checkpoints' folder (not a file); null: the run's checkpoints/."
+            ),
+            "filename": Domain(
+                NonEmptyText | None, "The checkpoints' file name pattern, without .ckpt (not empty)."
+            ),
+            "monitor": Domain(
+                NonEmptyText | None,
+                "The logged metric that ranks the checkpoints (val/loss...); null: the latest is the best.",
+            ),
+            "save_top_k": Domain(
+                CountOrAll, "How many of the best checkpoints to keep: a count >= 0, or -1 for all."
+            ),
+            "mode": Domain(
+                Literal["min", "max"], "min: the lowest --checkpoint.monitor is best; max: the highest."
+            ),
+            "every_n_train_steps": Domain(
+                NonNegativeInt | None, "Training steps between checkpoints (>= 0; 0 or null: not by steps)."
+            ),
+            "train_time_interval": Domain(
+                PositiveDuration | None,
+                'Time between checkpoints: a duration > 0 such as "0:30:00" (quoted in YAML); null: not by '
+                "time.",
+            ),
+            "every_n_epochs": Domain(
+                NonNegativeInt | None, "Epochs between checkpoints (>= 0; 0: not at epochs' ends; null: 1)."
+            ),
+        },
     ),
     Part(
         "last_checkpoint",
         LastCheckpoint,
         "last.ckpt, the latest state to resume from: written at an epoch's end at most every "
         "--last_checkpoint.min_interval seconds, and always when training ends or is stopped",
+        domains={
+            "filename": Domain(NonEmptyText, "The file's name, without .ckpt (not empty)."),
+            "every_n_epochs": Domain(PositiveInt, "Epochs between writes (a count >= 1)."),
+            "min_interval": Domain(
+                NonNegativeFloat,
+                "Seconds (>= 0) since the last write below which an epoch's end writes nothing; 0: every "
+                "epoch.",
+            ),
+            "dirpath": Domain(FolderPath | None, "The folder (not a file); null: the run's checkpoints/."),
+        },
     ),
     Part(
         "lr_monitor",
@@ -88,24 +144,60 @@ PARTS = (
         # step of the small lessons. --lr_monitor.logging_interval step for per-step schedules.
         {"logging_interval": "epoch"},
     ),
-    Part("prediction_writer", PredictionWriter, "what predict returns, saved in the run folder"),
+    Part(
+        "prediction_writer",
+        PredictionWriter,
+        "what predict returns, saved in the run folder",
+        domains={"filename": Domain(FileName, "The file's name in the run folder (a name, not a path).")},
+    ),
     Part(
         "exact_resume",
         ExactResume,
         "a resumed fit continues exactly: every rank's random states in each checkpoint, and mid-epoch "
         "resumption",
     ),
-    Part("nan_guard", FiniteLossGuard, "a NaN or infinite training loss stops the run before it is saved"),
+    Part(
+        "nan_guard",
+        FiniteLossGuard,
+        "a NaN or infinite training loss stops the run before it is saved",
+        domains={
+            "every_n_steps": Domain(
+                NonNegativeInt | None,
+                "Training steps between checks (>= 0; 0: no checks; null: every step in one CPU process, "
+                "every 50 otherwise).",
+            )
+        },
+    ),
     Part(
         "preemption",
         Preemption,
         "SIGTERM, and SLURM's requeue signal, stop a fit after its step with a checkpoint",
+        domains={"scontrol": Domain(NonEmptyText, "The program that requeues the job (not empty).")},
     ),
-    Part("compile", Compile, "torch.compile of the lesson's module (off unless --compile.enabled true)"),
+    Part(
+        "compile",
+        Compile,
+        "torch.compile of the lesson's module (off unless --compile.enabled true)",
+        domains={
+            "mode": Domain(Literal[MODES], f"torch.compile's mode: one of {', '.join(MODES)}."),
+            "backend": Domain(
+                NonEmptyText,
+                "inductor (generated code), or aot_eager / eager to tell a compiler problem "
+                "from a tracing one.",
+            ),
+        },
+    ),
     Part(
         "figures",
         FigureThread,
         "figures drawn on a background thread, in at most --figures.max_share of the run's time",
+        domains={
+            "max_share": Domain(
+                Share,
+                "The share of the run's time, in (0, 1], that drawing may take before figures are held back "
+                "(1.0: no budget).",
+            )
+        },
     ),
 )
 
@@ -118,10 +210,20 @@ def add_parts(parser: LightningArgumentParser) -> None:
     """
     for part in PARTS:
         parser.add_class_arguments(
-            part.cls, part.name, fail_untyped=False, instantiate=False, sub_configs=True
+            part.cls,
+            part.name,
+            fail_untyped=False,
+            instantiate=False,
+            sub_configs=True,
+            skip=set(part.domains) or None,
         )
         group = parser.groups[part.name]
         group.title = f"--{part.name}: {part.why}"
+        parameters = inspect.signature(part.cls).parameters
+        for key, domain in part.domains.items():
+            group.add_argument(
+                f"--{part.name}.{key}", type=domain.type, default=parameters[key].default, help=domain.help
+            )
         if not part.takes_enabled():
             group.add_argument(
                 f"--{part.name}.{ENABLED}",

@@ -26,7 +26,7 @@ that shows the data at work.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.error import URLError
 
 import torch
@@ -36,6 +36,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.text import BLEUScore
 
+from core.domains import Fraction, PositiveInt
 from core.errors import ExperimentError
 from core.metrics import EpochMean, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
@@ -61,8 +62,8 @@ def torchvision_backbone(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     """A torchvision classification model with its last linear layer removed; and its output width."""
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise CaptionModelError(
-            f'unknown encoder "{name}": use "small" or a torchvision classification model such as '
-            "resnet18, resnet50, mobilenet_v3_small, efficientnet_b0"
+            f'--model.encoder: unknown encoder "{name}": use "small" or a torchvision classification model '
+            "such as resnet18, resnet50, mobilenet_v3_small, efficientnet_b0"
         )
     try:
         net = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
@@ -91,13 +92,14 @@ class CaptionModel(LightningModule):
         vocabulary: Tokens by index, holding ``<pad> <bos> <eos> <unk>``; none takes the datamodule's.
         encoder: ``small`` (the CNN of ``cnn_channels``) or a torchvision model name (``resnet18``...).
         pretrained: Start a torchvision encoder from its ImageNet weights (downloaded once; online).
-        cnn_channels: Output channels of the small CNN's stride-2 blocks.
-        embed_dim: Size of the word embeddings.
-        hidden_dim: Size of the decoder's state.
+        cnn_channels: Output channels of the small CNN's stride-2 blocks (each a count >= 1).
+        embed_dim: Size of the word embeddings (a count >= 1).
+        hidden_dim: Size of the decoder's state (a count >= 1).
         rnn: ``gru`` or ``lstm``.
-        num_layers: Stacked recurrent layers.
-        dropout: Dropout on the embeddings and the decoder's outputs.
-        max_caption_length: Greedy decoding stops after this many words if no ``<eos>`` came.
+        num_layers: Stacked recurrent layers (a count >= 1).
+        dropout: Dropout on the embeddings and the decoder's outputs, in [0, 1).
+        max_caption_length: Greedy decoding stops after this many words if no ``<eos>`` came (a count
+            >= 1).
         optimizer: Builds the optimizer from the parameters.
         lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch.
     """
@@ -110,13 +112,13 @@ class CaptionModel(LightningModule):
         vocabulary: list[str] | None = None,
         encoder: str = "small",
         pretrained: bool = False,
-        cnn_channels: tuple[int, ...] = (32, 64, 128, 256),
-        embed_dim: int = 256,
-        hidden_dim: int = 512,
-        rnn: str = "gru",
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        max_caption_length: int = 30,
+        cnn_channels: tuple[PositiveInt, ...] = (32, 64, 128, 256),
+        embed_dim: PositiveInt = 256,
+        hidden_dim: PositiveInt = 512,
+        rnn: Literal["gru", "lstm"] = "gru",
+        num_layers: PositiveInt = 1,
+        dropout: Fraction = 0.0,
+        max_caption_length: PositiveInt = 30,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:

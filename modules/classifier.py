@@ -22,9 +22,18 @@ from torch import Tensor
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from core.errors import DataConfigError, InputShapeError
+from core.domains import PositiveInt
+from core.errors import DataConfigError, ExperimentError, InputShapeError
 from core.metrics import EpochMean, log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
+
+
+def check_num_classes(num_classes: int) -> None:
+    """A classifier tells at least two classes apart (torchmetrics' accuracy refuses fewer)."""
+    if num_classes < 2:
+        raise ExperimentError(
+            f"--model.num_classes {num_classes}: a classifier tells at least 2 classes apart; give 2 or more"
+        )
 
 
 class PhaseAccuracy(LightningModule):
@@ -57,7 +66,7 @@ class ImageClassifier(PhaseAccuracy):
     """``self.net`` (images -> logits) trained with NLL of log-softmax (= cross-entropy).
 
     Args:
-        num_classes: Classes to tell apart.
+        num_classes: Classes to tell apart (a count >= 2).
         optimizer: Builds the optimizer from the parameters.
         lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch.
     """
@@ -68,11 +77,12 @@ class ImageClassifier(PhaseAccuracy):
 
     def __init__(
         self,
-        num_classes: int = 10,
+        num_classes: PositiveInt = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
+        check_num_classes(num_classes)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes = num_classes

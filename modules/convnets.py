@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from core.domains import PositiveInt
+from core.errors import InputShapeError
 from core.optim import LRSchedulerCallable, OptimizerCallable
 from modules.classifier import ImageClassifier
 
@@ -27,13 +29,18 @@ class SimpleCNN(ImageClassifier):
     """The CNN chapter's network: conv 3→18 (3x3, padding 1), ReLU, max-pool 2, fc 4608→64, ReLU, fc 64→10.
 
     Layers are named ``conv1``, ``fc1``, ``fc2`` as in the tutorial, so feature extraction can name them.
+
+    Args:
+        num_classes: Classes to tell apart (a count >= 2).
+        optimizer: Builds the optimizer from the parameters (SGD, lr 0.001, momentum 0.9 by default).
+        lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch.
     """
 
     input_shape = (3, 32, 32)  # fc1's 4608 inputs are 18 channels of 16x16 after the pool
 
     def __init__(
         self,
-        num_classes: int = 10,
+        num_classes: PositiveInt = 10,
         optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.001, momentum=0.9),
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -54,8 +61,12 @@ class MNISTConvNet(ImageClassifier):
     Dense 128 ReLU, Dropout 0.5, Dense 10. Layers ``conv_1``, ``conv_2``, ``dense_1``, ``dense_2``.
 
     Args:
-        in_channels: Image channels (1 for MNIST).
-        image_size: Side of the square input (28 for MNIST).
+        num_classes: Classes to tell apart (a count >= 2).
+        in_channels: Image channels (a count >= 1; 1 for MNIST).
+        image_size: Side of the square input in pixels (at least 6, for two 3x3 convolutions and a 2x2
+            pool; 28 for MNIST).
+        optimizer: Builds the optimizer (Keras's Adadelta settings by default).
+        lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch.
     """
 
     #: Its dropout is fixed, as in the Keras model, and its masks are drawn per process: a fit on two
@@ -64,15 +75,20 @@ class MNISTConvNet(ImageClassifier):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
+        num_classes: PositiveInt = 10,
+        in_channels: PositiveInt = 1,
+        image_size: PositiveInt = 28,
         optimizer: OptimizerCallable = lambda params: torch.optim.Adadelta(
             params, lr=1.0, rho=0.95, eps=1e-7
         ),
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(num_classes, optimizer, lr_scheduler)
+        if image_size < 6:
+            raise InputShapeError(
+                f"--model.image_size {image_size}: MNISTConvNet's two 3x3 convolutions and 2x2 pool need "
+                "images of at least 6x6 pixels; give 6 or more (and data of that size)"
+            )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.input_shape = (in_channels, image_size, image_size)
         side = (image_size - 4) // 2  # two valid 3x3 convolutions, then a 2x2 pool

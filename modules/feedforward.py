@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.domains import PositiveInt
 from core.optim import OptimizerCallable
 from modules.regression import RegressionModule
 
@@ -20,9 +21,9 @@ class FeedForwardNet(RegressionModule):
     """``Linear(n_in, n_h) -> ReLU -> Linear(n_h, n_out) -> Sigmoid``, trained with MSE.
 
     Args:
-        n_in: Input features.
-        n_h: Hidden units.
-        n_out: Outputs, each squashed to (0, 1).
+        n_in: Input features (a count >= 1).
+        n_h: Hidden units (a count >= 1).
+        n_out: Outputs, each squashed to (0, 1) (a count >= 1).
         optimizer: Builds the optimizer from the parameters; the tutorial's is SGD with lr 0.01.
     """
 
@@ -30,9 +31,9 @@ class FeedForwardNet(RegressionModule):
 
     def __init__(
         self,
-        n_in: int = 10,
-        n_h: int = 5,
-        n_out: int = 1,
+        n_in: PositiveInt = 10,
+        n_h: PositiveInt = 5,
+        n_out: PositiveInt = 1,
         optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.01),
     ) -> None:
         super().__init__(optimizer)

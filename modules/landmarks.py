@@ -31,7 +31,9 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics import Metric, MinMetric
 
-from core.callbacks import PredictionWriter, ValidationSamples
+from core.callbacks import FileName, PredictionWriter, ValidationSamples
+from core.domains import Fraction, NonNegativeInt, PositiveInt
+from core.errors import ExperimentError
 from core.figures import log_figure
 from core.metrics import EpochMean, log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
@@ -59,7 +61,7 @@ class NormalizedMeanError(Metric):
     higher_is_better = False
     full_state_update = False
 
-    def __init__(self, left: int = 36, right: int = 45, **kwargs: Any) -> None:
+    def __init__(self, left: NonNegativeInt = 36, right: NonNegativeInt = 45, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.left, self.right = left, right
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
@@ -124,30 +126,39 @@ class LandmarkRegressor(LightningModule):
     points in the pixels of the image files (through the batch's ``to_original``).
 
     Args:
-        num_points: Landmarks per face.
-        width: Channels of the first conv block.
+        num_points: Landmarks per face (a count >= 2).
+        width: Channels of the first conv block (a count >= 1).
         head: ``soft_argmax`` (heat maps) or ``linear`` (fully connected).
-        dropout: Dropout before the ``linear`` head's last layer.
+        dropout: Dropout before the ``linear`` head's last layer, in [0, 1).
         loss: ``mse``, ``smooth_l1`` or ``l1``, on the relative coordinates.
-        eye_corners: The two points whose distance normalises the NME.
+        eye_corners: The two points whose distance normalises the NME: two different point indices
+            below ``num_points``.
         optimizer: Builds the optimizer from the parameters.
         lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch.
     """
 
     def __init__(
         self,
-        num_points: int = 68,
-        width: int = 32,
+        num_points: PositiveInt = 68,
+        width: PositiveInt = 32,
         head: Literal["soft_argmax", "linear"] = "soft_argmax",
-        dropout: float = 0.3,
+        dropout: Fraction = 0.3,
         loss: Literal["mse", "smooth_l1", "l1"] = "mse",
-        eye_corners: tuple[int, int] = (36, 45),
+        eye_corners: tuple[NonNegativeInt, NonNegativeInt] = (36, 45),
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         if not all(0 <= i < num_points for i in eye_corners):
-            raise ValueError(f"eye_corners {eye_corners} must be point indices below num_points={num_points}")
+            raise ExperimentError(
+                f"--model.eye_corners {list(eye_corners)} must be point indices below --model.num_points "
+                f"{num_points}: give two indices from 0 to {num_points - 1}, or more points"
+            )
+        if eye_corners[0] == eye_corners[1]:
+            raise ExperimentError(
+                f"--model.eye_corners {list(eye_corners)}: the two points must differ (their distance "
+                "normalises the error); give two different indices, such as 36 and 45 (the outer eye corners)"
+            )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -273,12 +284,15 @@ class LandmarkGrid(ValidationSamples):
     returns the predicted points ``(N, points, 2)`` in the images' pixels (``LandmarkRegressor`` does).
 
     Args:
-        num_images: Validation faces to show, from the first batches.
-        columns: Faces per row of the figure.
-        every_n_epochs: Epochs between figures; the last epoch is always drawn.
+        num_images: Validation faces to show, from the first batches (a count >= 1).
+        columns: Faces per row of the figure (a count >= 1).
+        every_n_epochs: Epochs between figures (a count >= 0; 0: the last only); the last epoch is always
+            drawn.
     """
 
-    def __init__(self, num_images: int = 8, columns: int = 4, every_n_epochs: int = 10) -> None:
+    def __init__(
+        self, num_images: PositiveInt = 8, columns: PositiveInt = 4, every_n_epochs: NonNegativeInt = 10
+    ) -> None:
         super().__init__(num_images, columns)
         self.every_n_epochs = every_n_epochs
 
@@ -323,10 +337,10 @@ class LandmarkCSVWriter(PredictionWriter):
     ``predict_names`` (``FaceLandmarksDataModule`` sets them) or numbered when it has none.
 
     Args:
-        filename: File name inside the run folder.
+        filename: File name inside the run folder (a name, not a path).
     """
 
-    def __init__(self, filename: str = "predictions.csv") -> None:
+    def __init__(self, filename: FileName = "predictions.csv") -> None:
         super().__init__(filename)
 
     def write(self, trainer: Trainer, predictions: Any, path: Path) -> bool:

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from core.callbacks import collect_all
+from core.domains import PositiveInt
 from core.figures import log_figure, new_figure
 from core.optim import OptimizerCallable
 from modules.regression import RegressionModule
@@ -29,8 +30,8 @@ class LinearRegression(RegressionModule):
     """``nn.Linear(input_dim, output_dim)`` trained with MSE; logs its slope and intercept each epoch.
 
     Args:
-        input_dim: Input features.
-        output_dim: Outputs.
+        input_dim: Input features (a count >= 1).
+        output_dim: Outputs (a count >= 1).
         optimizer: Builds the optimizer from the parameters (SGD, lr 0.1 by default).
     """
 
@@ -38,8 +39,8 @@ class LinearRegression(RegressionModule):
 
     def __init__(
         self,
-        input_dim: int = 1,
-        output_dim: int = 1,
+        input_dim: PositiveInt = 1,
+        output_dim: PositiveInt = 1,
         optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.1),
     ) -> None:
         super().__init__(optimizer)

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from core.domains import PositiveInt
 from core.optim import LRSchedulerCallable, OptimizerCallable
 from modules.classifier import ImageClassifier
 
@@ -29,18 +30,18 @@ class LogisticRegression(ImageClassifier):
     """Softmax regression: ``logits = W x + b`` on the flattened image, one row of ``W`` per class.
 
     Args:
-        num_classes: Classes to tell apart.
-        in_channels: Image channels (1 for MNIST).
-        image_size: Side of the square input (28 for MNIST).
+        num_classes: Classes to tell apart (a count >= 2).
+        in_channels: Image channels (a count >= 1; 1 for MNIST).
+        image_size: Side of the square input in pixels (a count >= 1; 28 for MNIST).
         optimizer: Builds the optimizer (SGD with lr 0.1 by default).
         lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
+        num_classes: PositiveInt = 10,
+        in_channels: PositiveInt = 1,
+        image_size: PositiveInt = 28,
         optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.1),
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:

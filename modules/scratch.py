@@ -33,6 +33,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from core.domains import PositiveInt
 from core.errors import InputShapeError
 from core.optim import OptimizerCallable, build_optimizer
 
@@ -50,9 +51,9 @@ class ScratchNetwork(LightningModule):
     ``predict`` returns the outputs.
 
     Args:
-        input_size: Inputs (the tutorial's 2).
-        hidden_size: Hidden sigmoid units (the tutorial's 3).
-        output_size: Outputs (the tutorial's 1).
+        input_size: Inputs (a count >= 1; the tutorial's 2).
+        hidden_size: Hidden sigmoid units (a count >= 1; the tutorial's 3).
+        output_size: Outputs (a count >= 1; the tutorial's 1).
         optimizer: Builds the optimizer; SGD with lr 1 is the tutorial's ``W += Xᵀ @ delta``.
     """
 
@@ -61,12 +62,13 @@ class ScratchNetwork(LightningModule):
 
     def __init__(
         self,
-        input_size: int = 2,
-        hidden_size: int = 3,
-        output_size: int = 1,
+        input_size: PositiveInt = 2,
+        hidden_size: PositiveInt = 3,
+        output_size: PositiveInt = 1,
         optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=1.0),
     ) -> None:
         super().__init__()
+        # The parser enforces these domains; a module built from Python is checked here.
         if min(input_size, hidden_size, output_size) < 1:
             raise ValueError(
                 f"input_size, hidden_size and output_size must be at least 1, got {input_size}, "

@@ -34,6 +34,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from core.callbacks import collect_all
+from core.domains import NonNegativeFloat, NonNegativeInt, PositiveInt
 from core.figures import log_figure, new_figure
 from core.optim import OptimizerCallable, build_optimizer
 
@@ -58,10 +59,11 @@ class SineRNN(LightningModule):
     predictions, the lesson's bar). ``predict`` returns the predicted sequence.
 
     Args:
-        hidden_size: Context neurons; the input is one value plus the context (the tutorial's 7 = 1 + 6).
-        output_size: Values predicted per step.
-        w1_std: Standard deviation of w1's normal initialisation.
-        w2_std: Standard deviation of w2's normal initialisation.
+        hidden_size: Context neurons (a count >= 1); the input is one value plus the context (the
+            tutorial's 7 = 1 + 6).
+        output_size: Values predicted per step (a count >= 1).
+        w1_std: Standard deviation of w1's normal initialisation (a finite number >= 0).
+        w2_std: Standard deviation of w2's normal initialisation (a finite number >= 0).
         optimizer: Builds the optimizer; the tutorial's update is SGD with lr 0.1.
     """
 
@@ -73,10 +75,10 @@ class SineRNN(LightningModule):
 
     def __init__(
         self,
-        hidden_size: int = 6,
-        output_size: int = 1,
-        w1_std: float = 0.4,
-        w2_std: float = 0.3,
+        hidden_size: PositiveInt = 6,
+        output_size: PositiveInt = 1,
+        w1_std: NonNegativeFloat = 0.4,
+        w2_std: NonNegativeFloat = 0.3,
         optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.1),
     ) -> None:
         super().__init__()
@@ -179,10 +181,10 @@ class SequencePlot(Callback):
     has them, else the point indices.
 
     Args:
-        every_n_epochs: Epochs between figures in TensorBoard; 0 draws only the final one.
+        every_n_epochs: Epochs between figures in TensorBoard (a count >= 0); 0 draws only the final one.
     """
 
-    def __init__(self, every_n_epochs: int = 50) -> None:
+    def __init__(self, every_n_epochs: NonNegativeInt = 50) -> None:
         self.every_n_epochs = every_n_epochs
 
     def _plot(self, trainer: Trainer, pl_module: LightningModule, png_name: str | None) -> None:

@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from core.domains import NonNegativeFloat, NonNegativeInt, PositiveInt
 from core.errors import ExperimentError
 from core.metrics import EpochMean, log_phase, phase_metrics
 from core.optim import OptimizerCallable, build_optimizer
@@ -77,21 +78,24 @@ class SkipGramModel(LightningModule):
     """Skip-gram with negative sampling: the tutorial's ``u`` / ``v`` embeddings and log-sigmoid loss.
 
     Args:
-        vocab_size: Words in the vocabulary (the tutorial's ``emb_size``); the datamodule provides it.
-        embedding_dim: Size of each word vector (the tutorial's ``emb_dimension``).
+        vocab_size: Words in the vocabulary (a count >= 1; the tutorial's ``emb_size``); the datamodule
+            provides it.
+        embedding_dim: Size of each word vector (a count >= 1; the tutorial's ``emb_dimension``).
         optimizer: Builds the optimizer; its learning rate is the starting one (word2vec's 0.025 for
             skip-gram). The closed-form step reads only the learning rate; the autograd path steps it
             and needs one that takes sparse gradients (SGD, SparseAdam).
-        min_lr: The learning rate falls linearly from the optimizer's to this over the run.
+        min_lr: The learning rate falls linearly from the optimizer's to this (a finite number >= 0) over
+            the run.
         closed_form: Update with word2vec's closed-form gradient (fast); false: autograd on ``forward``.
-        update_rows: Closed form: centers per update; a batch is applied in slices of this many rows,
-            each seeing the last's result (on a CPU, the unit of work the ``workers`` share).
-        duplicate_cap: Matrix form: a word met more often than this in one update gets this many
-            occurrences' worth of update, shared by its occurrences; 0 sums them all. (The loop needs
-            none: each step sees the last.)
-        workers: Closed form on a CPU: background threads applying the slices. 1: one thread, in
-            order, deterministic; more update the tables at once, unlocked (Hogwild, like word2vec.c's
-            and gensim's workers): faster on a CPU with idle cores, not reproducible bit for bit.
+        update_rows: Closed form: centers per update (a count >= 1); a batch is applied in slices of this
+            many rows, each seeing the last's result (on a CPU, the unit of work the ``workers`` share).
+        duplicate_cap: Matrix form (a count >= 0): a word met more often than this in one update gets
+            this many occurrences' worth of update, shared by its occurrences; 0 sums them all. (The loop
+            needs none: each step sees the last.)
+        workers: Closed form on a CPU: background threads applying the slices (a count >= 1). 1: one
+            thread, in order, deterministic; more update the tables at once, unlocked (Hogwild, like
+            word2vec.c's and gensim's workers): faster on a CPU with idle cores, not reproducible bit for
+            bit.
         cpu_loop: Closed form on a CPU: run word2vec.c's loop compiled by numba (pair by pair, in
             place); false: the matrix form that a GPU runs (about 2x slower on a CPU).
     """
@@ -103,14 +107,14 @@ class SkipGramModel(LightningModule):
 
     def __init__(
         self,
-        vocab_size: int,
-        embedding_dim: int = 100,
+        vocab_size: PositiveInt,
+        embedding_dim: PositiveInt = 100,
         optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.025),
-        min_lr: float = 0.0001,
+        min_lr: NonNegativeFloat = 0.0001,
         closed_form: bool = True,
-        update_rows: int = 1024,
-        duplicate_cap: int = 32,
-        workers: int = 1,
+        update_rows: PositiveInt = 1024,
+        duplicate_cap: NonNegativeInt = 32,
+        workers: PositiveInt = 1,
         cpu_loop: bool = True,
     ) -> None:
         super().__init__()

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import MinMetric
 from torchmetrics.regression import MeanSquaredError
 
+from core.domains import Fraction, PositiveInt
 from core.errors import InputShapeError
 from core.metrics import log_best, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
@@ -55,10 +56,10 @@ class TabularRegressor(RegressionModule):
     target's units (Boston: $1000s). ``predict`` returns the predicted targets.
 
     Args:
-        in_features: Features per row (Boston: 13); the command takes it from the datamodule.
-        hidden_sizes: Widths of the hidden layers; empty for linear regression.
-        dropout: Dropout probability after each hidden layer's ReLU (0 for none).
-        out_features: Targets per row.
+        in_features: Features per row (a count >= 1; Boston: 13); the command takes it from the datamodule.
+        hidden_sizes: Widths of the hidden layers (each a count >= 1); empty for linear regression.
+        dropout: Dropout probability after each hidden layer's ReLU, in [0, 1) (0 for none).
+        out_features: Targets per row (a count >= 1).
         optimizer: Builds the optimizer from the parameters.
         lr_scheduler: Optional, builds a scheduler from the optimizer; stepped once per epoch
             (ReduceLROnPlateau watches ``val/loss``).
@@ -69,15 +70,16 @@ class TabularRegressor(RegressionModule):
 
     def __init__(
         self,
-        in_features: int = 13,
-        hidden_sizes: list[int] | None = None,
-        dropout: float = 0.0,
-        out_features: int = 1,
+        in_features: PositiveInt = 13,
+        hidden_sizes: list[PositiveInt] | None = None,
+        dropout: Fraction = 0.0,
+        out_features: PositiveInt = 1,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(optimizer)
         hidden_sizes = list(hidden_sizes or [])
+        # The parser enforces these domains; a module built from Python is checked here.
         if min([in_features, out_features, *hidden_sizes]) < 1:
             raise ValueError(
                 f"in_features, out_features and hidden_sizes must be at least 1, got {in_features}, "

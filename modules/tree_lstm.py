@@ -39,10 +39,11 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from core.domains import FilePath, Fraction, NonNegativeFloat, PositiveInt
 from core.errors import ExperimentError
 from core.metrics import EpochMean
 from core.optim import OptimizerCallable, build_optimizer
-from modules.classifier import PhaseAccuracy
+from modules.classifier import PhaseAccuracy, check_num_classes
 
 #: the label of nodes that do not count (the datamodule's neutral nodes in binary mode)
 IGNORE = -1
@@ -161,16 +162,20 @@ class TreeLSTM(PhaseAccuracy):
     ``/node_acc`` (all counted nodes) once per epoch, and ``val/acc_best``.
 
     Args:
-        vocab_size: Rows of the word embedding (the datamodule's vocabulary; id 0 is unknown).
-        num_classes: 5 (fine-grained) or 2 (binary).
+        vocab_size: Rows of the word embedding (a count >= 1: the datamodule's vocabulary; id 0 is
+            unknown).
+        num_classes: 5 (fine-grained) or 2 (binary): a count >= 2.
         cell: ``tree_lstm`` (Tai et al.) or ``recursive`` (the plain recursive network).
-        embedding_dim: Size of a word vector.
-        hidden_size: Size of a node's hidden state (Tai et al.'s memory dimension).
-        dropout: Dropout on the word vectors and on each node's hidden state before the classifier.
-        pretrained_vectors: Optional word2vec- or GloVe-format text file; the vocabulary's words found in
-            it start from its vectors (read at ``fit``; a checkpoint holds the trained ones).
+        embedding_dim: Size of a word vector (a count >= 1).
+        hidden_size: Size of a node's hidden state (a count >= 1; Tai et al.'s memory dimension).
+        dropout: Dropout on the word vectors and on each node's hidden state before the classifier, in
+            [0, 1).
+        pretrained_vectors: Optional word2vec- or GloVe-format text file (a file, not a folder); the
+            vocabulary's words found in it start from its vectors (read at ``fit``; a checkpoint holds the
+            trained ones).
         freeze_embeddings: Keep the word vectors fixed.
-        embedding_weight_decay: Weight decay of the word vectors, overriding the optimizer's: Tai et al.
+        embedding_weight_decay: Weight decay of the word vectors (a finite number >= 0), overriding the
+            optimizer's: Tai et al.
             regularise the composition and classifier only. With Adagrad a decay on a row that gets no
             other gradient is scaled up to a full step, so a rare word's vector would be driven to zero.
         sparse_gradients: Sparse embedding gradients (only the batch's rows); Adagrad and SGD take them,
@@ -186,25 +191,29 @@ class TreeLSTM(PhaseAccuracy):
 
     def __init__(
         self,
-        vocab_size: int,
-        num_classes: int = 5,
+        vocab_size: PositiveInt,
+        num_classes: PositiveInt = 5,
         cell: Literal["tree_lstm", "recursive"] = "tree_lstm",
-        embedding_dim: int = 300,
-        hidden_size: int = 150,
-        dropout: float = 0.5,
-        pretrained_vectors: str | None = None,
+        embedding_dim: PositiveInt = 300,
+        hidden_size: PositiveInt = 150,
+        dropout: Fraction = 0.5,
+        pretrained_vectors: FilePath | None = None,
         freeze_embeddings: bool = False,
-        embedding_weight_decay: float = 0.0,
+        embedding_weight_decay: NonNegativeFloat = 0.0,
         sparse_gradients: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adagrad,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-        if vocab_size < 1 or num_classes < 2:
-            raise ValueError(f"need vocab_size >= 1 and num_classes >= 2, got {vocab_size}, {num_classes}")
+        if vocab_size < 1:
+            raise ValueError(f"need vocab_size >= 1, got {vocab_size}")
+        check_num_classes(num_classes)
         if sparse_gradients and embedding_weight_decay:
-            raise ValueError("sparse_gradients needs embedding_weight_decay 0 (torch optimizers reject both)")
+            raise ExperimentError(
+                "--model.sparse_gradients true needs --model.embedding_weight_decay 0 (torch optimizers "
+                "reject both): set one of them off"
+            )
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer = optimizer
         self.pretrained_vectors = pretrained_vectors

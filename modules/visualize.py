@@ -28,6 +28,7 @@ from torchvision.utils import make_grid
 
 from core.callbacks import ValidationSamples, peek
 from core.distributed import gather_objects, interleave
+from core.domains import PositiveInt
 from core.figures import add_image, draws_this_validation, log_figure, logs_images, new_figure
 
 
@@ -76,10 +77,10 @@ class InputGrid(Callback):
     normalisation), once when training starts: TensorBoard image ``train/inputs``.
 
     Args:
-        num_images: Images of the batch to show, at most.
+        num_images: Images of the batch to show, at most (a count >= 1).
     """
 
-    def __init__(self, num_images: int = 64) -> None:
+    def __init__(self, num_images: PositiveInt = 64) -> None:
         self.num_images = num_images
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -111,11 +112,11 @@ class PredictionGrid(ValidationSamples):
     Needs a module whose ``validation_step`` returns the batch's logits (``ImageClassifier`` does).
 
     Args:
-        num_images: Validation images to show, taken from the first batches.
-        columns: Images per row of the figure.
+        num_images: Validation images to show, taken from the first batches (a count >= 1).
+        columns: Images per row of the figure (a count >= 1).
     """
 
-    def __init__(self, num_images: int = 32, columns: int = 8) -> None:
+    def __init__(self, num_images: PositiveInt = 32, columns: PositiveInt = 8) -> None:
         super().__init__(num_images, columns)
 
     def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
@@ -169,10 +170,10 @@ class FilterGrid(Callback):
     min and max; with other than 3 input channels, only the first is shown.
 
     Args:
-        pixels_per_weight: How many times to enlarge each weight on screen.
+        pixels_per_weight: How many times to enlarge each weight on screen (a count >= 1).
     """
 
-    def __init__(self, pixels_per_weight: int = 8) -> None:
+    def __init__(self, pixels_per_weight: PositiveInt = 8) -> None:
         self.pixels_per_weight = pixels_per_weight
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

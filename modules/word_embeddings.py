@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from core.distributed import run_dir
+from core.domains import NonNegativeInt, PositiveInt
 from core.errors import ExperimentError
 
 
@@ -42,12 +43,15 @@ class WordEmbeddings(Callback):
 
     Args:
         probes: Words whose neighbours are shown; unset: eight words of frequency ranks 100 to 800.
-        neighbours: Neighbours per probe word.
-        projector_words: The most frequent words whose vectors go to the projector (0: none).
+        neighbours: Neighbours per probe word (a count >= 1).
+        projector_words: The most frequent words whose vectors go to the projector (a count >= 0; 0: none).
     """
 
     def __init__(
-        self, probes: list[str] | None = None, neighbours: int = 10, projector_words: int = 2000
+        self,
+        probes: list[str] | None = None,
+        neighbours: PositiveInt = 10,
+        projector_words: NonNegativeInt = 2000,
     ) -> None:
         self.probes = probes
         self.neighbours = neighbours

@@ -7,6 +7,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
+from core.errors import ExperimentError
 from datamodules import FaceLandmarksDataModule
 from modules import LandmarkRegressor, NormalizedMeanError
 from modules.landmarks import SoftArgmax, face_errors
@@ -76,9 +77,12 @@ def test_outputs_68_points_and_predict_maps_to_the_files_pixels(head):
     torch.testing.assert_close(mapped, expected)
 
 
-def test_eye_corners_must_exist():
-    with pytest.raises(ValueError, match=r"eye_corners \(36, 45\) must be point indices below num_points=5"):
+def test_eye_corners_must_exist_and_differ():
+    message = r"^--model\.eye_corners \[36, 45\] must be point indices below --model\.num_points 5: give two"
+    with pytest.raises(ExperimentError, match=message):
         LandmarkRegressor(num_points=5)
+    with pytest.raises(ExperimentError, match=r"^--model\.eye_corners \[2, 2\]: the two points must differ"):
+        LandmarkRegressor(num_points=5, eye_corners=(2, 2))
 
 
 def test_mean_shape_baseline_is_the_mean_training_target():

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
 
+from core.errors import ExperimentError
 from datamodules import TreebankDataModule
 from datamodules.treebank import IGNORE, EncodedTrees, parse_trees
 from modules import TreeLSTM, WordVectorsError
@@ -203,8 +204,14 @@ def test_frozen_embedding_and_parameter_groups():
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="cell must be one of tree_lstm, recursive"):
         TreeLSTM(10, cell="rntn")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="sparse_gradients needs embedding_weight_decay 0"):
+    with pytest.raises(
+        ExperimentError, match=r"--model\.sparse_gradients true needs --model\.embedding_weight_decay 0"
+    ):
         TreeLSTM(10, sparse_gradients=True, embedding_weight_decay=1e-4)
+    with pytest.raises(
+        ExperimentError, match=r"^--model\.num_classes 1: a classifier tells at least 2 classes apart"
+    ):
+        TreeLSTM(10, num_classes=1)
 
 
 @pytest.mark.parametrize(("backend", "sparse"), [("nccl", False), ("gloo", True)])
