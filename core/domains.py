@@ -25,6 +25,7 @@ Vocabulary:
 
 from __future__ import annotations
 
+import enum
 import math
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,7 @@ def plain(value: Any) -> Any:
         return [plain(item) for item in value]
     if isinstance(value, tuple) and type(value) is tuple:
         return tuple(plain(item) for item in value)
-    if type(value) in _BUILTINS:  # bool first: True is also an int, and must stay True
+    if type(value) in _BUILTINS or isinstance(value, enum.Enum):  # True is an int too; so is SIGUSR1
         return value
     for builtin in _BUILTINS[1:]:
         if isinstance(value, builtin):
