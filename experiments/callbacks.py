@@ -33,7 +33,25 @@ class Checkpoint(ModelCheckpoint):
         recorded = state_dict.get("dirpath")
         if recorded and self.dirpath and os.path.realpath(recorded) == os.path.realpath(self.dirpath):
             state_dict = {**state_dict, "dirpath": self.dirpath}
+            # So are the files it records, so that they compare equal to the paths this callback writes:
+            # a fit resumed from another file of the folder (a re-saved copy, a best-*.ckpt) would
+            # otherwise take the last.ckpt it has just written, named as here, for the older one named as
+            # recorded, and remove it.
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if state_dict.get(key):
+                    state_dict[key] = self._named_here(state_dict[key])
+            if isinstance(state_dict.get("best_k_models"), dict):
+                best = state_dict["best_k_models"]
+                state_dict["best_k_models"] = {self._named_here(k): v for k, v in best.items()}
         super().load_state_dict(state_dict)
+
+    def _named_here(self, path: str) -> str:
+        """``path``, a file of this callback's folder as a checkpoint recorded it, named as this callback
+        names its files (``dirpath/<name>``); any other path unchanged."""
+        assert self.dirpath is not None
+        if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.dirpath):
+            return path
+        return os.path.join(self.dirpath, os.path.basename(path))
 
 
 #: Lightning's names: ``lr-<Optimizer>[-<n>][-momentum|-weight_decay][/<param group>]``.

@@ -257,3 +257,13 @@ class ExperimentCLI(LightningCLI):
         callbacks = self._run_config().trainer.get("callbacks") or []
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         return any(kind in str(getattr(c, "class_path", c)) for c in callbacks)
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        # Every checkpoint Lightning loads (--ckpt_path, the SLURM requeue checkpoint) is read weights-only,
+        # so that none runs code: Lightning's default (None) leaves it to torch, which loads everything
+        # when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set; an explicit True it cannot override. resolve_ckpt_path
+        # refuses --weights_only false and reads the checkpoint weights-only first, for its one error line.
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in self._subcommand_method_arguments[subcommand]:
+            kwargs["weights_only"] = True
+        return kwargs

@@ -12,6 +12,7 @@ all-reduce, on several processes only), a checkpoint of that step is written, an
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -141,6 +142,25 @@ def last_checkpoint_path(trainer: Trainer) -> Path | None:
         if isinstance(callback, LastCheckpoint) and callback.dirpath is not None:
             return Path(callback.dirpath) / f"{callback.filename}{callback.FILE_EXTENSION}"
     return None
+
+
+def hpc_resume_checkpoint(default_root_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The requeue checkpoint a run on SLURM without ``--ckpt_path`` resumes from, found as Lightning 2.6
+    finds it (``_CheckpointConnector._hpc_resume_path``, no public API; tests/experiments/
+    test_untrusted_checkpoints.py compares the two): ``hpc_ckpt_<n>.ckpt`` of the highest ``n`` in the
+    trainer's ``default_root_dir`` (the working folder when unset). None outside SLURM, when there is
+    none, or for a folder on a remote file system (Lightning still reads that one weights-only)."""
+    if not SLURMEnvironment.detect() or "://" in str(default_root_dir or ""):
+        return None
+    folder = Path(default_root_dir) if default_root_dir else Path.cwd()
+    if not folder.is_dir():
+        return None
+    # Lightning's reading of a name: the digits after "hpc_ckpt_", whatever else the name holds.
+    versions = [re.sub("[^0-9]", "", entry.name.split("hpc_ckpt_")[-1]) for entry in folder.iterdir()
+                if "hpc_ckpt_" in entry.name]  # fmt: skip
+    numbers = [int(digits) for digits in versions if digits]
+    path = folder / f"hpc_ckpt_{max(numbers)}.ckpt" if numbers else None
+    return path if path is not None and path.is_file() else None
 
 
 def slurm_topology(num_nodes: int, devices: Any) -> tuple[int, Any]:

@@ -13,6 +13,7 @@ already holds finished runs, and must end with:
 from __future__ import annotations
 
 import hashlib
+import pathlib
 import sys
 import warnings
 from collections.abc import Callable
@@ -184,6 +185,15 @@ def non_checkpoint(root: Path) -> tuple[list[str], str]:
     return ["test", *lesson("linear_regression"), f"--ckpt_path={path}"], "tensor.ckpt"
 
 
+def untrusted_checkpoint(root: Path) -> tuple[list[str], str]:
+    # A path object among the hyperparameters: not a tensor or a plain value, so not unpickled.
+    good = torch.load(last_checkpoint(root.parents[1], "linear_regression"), weights_only=True)
+    path = root / "with_a_path.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**good, "hyper_parameters": {"root": pathlib.PurePosixPath("data")}}, path)
+    return ckpt_test(path), f"{path} holds objects this command will not unpickle (pathlib.PurePosixPath)"
+
+
 def other_lessons_checkpoint(subcommand: str) -> Build:
     def build(root: Path) -> tuple[list[str], str]:
         path = last_checkpoint(root.parents[1], "sine_rnn")
@@ -337,6 +347,14 @@ CASES = [
     Case("ckpt_truncated", truncated_checkpoint),
     Case("ckpt_not_a_checkpoint", non_checkpoint),
     Case("ckpt_a_folder", lambda r: (ckpt_test(r.parents[1]), str(r.parents[1]))),
+    Case("ckpt_untrusted", untrusted_checkpoint),
+    Case(
+        "ckpt_weights_only_false",
+        lambda r: (
+            [*ckpt_test(last_checkpoint(r.parents[1], "linear_regression")), "--weights_only=false"],
+            "--weights_only false: this command reads every checkpoint weights-only",
+        ),
+    ),
     Case("ckpt_other_lesson_test", other_lessons_checkpoint("test")),
     Case("ckpt_other_lesson_fit", other_lessons_checkpoint("fit")),
     Case(
@@ -468,7 +486,8 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(
 #: Cases run as a user runs them, in a fresh ``python -m experiments`` process: what reaches a real
 #: stderr (Lightning's and the libraries' own output included) is the one error line.
 IN_A_PROCESS = ["config_unknown_key", "config_class_path_model", "flag_typo_model", "mnist_wrong_magic",
-                "ckpt_truncated", "image_folder_corrupt_streamed", "corpus_not_utf8"]  # fmt: skip
+                "ckpt_truncated", "ckpt_untrusted", "image_folder_corrupt_streamed",
+                "corpus_not_utf8"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", IN_A_PROCESS)
