@@ -62,7 +62,7 @@ def best_val(run_folder: Path) -> float:
     """The best val/acc a run's checkpoint callback recorded."""
     import torch
 
-    state = torch.load(run_folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(run_folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     [score] = [s["best_model_score"] for s in state["callbacks"].values() if s.get("monitor") == "val/acc"]
     return float(score)
 

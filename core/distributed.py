@@ -73,6 +73,7 @@ def gather_objects(trainer: Trainer, value: Any) -> list[Any] | None:
     torch.distributed.gather_object(buffer.getvalue(), gathered, dst=0)
     if gathered is None:
         return None
+    # Bytes this run's own ranks serialised just above, never a user's file: any object may travel.
     return [torch.load(io.BytesIO(data), weights_only=False) for data in gathered]
 
 

@@ -28,9 +28,9 @@ def test_a_compiled_lesson_learns_like_the_eager_one_and_its_checkpoints_load_bo
     assert type(compiled.model) is FeedForwardNet
     losses = [run.trainer.callback_metrics["train/loss"] for run in (eager, compiled)]
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-6)
-    saved = torch.load(last(in_tmp, 1), map_location="cpu", weights_only=False)
+    saved = torch.load(last(in_tmp, 1), map_location="cpu", weights_only=True)
     assert not [key for key in saved["state_dict"] if "_orig_mod" in key]
-    reference = torch.load(last(in_tmp, 0), map_location="cpu", weights_only=False)["state_dict"]
+    reference = torch.load(last(in_tmp, 0), map_location="cpu", weights_only=True)["state_dict"]
     assert saved["state_dict"].keys() == reference.keys()
     for key, value in reference.items():
         torch.testing.assert_close(saved["state_dict"][key], value, rtol=1e-4, atol=1e-6, msg=key)

@@ -353,7 +353,7 @@ def test_ddp_fit_matches_one_process_with_the_same_global_batch(launch: Launch, 
     exact = exact_flags(lesson)
     single, single_run = launch.alone[f"{lesson}/fit"].result()
     ddp_run = launch.fit_run(lesson)
-    ddp = torch.load(ddp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ddp = torch.load(ddp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     steps = single.trainer.global_step
     assert ddp["global_step"] > 0 and steps > 0
     if same_global_batch(lesson):
@@ -419,9 +419,9 @@ def test_ddp_evaluation_matches_one_process(launch: Launch, lesson: str) -> None
         assert sorted(p.name for p in ddp_run.iterdir() if p.suffix in (".pt", ".csv", ".txt")) == written
         for file in written:
             if file.endswith(".pt"):
-                ddp = torch.load(ddp_run / file, weights_only=False)
+                ddp = torch.load(ddp_run / file, weights_only=True)
                 assert_same_predictions(
-                    ddp, torch.load(single_run / file, weights_only=False), f"{name} {file}"
+                    ddp, torch.load(single_run / file, weights_only=True), f"{name} {file}"
                 )
             else:
                 assert (ddp_run / file).read_text() == (single_run / file).read_text(), f"{name} {file}"

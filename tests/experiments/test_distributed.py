@@ -60,9 +60,9 @@ def run_dir(root: Path, name: str) -> Path:
 
 
 def assert_same_as_single(root: Path, name: str) -> None:
-    single = torch.load(run_dir(root, "single") / "checkpoints" / "last.ckpt", weights_only=False)
+    single = torch.load(run_dir(root, "single") / "checkpoints" / "last.ckpt", weights_only=True)
     multi_dir = run_dir(root, name)
-    multi = torch.load(multi_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    multi = torch.load(multi_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert multi["global_step"] == single["global_step"] == 3 * 2  # 32 training images, global batch 16
     for key, tensor in single["state_dict"].items():
         # Same batches, gradients averaged in another order: equal up to float rounding.
@@ -229,7 +229,7 @@ def test_a_failing_rank_ends_the_whole_job_with_an_error_and_keeps_the_checkpoin
     # The checkpoint of the last finished epoch is whole: it loads, at the end of epoch 0.
     runs = list((tmp_path / "lightning_logs" / "linear_regression").iterdir())
     assert len(runs) == 1
-    checkpoint = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 2 and checkpoint["epoch"] == 0
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
 
@@ -272,7 +272,7 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path: Path) ->
     where = "at epoch 1, batch 1 (global step 4, found before writing a checkpoint)"
     assert errors and all(where in line for line in errors), errors
     run = tmp_path / "lightning_logs" / "linear_regression" / "version_0"
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 @pytest.mark.gpu
@@ -350,9 +350,9 @@ def test_ddp_resumes_exactly_with_augmentation_dropout_and_figures(tmp_path: Pat
     resumed = fit("cut", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     runs = tmp_path / "lightning_logs"
-    reference = torch.load(runs / "whole" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    reference = torch.load(runs / "whole" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     ours = torch.load(
-        runs / "cut" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False
+        runs / "cut" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True
     )  # resumed in place
     assert ours["global_step"] == reference["global_step"] == 3 * 3  # 48 training images, global batch 16
     for key, tensor in reference["state_dict"].items():

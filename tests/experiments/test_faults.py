@@ -130,8 +130,8 @@ def last_checkpoint(root: Path, version: int) -> Path:
 
 
 def assert_same_run(ours: Path, reference: Path) -> None:
-    ours_ckpt = torch.load(ours, map_location="cpu", weights_only=False)
-    ref_ckpt = torch.load(reference, map_location="cpu", weights_only=False)
+    ours_ckpt = torch.load(ours, map_location="cpu", weights_only=True)
+    ref_ckpt = torch.load(reference, map_location="cpu", weights_only=True)
     assert ours_ckpt["global_step"] == ref_ckpt["global_step"] == EPOCHS * BATCHES
     for name, tensor in ref_ckpt["state_dict"].items():
         torch.testing.assert_close(ours_ckpt["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
@@ -167,7 +167,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(
     with pytest.raises(SystemExit) as stopped:
         main(run_args(data, callback_arg(SignalAt, name="SIGTERM", epoch=1, batch=2)))
     assert stopped.value.code == SIGTERM_STATUS == 143
-    interrupted = torch.load(last_checkpoint(in_tmp, 0), map_location="cpu", weights_only=False)
+    interrupted = torch.load(last_checkpoint(in_tmp, 0), map_location="cpu", weights_only=True)
     assert interrupted["global_step"] == BATCHES + 3  # the first epoch and batches 0-2 of the second
     main([*run_args(data), "--ckpt_path", "last"])
     assert_same_run(last_checkpoint(in_tmp, 0), ref_ckpt)  # resumed in its own run folder
@@ -180,7 +180,7 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(
     kill = callback_arg(SignalAt, name="SIGKILL", epoch=2, batch=3)
     killed = run_experiments(run_args(data, kill), **THREADS)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert torch.load(last_checkpoint(in_tmp, 0), weights_only=False)["global_step"] == 2 * BATCHES
+    assert torch.load(last_checkpoint(in_tmp, 0), weights_only=True)["global_step"] == 2 * BATCHES
     main([*run_args(data), "--ckpt_path", "last"])
     assert_same_run(last_checkpoint(in_tmp, 0), ref_ckpt)  # resumed in its own run folder
 
@@ -197,7 +197,7 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_last_good_one_and_resu
     torn = sorted(folder.glob(".*.tmp"))
     assert len(torn) == 1, list(folder.iterdir())  # the half-written file, under a temporary name
     for path in folder.glob("*.ckpt"):  # every checkpoint under its final name is whole, of epoch 0
-        assert torch.load(path, map_location="cpu", weights_only=False)["global_step"] == BATCHES
+        assert torch.load(path, map_location="cpu", weights_only=True)["global_step"] == BATCHES
     # The next start resumes from the last good checkpoint and removes the torn file.
     main([*run_args(data), "--ckpt_path", "last"])
     assert not torn[0].exists()
@@ -234,7 +234,7 @@ def assert_disk_full_stop(err: str, root: Path) -> None:
     folder = last_checkpoint(root, 0).parent
     assert not list(folder.glob(".*.tmp")), "the failed write's temporary file is removed"
     for path in folder.glob("*.ckpt"):
-        assert torch.load(path, map_location="cpu", weights_only=False)["global_step"] == BATCHES
+        assert torch.load(path, map_location="cpu", weights_only=True)["global_step"] == BATCHES
 
 
 class DiskFullAt(Callback):
@@ -335,7 +335,7 @@ def test_slurm_requeue_signal_checkpoints_requeues_and_the_next_start_resumes(
     with pytest.raises(SystemExit) as stopped:
         main([*job, callback_arg(SignalAt, name="SIGUSR1", epoch=1, batch=3)])
     assert stopped.value.code in (None, 0)
-    saved = torch.load(in_tmp / "job" / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=False)
+    saved = torch.load(in_tmp / "job" / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == BATCHES + 4  # written after the step that was running
     assert slurm_job.read_text().split() == ["requeue", "4242"]
     # The requeued job runs the same command; with no --ckpt_path it resumes from the HPC checkpoint,
@@ -380,7 +380,7 @@ def test_nan_loss_stops_the_run_before_any_checkpoint_of_it_is_written(
     saved = checkpoints(in_tmp)
     assert saved, "the first epoch's checkpoints"
     for path in saved:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         assert checkpoint["global_step"] == BATCHES, path
         assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values()), path
 
@@ -417,12 +417,12 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_checkpoint(
     with pytest.raises(Interrupted):
         AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(1000)}, "global_step": 2}, path)
     monkeypatch.undo()
-    loaded = torch.load(path, weights_only=False)
+    loaded = torch.load(path, weights_only=True)
     assert loaded["global_step"] == 1 and torch.equal(loaded["state_dict"]["w"], torch.ones(1000))
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # the torn temporary file is removed
     # The next write goes through.
     AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(1000)}, "global_step": 2}, path)
-    assert torch.load(path, weights_only=False)["global_step"] == 2
+    assert torch.load(path, weights_only=True)["global_step"] == 2
 
 
 def test_experiments_write_checkpoints_atomically(in_tmp: Path, mnist_dir: Path) -> None:

@@ -68,7 +68,7 @@ def test_checkpoint_keeps_its_vocabulary(cli, sst_dir, in_tmp):
     # the checkpoint's vocabulary keeps the ids the model learnt, so predictions do not change.
     train = sst_dir / "train.txt"
     train.write_text("".join(reversed(train.read_text(encoding="utf-8").splitlines(keepends=True))))
-    saved = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    saved = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["TreebankDataModule"]["vocab"] != TreebankDataModule(data_dir=str(sst_dir)).vocab
     cli("predict", *args, "--ckpt_path=last")
     torch.testing.assert_close(torch.load(runs / "version_0" / "predict" / "predictions.pt"), before)
