@@ -1,7 +1,6 @@
 """Callback pieces that lessons build on: reading a small split whole, keeping validation samples for a
 figure, and writing what ``predict`` returns. Each gathers from every rank what one process would have
-seen (``core.distributed``); global rank 0 draws or writes it. ``FileName`` is the domain of a writer's
-file name.
+seen (``core.distributed``); global rank 0 draws or writes it.
 """
 
 from __future__ import annotations
@@ -13,32 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse.typing import register_type
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from core.distributed import Columns, gather_outputs, gather_samples, run_dir, sample_positions
-from core.domains import PositiveInt
+from core.domains import FileName, PositiveInt
 from core.figures import draws_this_validation, new_figure
-
-
-class FileName(str):
-    """The name of a file a callback writes inside the run folder: not empty, and no folder in it (the run
-    folder is the file's folder; a path would point at a folder that does not exist)."""
-
-    def __new__(cls, value: Any) -> FileName:
-        if not isinstance(value, str) or not value.strip() or value in (".", ".."):
-            raise ValueError(f"expected a file name such as predictions.pt, got {value!r}")
-        if "/" in value or "\\" in value:
-            raise ValueError(
-                f"expected a file name only (it is written in the run folder), got the path {value!r}"
-            )
-        return super().__new__(cls, value)
-
-
-register_type(FileName, serializer=str, deserializer=FileName)
 
 
 def peek(loader: Any) -> Iterator[Any]:

@@ -3,13 +3,14 @@
 A lesson argument's type hint says what values it takes (``batch_size: PositiveInt``,
 ``dropout: Fraction``, ``val_split: CountOrFraction``, ``data_dir: FolderPath``), and jsonargparse refuses
 any other value with one line naming the flag, before anything is built or written. The types are
-jsonargparse's restricted types or registered ones, so a lesson class used from Python (a notebook, a
-test) takes plain numbers as before: the check is the parser's, and a lesson's ``__init__`` checks what a
+registered with jsonargparse, so a lesson class used from Python (a notebook, a test) takes plain
+numbers as before: the check is the parser's, and a lesson's ``__init__`` checks what a
 type cannot say (one argument against another).
 
-The parser hands over instances of these types (``PositiveInt(3)``); ``plain`` turns them back into
-``int``, ``float`` and ``str`` before the classes are built, so that hyperparameters saved in a checkpoint
-are builtins a weights-only ``torch.load`` reads.
+The parser hands on plain ``int``, ``float``, ``str`` and ``timedelta`` values, never instances of these
+types: the values reach the classes and the hyperparameters saved in checkpoints, which a weights-only
+``torch.load`` must read. (jsonargparse's own ``PositiveInt`` and the like hand on instances of
+themselves, and let inf through; ``plain`` turns any such value in a parsed config into a builtin.)
 
 Vocabulary:
 
@@ -19,6 +20,11 @@ Vocabulary:
 - fractions: ``Probability`` ([0, 1]), ``Fraction`` ([0, 1): dropout, a share held out);
 - ``CountOrFraction``: a whole count >= 0, or a fraction in [0, 1) of a data set; 2.5 is neither and is
   refused (it used to be rounded down to 2 without a word);
+- ``CountOrAll`` (a count >= 0, or -1 for all), ``Share`` ((0, 1]: some of a whole, at most all);
+- text: ``NonEmptyText`` (a name: a metric, a file pattern, a program), ``FileName`` (a file written in
+  the run folder: a name, no folder in it);
+- ``PositiveDuration``: ``[D:]HH:MM:SS`` or seconds, longer than zero (the parser hands a plain
+  ``timedelta`` on);
 - paths: ``FolderPath`` (a folder, or a path where one will be made: not a file), ``FilePath`` (a file,
   or a path where one will be written or downloaded: not a folder), ``ExistingFile``, ``ExistingFolder``.
 """
@@ -27,44 +33,79 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from jsonargparse.typing import (
-    ClosedUnitInterval,
-    NonNegativeInt,
-    PositiveInt,
-    register_type,
-    restricted_number_type,
-)
+from jsonargparse.typing import register_type
 
 __all__ = [
+    "CountOrAll",
     "CountOrFraction",
     "ExistingFile",
     "ExistingFolder",
+    "FileName",
     "FilePath",
     "FiniteFloat",
     "FolderPath",
     "Fraction",
+    "NonEmptyText",
     "NonNegativeFloat",
     "NonNegativeInt",
+    "PositiveDuration",
     "PositiveFloat",
     "PositiveInt",
     "Probability",
+    "Share",
     "plain",
 ]
 
-# jsonargparse's own PositiveFloat and NonNegativeFloat let inf through; a rate or a size never is one.
-# (Named *Finite: jsonargparse refuses a second type of the same name.)
-PositiveFloat = restricted_number_type("PositiveFinite", float, [(">", 0), ("<", math.inf)], join="and")
-NonNegativeFloat = restricted_number_type(
-    "NonNegativeFinite", float, [(">=", 0), ("<", math.inf)], join="and"
+
+def _as(base: type, value: Any) -> int | float:
+    """``value`` as a ``base`` number: a number, or its text on the command line; a bool (YAML's yes/no)
+    is not a number, and an int is whole (2.0 in a YAML file is 2; 2.5 and the text "2.5" are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number, got {value!r}")
+    if base is float:
+        return float(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(value)
+
+
+def _number_domain(name: str, base: type, test: Callable[[Any], bool], expected: str) -> type:
+    """A type of ``base`` numbers for which ``test`` holds, registered with the parser: a value outside
+    is refused with "expected <expected>, got <value>", and the parser hands on a plain ``base``."""
+
+    def new(cls: type, value: Any) -> Any:
+        try:
+            number = _as(base, value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if number is None or not test(number):
+            raise ValueError(f"expected {expected}, got {value!r}")
+        return base.__new__(cls, number)
+
+    domain = type(
+        name, (base,), {"__new__": new, "__doc__": f"A number: {expected}.", "__module__": __name__}
+    )
+    register_type(domain, serializer=base, deserializer=lambda value: base(domain(value)))
+    return domain
+
+
+# jsonargparse has PositiveInt and the like too, but the parser hands on instances of them, and those
+# reach the classes and the checkpoints (a weights-only load refuses them); theirs also let inf through.
+PositiveInt = _number_domain("PositiveInt", int, lambda v: v > 0, "a whole number > 0")
+NonNegativeInt = _number_domain("NonNegativeInt", int, lambda v: v >= 0, "a whole number >= 0")
+PositiveFloat = _number_domain("PositiveFloat", float, lambda v: 0 < v < math.inf, "a finite number > 0")
+NonNegativeFloat = _number_domain(
+    "NonNegativeFloat", float, lambda v: 0 <= v < math.inf, "a finite number >= 0"
 )
-FiniteFloat = restricted_number_type("FiniteFloat", float, [(">", -math.inf), ("<", math.inf)], join="and")
-#: [0, 1]: jsonargparse has it (a second registration of the same restriction is refused).
-Probability = ClosedUnitInterval
-Fraction = restricted_number_type("Fraction", float, [(">=", 0), ("<", 1)], join="and")
+FiniteFloat = _number_domain("FiniteFloat", float, math.isfinite, "a finite number")
+Probability = _number_domain("Probability", float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+Fraction = _number_domain("Fraction", float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 
 
 def _number(value: Any) -> float:
@@ -140,9 +181,115 @@ class ExistingFile(_PathDomain):
     exists = True
 
 
-register_type(CountOrFraction, serializer=CountOrFraction.serialize, deserializer=CountOrFraction)
+register_type(
+    CountOrFraction, serializer=CountOrFraction.serialize, deserializer=lambda v: float(CountOrFraction(v))
+)
 for _path_type in (FolderPath, FilePath, ExistingFolder, ExistingFile):
-    register_type(_path_type, serializer=str, deserializer=_path_type)
+    register_type(_path_type, serializer=str, deserializer=lambda v, t=_path_type: str(t(v)))
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as an int when it is a whole number (3, 3.0, "3"), else None; a bool is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
+class CountOrAll(int):
+    """A count >= 0, or -1 for all (ModelCheckpoint's ``save_top_k``: checkpoints to keep)."""
+
+    def __new__(cls, value: Any) -> CountOrAll:
+        number = _whole(value)
+        if number is None or number < -1:
+            raise ValueError(f"expected a count >= 0, or -1 for all, got {value!r}")
+        return super().__new__(cls, number)
+
+
+class Share(float):
+    """A share of a whole in (0, 1]: some of it, at most all."""
+
+    def __new__(cls, value: Any) -> Share:
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not 0 < number <= 1:
+            raise ValueError(f"expected a share in (0, 1] (1: all), got {value!r}")
+        return super().__new__(cls, number)
+
+
+class NonEmptyText(str):
+    """Text with something in it other than spaces: a name (of a metric, a file pattern, a program)."""
+
+    def __new__(cls, value: Any) -> NonEmptyText:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected a name (text that is not empty), got {value!r}")
+        return super().__new__(cls, value)
+
+
+register_type(CountOrAll, serializer=int, deserializer=lambda v: int(CountOrAll(v)))
+register_type(Share, serializer=float, deserializer=lambda v: float(Share(v)))
+register_type(NonEmptyText, serializer=str, deserializer=lambda v: str(NonEmptyText(v)))
+
+
+class PositiveDuration(timedelta):
+    """A duration longer than zero, given as ``[D:]HH:MM:SS`` (quoted in YAML), or a number of seconds."""
+
+    def __new__(cls, value: Any) -> PositiveDuration:
+        if isinstance(value, timedelta):
+            seconds = value.total_seconds()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str):
+            seconds = _seconds(value)
+        else:
+            raise ValueError(f"expected a duration such as '0:30:00', got {value!r}")
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"expected a duration longer than zero such as '0:30:00', got {value!r}")
+        return super().__new__(cls, seconds=seconds)
+
+
+def _seconds(text: str) -> float:
+    """Seconds of ``[D:]HH:MM:SS`` or of a plain number."""
+    parts = text.strip().split(":")
+    try:
+        numbers = [float(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if not 1 <= len(numbers) <= 4:
+        raise ValueError(f"expected a duration such as '0:30:00' (days:hours:minutes:seconds), got {text!r}")
+    units = (86400, 3600, 60, 1)[-len(numbers) :]
+    return sum(number * unit for number, unit in zip(numbers, units, strict=True))
+
+
+def _plain_duration(value: Any) -> timedelta:
+    """The parser's value: checked, and a plain timedelta, so that nothing downstream sees this type."""
+    return timedelta(seconds=PositiveDuration(value).total_seconds())
+
+
+register_type(PositiveDuration, serializer=str, deserializer=_plain_duration)
+
+
+class FileName(str):
+    """The name of a file a callback writes inside the run folder: not empty, and no folder in it (the run
+    folder is the file's folder; a path would point at a folder that does not exist)."""
+
+    def __new__(cls, value: Any) -> FileName:
+        if not isinstance(value, str) or not value.strip() or value in (".", ".."):
+            raise ValueError(f"expected a file name such as predictions.pt, got {value!r}")
+        if "/" in value or "\\" in value:
+            raise ValueError(
+                f"expected a file name only (it is written in the run folder), got the path {value!r}"
+            )
+        return super().__new__(cls, value)
+
+
+register_type(FileName, serializer=str, deserializer=lambda v: str(FileName(v)))
+
 
 _BUILTINS = (bool, int, float, str)
 

@@ -1,6 +1,6 @@
 """The domains of the command's own settings that no type hint of ours states: Lightning's ``--trainer.*``
-keys and the injected optimizer's and scheduler's arguments; and the types of the parts' flags that
-core/domains.py does not have.
+keys and the injected optimizer's and scheduler's arguments (the types of every other argument are in
+core/domains.py).
 
 ``check_config`` runs on the parsed config before anything is built (``ExperimentCLI``'s
 ``before_instantiate_classes``): a value outside its domain is an ``ExperimentError`` naming the flag, one
@@ -26,100 +26,10 @@ from datetime import timedelta
 from typing import Any
 
 from jsonargparse import Namespace
-from jsonargparse.typing import register_type
 
 from core.domains import FolderPath
 from core.errors import ExperimentError
 from core.optim import check_injected
-
-# The types' messages quote the value (repr): jsonargparse drops a value standing between spaces from the
-# message of an Optional's type.
-
-
-def _whole(value: Any) -> int | None:
-    """``value`` as an int when it is a whole number (3, 3.0, "3"), else None; a bool is not one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return int(number) if number.is_integer() else None
-
-
-class CountOrAll(int):
-    """A count >= 0, or -1 for all (ModelCheckpoint's ``save_top_k``: checkpoints to keep)."""
-
-    def __new__(cls, value: Any) -> CountOrAll:
-        number = _whole(value)
-        if number is None or number < -1:
-            raise ValueError(f"expected a count >= 0, or -1 for all, got {value!r}")
-        return super().__new__(cls, number)
-
-
-class Share(float):
-    """A share of a whole in (0, 1]: some of it, at most all."""
-
-    def __new__(cls, value: Any) -> Share:
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except (TypeError, ValueError):
-            number = math.nan
-        if not 0 < number <= 1:
-            raise ValueError(f"expected a share in (0, 1] (1: all), got {value!r}")
-        return super().__new__(cls, number)
-
-
-class NonEmptyText(str):
-    """Text with something in it other than spaces: a name (of a metric, a file pattern, a program)."""
-
-    def __new__(cls, value: Any) -> NonEmptyText:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"expected a name (text that is not empty), got {value!r}")
-        return super().__new__(cls, value)
-
-
-register_type(CountOrAll, serializer=int, deserializer=CountOrAll)
-register_type(Share, serializer=float, deserializer=Share)
-register_type(NonEmptyText, serializer=str, deserializer=NonEmptyText)
-
-
-class PositiveDuration(timedelta):
-    """A duration longer than zero, given as ``[D:]HH:MM:SS`` (quoted in YAML), or a number of seconds."""
-
-    def __new__(cls, value: Any) -> PositiveDuration:
-        if isinstance(value, timedelta):
-            seconds = value.total_seconds()
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        elif isinstance(value, str):
-            seconds = _seconds(value)
-        else:
-            raise ValueError(f"expected a duration such as '0:30:00', got {value!r}")
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise ValueError(f"expected a duration longer than zero such as '0:30:00', got {value!r}")
-        return super().__new__(cls, seconds=seconds)
-
-
-def _seconds(text: str) -> float:
-    """Seconds of ``[D:]HH:MM:SS`` or of a plain number."""
-    parts = text.strip().split(":")
-    try:
-        numbers = [float(part) for part in parts]
-    except ValueError:
-        numbers = []
-    if not 1 <= len(numbers) <= 4:
-        raise ValueError(f"expected a duration such as '0:30:00' (days:hours:minutes:seconds), got {text!r}")
-    units = (86400, 3600, 60, 1)[-len(numbers) :]
-    return sum(number * unit for number, unit in zip(numbers, units, strict=True))
-
-
-def _plain_duration(value: Any) -> timedelta:
-    """The parser's value: checked, and a plain timedelta, so that nothing downstream sees this type."""
-    return timedelta(seconds=PositiveDuration(value).total_seconds())
-
-
-register_type(PositiveDuration, serializer=str, deserializer=_plain_duration)
 
 
 def _integer(value: Any) -> bool:

@@ -28,12 +28,21 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser
 
-from core.callbacks import FileName, PredictionWriter
-from core.domains import FolderPath, NonNegativeFloat, NonNegativeInt, PositiveInt
+from core.callbacks import PredictionWriter
+from core.domains import (
+    CountOrAll,
+    FileName,
+    FolderPath,
+    NonEmptyText,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveDuration,
+    PositiveInt,
+    Share,
+)
 from core.figures import FigureThread
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
 from experiments.compile import MODES, Compile
-from experiments.domains import CountOrAll, NonEmptyText, PositiveDuration, Share
 from experiments.faults import ExactResume, FiniteLossGuard
 from experiments.preemption import Preemption
 

@@ -11,7 +11,7 @@ in the run folder, in dataset order.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torchvision
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor
 
 from core.distributed import Columns, gather_samples, run_dir, sample_positions
+from core.domains import FileName, NonEmptyText
 from core.errors import ExperimentError
 
 # The tracer settings torchvision's get_graph_node_names and create_feature_extractor use, so the names
@@ -71,17 +72,22 @@ class FeatureWriter(Callback):
     the file one process would have written.
 
     Args:
-        layers: Layers to keep, by module path as in ``named_modules()`` (``conv_1``, ``features.3``); a
-            module that holds others gives its last output. Operations that are not modules go by their
-            torchvision node names (``get_graph_node_names``).
-        filename: File name inside the run folder.
+        layers: Layers to keep (one or more, none repeated), by module path as in ``named_modules()``
+            (``conv_1``, ``features.3``); a module that holds others gives its last output. Operations
+            that are not modules go by their torchvision node names (``get_graph_node_names``).
+        filename: File name inside the run folder (a name, no folder).
         module: Attribute of the LightningModule that holds the network (``net`` in every image lesson).
-        dtype: Floating type of the saved activations; ``float16`` halves the file (10,000 MNIST images
-            give 1.5 GB of float32 ``conv_2`` activations).
+        dtype: Floating type of the saved activations (float32, float16, bfloat16 or float64);
+            ``float16`` halves the file (10,000 MNIST images give 1.5 GB of float32 ``conv_2``
+            activations).
     """
 
     def __init__(
-        self, layers: list[str], filename: str = "features.pt", module: str = "net", dtype: str = "float32"
+        self,
+        layers: list[NonEmptyText],
+        filename: FileName = "features.pt",
+        module: NonEmptyText = "net",
+        dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32",
     ) -> None:
         if not layers:
             raise ValueError("FeatureWriter needs at least one layer name")

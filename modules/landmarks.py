@@ -31,8 +31,8 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics import Metric, MinMetric
 
-from core.callbacks import FileName, PredictionWriter, ValidationSamples
-from core.domains import Fraction, NonNegativeInt, PositiveInt
+from core.callbacks import PredictionWriter, ValidationSamples
+from core.domains import FileName, Fraction, NonNegativeInt, PositiveInt
 from core.errors import ExperimentError
 from core.figures import log_figure
 from core.metrics import EpochMean, log_best, log_phase, phase_metrics

@@ -75,7 +75,7 @@ def test_predict_writes_the_named_features_of_the_checkpoint(cli, in_tmp, mnist_
     [
         ("--trainer.callbacks.init_args.layers=[conv_3]", 'no layer "conv_3" in MNISTConvNet.net'),
         ("--trainer.callbacks.init_args.module=body", 'MNISTConvNet has no network "body"'),
-        ("--trainer.callbacks.init_args.dtype=int8", 'dtype "int8" is not a floating type'),
+        ("--trainer.callbacks.init_args.dtype=int8", "dtype: expected one of 'float32', 'float16'"),
     ],
 )
 def test_command_reports_mistakes_in_one_line(in_tmp, mnist_dir, capsys, flag, message):
