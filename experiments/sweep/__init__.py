@@ -23,6 +23,12 @@ The command line is ``fit``'s (stacked ``--config`` files, flags that override, 
 - Each worker beats a heartbeat while its trial runs. A worker that is killed stops beating, and the
   next worker to take a trial marks that one failed; a worker interrupted (Ctrl-C, SIGTERM) stops its
   trial (which writes ``last.ckpt``) and marks it failed itself.
+- A database that goes away (a server restart, a failover, the network) is waited for, up to
+  ``sweep.patience`` (10 minutes by default; storage.py's ``Patience``): each database call is retried,
+  the trials' training goes on meanwhile and only their reports wait, and a result is never lost or
+  counted twice. A trial whose worker died during the outage is failed once the server has been up for
+  two heartbeats, and run again. Past the patience a worker ends with one ``error:`` line; the same
+  command continues the study.
 - When a worker ends it writes the study's report in ``lightning_logs/<experiment>/sweeps/<study>/``:
   ``best.yaml`` (the best trial's config, for ``fit --config``), ``trials.csv``, and Optuna's
   optimisation-history and parameter-importance plots as PNGs and in TensorBoard; it prints the table.

@@ -46,6 +46,10 @@ class Sweep:
         heartbeat: Seconds between a worker's heartbeats; a trial whose worker missed two is marked failed
             by the next worker that takes a trial.
         max_failures: The worker stops after this many failed trials in a row.
+        patience: How long a worker, and its trial's fit, wait for a database that cannot be reached (a
+            server restarting, a failover): seconds, or a duration such as 10m. The trial's training goes
+            on meanwhile; only its reports wait. Past it the worker ends with an error, and its trial is
+            failed as stale and run again by a worker that goes on (or the same command run again).
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class Sweep:
         study: str | None = None,
         heartbeat: int = 30,
         max_failures: int = 3,
+        patience: str | float = "10m",
     ) -> None:
         pass  # only its signature is used: the command's parser reads it, nothing builds a Sweep
 
@@ -96,7 +101,9 @@ class SweepCLI(ExperimentCLI):
         self.layout = layout
         sweep = config.sweep
         if not sweep.get("metric"):
-            sweep.metric = config.checkpoint.get("monitor")
+            monitor = config.checkpoint.get("monitor")
+            # A plain str: the monitor may be parsed as a typed name, which --print_config cannot write.
+            sweep.metric = str(monitor) if monitor else None
             if not sweep.metric:
                 raise ExperimentError(
                     "sweep.metric: the config's checkpoint monitors nothing; name the metric"

@@ -181,8 +181,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|min|s)", re.I)
 _SECONDS = {"d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1}
 
 
-def seconds(budget: str | float | int | None) -> float | None:
-    """A time budget in seconds: a number of seconds, or a duration such as ``90m``, ``2h``, ``1h30m``."""
+def seconds(budget: str | float | int | None, name: str = "sweep.timeout") -> float | None:
+    """A time budget in seconds: a number of seconds, or a duration such as ``90m``, ``2h``, ``1h30m``,
+    finite and above 0; a mistake is an error naming the setting ``name``."""
     if budget is None:
         return None
     if isinstance(budget, (int, float)) and not isinstance(budget, bool):
@@ -195,11 +196,11 @@ def seconds(budget: str | float | int | None) -> float | None:
             parts = _DURATION.findall(text)
             if not parts or _DURATION.sub("", text).strip():
                 raise ExperimentError(
-                    f"sweep.timeout: {budget!r} is not a duration; give seconds or e.g. 90m, 2h, 1h30m"
+                    f"{name}: {budget!r} is not a duration; give seconds or e.g. 90m, 2h, 1h30m"
                 ) from None
             value = sum(float(n) * _SECONDS[unit.lower()] for n, unit in parts)
-    if value <= 0:
-        raise ExperimentError(f"sweep.timeout must be above 0, got {budget!r}")
+    if not 0 < value < math.inf:
+        raise ExperimentError(f"{name} must be a finite duration above 0, got {budget!r}")
     return value
 
 

@@ -9,6 +9,9 @@ PyTorchLightningPruningCallback does, for a trial that lives in another process 
 ``optimize`` loop: it reports the sweep's metric after every validation, asks the pruner, and stops the
 fit (after that epoch, checkpoints written as usual) when the pruner says so. Optuna is imported only
 here, and only by a trial, so a plain ``fit`` does not pay for it.
+
+When the study's database cannot be reached, a report waits for it (``Patience``, for the sweep's
+``patience``), so a trial outlives a database restart; it stops waiting at once if its worker is gone.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -27,23 +31,27 @@ from core.distributed import run_dir
 from core.errors import ExperimentError
 from experiments.cli import TRIAL_VARIABLE
 from experiments.messages import import_path
-from experiments.sweep.storage import open_storage
+from experiments.sweep.storage import Patience, open_storage, shown_url
 
 #: Trial user attributes the trial writes: its run folder and host, the validation it was pruned at, and
 #: an error that no other trial can escape either (the sweep stops on it).
 RUN, HOST, PRUNED, FATAL = "run", "host", "pruned_at", "fatal"
 
+T = TypeVar("T")
+
 
 @dataclass
 class TrialAddress:
     """Where a trial's reports go: the study's storage URL and name, the trial's id, the metric it reports,
-    and the pruner (``class_path``/``init_args``) that decides on them."""
+    the pruner (``class_path``/``init_args``) that decides on them, and how many seconds a report waits
+    for an unreachable database."""
 
     storage: str
     study: str
     trial_id: int
     metric: str
     pruner: dict[str, Any]
+    patience: float = 600.0
 
     def to_environment(self) -> str:
         return json.dumps(asdict(self))
@@ -82,6 +90,7 @@ class TrialReport(Callback):
         self.address = address
         self._trial: Any = None
         self._validations = 0
+        self._patience: Patience | None = None
 
     @classmethod
     def from_environment(cls) -> TrialReport:
@@ -96,15 +105,24 @@ class TrialReport(Callback):
             return
         import optuna
 
-        storage = open_storage(self.address.storage)
-        study = optuna.load_study(
-            study_name=self.address.study, storage=storage, pruner=build(self.address.pruner)
+        worker = os.getppid()  # the sweep worker that started this fit; PR_SET_PDEATHSIG ends it with it
+        self._patience = patience = Patience(
+            shown_url(self.address.storage),
+            self.address.patience,
+            who="this trial's fit",
+            give_up=lambda: os.getppid() != worker,
         )
-        self._trial = optuna.trial.Trial(study, self.address.trial_id)
+
+        storage = patience(lambda: open_storage(self.address.storage))
+        pruner = build(self.address.pruner)
+        study = patience(
+            lambda: optuna.load_study(study_name=self.address.study, storage=storage, pruner=pruner)
+        )
+        self._trial = trial = patience(lambda: optuna.trial.Trial(study, self.address.trial_id))
         folder = run_dir(trainer)
         if folder is not None:
-            self._trial.set_user_attr(RUN, str(folder.resolve()))
-            self._trial.set_user_attr(HOST, socket.gethostname())
+            patience(lambda: trial.set_user_attr(RUN, str(folder.resolve())))
+            patience(lambda: trial.set_user_attr(HOST, socket.gethostname()))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
@@ -118,20 +136,26 @@ class TrialReport(Callback):
                 f"{logged or 'nothing'}); set sweep.metric to one of them"
             )
             if self._trial is not None:
-                self._trial.set_user_attr(FATAL, message)
+                self._wait(lambda: self._trial.set_user_attr(FATAL, message))
             raise ExperimentError(message)
         prune = False
-        if self._trial is not None:
-            self._trial.report(float(value), step=self._validations)
-            prune = self._trial.should_prune()
         step = self._validations
+        if self._trial is not None:
+            # A value stored just as the connection died is stored again, not twice: a step holds one.
+            self._wait(lambda: self._trial.report(float(value), step=step))
+            prune = self._wait(self._trial.should_prune)
         self._validations += 1
         if trainer.world_size > 1:
             prune = bool(trainer.strategy.broadcast(prune, src=0))
         if prune:
             trainer.should_stop = True
             if self._trial is not None:
-                self._trial.set_user_attr(PRUNED, step)
+                self._wait(lambda: self._trial.set_user_attr(PRUNED, step))
             rank_zero_info(
                 f"Pruned: {metric} {float(value):.6g} at validation {step} (epoch {trainer.current_epoch})"
             )
+
+    def _wait(self, action: Callable[[], T]) -> T:
+        """``action``, waiting out an unreachable database (``setup`` made the patience with the trial)."""
+        assert self._patience is not None
+        return self._patience(action)

@@ -4,6 +4,11 @@ study has ``n_trials`` finished ones or the worker's time is up, then writes the
 Each worker beats a heartbeat while its trial runs. A worker that is killed stops beating, and the next
 worker to take a trial marks that one failed; a worker interrupted (Ctrl-C, SIGTERM) stops its trial
 (which writes ``last.ckpt``) and marks it failed itself.
+
+A database that goes away for a while (a server restart, a failover) is waited out for
+``sweep.patience`` (``Patience``, experiments/sweep/storage.py): the worker waits wherever it needs the
+database, and so does its trial's fit when it reports, while the training itself goes on. Past that the
+worker ends with one ``error:`` line and its trial, left running, is failed as stale by the next worker.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,13 +37,27 @@ from experiments.messages import import_path, one_line, parameters
 from experiments.runs import RunLayout
 from experiments.sweep.report import write_report
 from experiments.sweep.space import check_space, search_space, seconds
-from experiments.sweep.storage import database_lock, open_storage, storage_url, sweeps_folder
+from experiments.sweep.storage import (
+    Patience,
+    database_lock,
+    has_lock,
+    open_storage,
+    server_uptime,
+    shown_url,
+    storage_url,
+    sweeps_folder,
+    unreachable,
+)
 from experiments.sweep.trial import FATAL, PRUNED, TrialAddress, build, class_spec
 
 #: The states of trials that count toward ``n_trials`` (failed ones do not: a replacement runs).
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Study user attributes that every worker of a study must agree on.
 AGREED = ("space", "metric")
+#: The trial user attribute naming the worker (host:pid) that runs the trial. It is set under the lock as
+#: the trial is taken, so a running trial seen without it under the lock is one whose worker died, or lost
+#: the database, in the middle of taking it: no heartbeat may ever mark it stale.
+WORKER = "worker"
 
 
 class Interrupted(Exception):
@@ -50,18 +70,21 @@ class Interrupted(Exception):
 
 class Heartbeat:
     """Records a running trial's heartbeat every ``interval`` seconds on a thread, as Optuna's optimize
-    loop does for the trials it runs (this worker runs its trials by ask and tell)."""
+    loop does for the trials it runs (this worker runs its trials by ask and tell). The first beat is
+    recorded as the trial is taken (``Worker.take_trial``); a beat that finds the database unreachable
+    counts toward the worker's ``Patience`` (its status line) and the next beat tries again."""
 
-    def __init__(self, storage: Any, trial_id: int, interval: int) -> None:
+    def __init__(self, storage: Any, trial_id: int, interval: int, patience: Patience) -> None:
         self._stop = threading.Event()
-        storage.record_heartbeat(trial_id)  # at once: a trial with no beat is never found stale
-        self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
+        self._thread = threading.Thread(
+            target=self._beat, args=(storage, trial_id, interval, patience), daemon=True
+        )
         self._thread.start()
 
-    def _beat(self, storage: Any, trial_id: int, interval: int) -> None:
+    def _beat(self, storage: Any, trial_id: int, interval: int, patience: Patience) -> None:
         while not self._stop.wait(interval):
-            with contextlib.suppress(Exception):  # a database hiccup: the next beat tries again
-                storage.record_heartbeat(trial_id)
+            with contextlib.suppress(Exception):  # any other hiccup: the next beat tries again
+                patience.attempt(lambda: storage.record_heartbeat(trial_id))
 
     def __enter__(self) -> Heartbeat:
         return self
@@ -95,6 +118,9 @@ class Worker:
             raise ExperimentError(
                 f"sweep.heartbeat must be a whole number of seconds >= 1, got {self.settings.heartbeat}"
             )
+        patience = seconds(self.settings.patience, "sweep.patience")
+        if patience is None:
+            raise ExperimentError("sweep.patience: give how long to wait for an unreachable database")
         self.sampler = class_spec(self.settings.sampler)
         self.pruner = class_spec(self.settings.pruner)
         self.metric: str = self.settings.metric
@@ -107,6 +133,8 @@ class Worker:
                 f"sweep.storage: {self.settings.storage!r} is not a database URL ({one_line(error)}); give "
                 "e.g. sqlite:///path/to/file.db or postgresql://user:password@host:5432/database"
             ) from None
+        self.patience = Patience(self.shown_url(), patience)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.storage = self.open_storage()
         self.study = self.open_study()
 
@@ -127,9 +155,7 @@ class Worker:
             raise ExperimentError(f"sweep.storage: cannot open {self.shown_url()}: {reason}") from None
 
     def shown_url(self) -> str:
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.url).render_as_string(hide_password=True)
+        return shown_url(self.url)
 
     def open_study(self) -> optuna.Study:
         study = optuna.create_study(
@@ -157,9 +183,19 @@ class Worker:
         return study
 
     def take_trial(self) -> optuna.Trial | None:
-        """A new trial of the study, or None when the study has ``n_trials`` finished or running ones."""
+        """A new trial of the study, or None when the study has ``n_trials`` finished or running ones.
+
+        All under the study's lock, waited out whole when the database goes away (the lock goes with its
+        connection, so the count is made again): the trials of dead workers are failed, the others
+        counted, and the new trial gets its first heartbeat and this worker's name before the lock is let
+        go, so that one found without them later is known to be orphaned."""
+        return self.patience(self._take_trial)
+
+    def _take_trial(self) -> optuna.Trial | None:
         with database_lock(self.url, f"sweep:{self.settings.study}", self.storage.engine):
-            optuna.storages.fail_stale_trials(self.study)
+            self.fail_stale_trials()
+            if has_lock(self.url):  # without a lock, another worker may be between its ask and its name
+                self.fail_orphans()
             trials = self.study.get_trials(deepcopy=False)
             taken = [t for t in trials if t.state in (*FINISHED, TrialState.RUNNING, TrialState.WAITING)]
             if self.settings.n_trials is not None and len(taken) >= self.settings.n_trials:
@@ -169,7 +205,45 @@ class Worker:
             if seed is not None and "seed" in parameters(import_path(self.sampler["class_path"])):
                 overrides["seed"] = int(seed) + len(trials)
             self.study.sampler = build(self.sampler, **overrides)  # the pruner decides in the trial's fit
-            return self.study.ask()
+            trial = self.study.ask()
+            # trial._trial_id: the storage's id of the trial (no public accessor in Optuna 5; the child
+            # rebuilds its Trial from it, as optuna.trial.Trial(study, trial_id)).
+            self.storage.record_heartbeat(trial._trial_id)  # a trial with no beat is never found stale
+            trial.set_user_attr(WORKER, self.name)
+            return trial
+
+    def fail_stale_trials(self) -> None:
+        """Optuna's ``fail_stale_trials``, once the database has been up long enough for every live
+        worker's heartbeat to land: right after a restart, or an outage this worker met, the last beat
+        of every running trial is old, and a live worker's trial would be failed with its dead ones."""
+        # Optuna 5 has no public way to ask which trials are stale without failing them.
+        if not self.storage._get_stale_trial_ids(self.study._study_id):
+            return
+        settle = 2 * self.settings.heartbeat + 5  # two beats' time, as the stale test allows, and a margin
+        up = min(time.monotonic() - self.patience.back_at, server_uptime(self.url, self.storage.engine))
+        if up < settle:
+            print(
+                f"sweep: the database came back {up:.0f} s ago; waiting {settle - up:.0f} s for the "
+                "workers' heartbeats before failing the trials whose heartbeat stopped",
+                flush=True,
+            )
+            time.sleep(settle - up)
+        running = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(self.study)
+        still = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for number in sorted(running - still):
+            print(f"sweep: trial {number}'s worker stopped beating; the trial is marked failed", flush=True)
+
+    def fail_orphans(self) -> None:
+        """Fails the running trials that no worker finished taking (see ``WORKER``); under the lock."""
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if WORKER in trial.user_attrs:
+                continue
+            reason = "its worker was killed or lost the database while taking it"
+            self.storage.set_trial_user_attr(trial._trial_id, "error", reason)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            print(f"sweep: trial {trial.number} never started ({reason}); marked failed", flush=True)
 
     def run(self) -> None:
         """Takes and runs trials until the study has its ``n_trials`` or the budget is spent, then writes
@@ -184,7 +258,7 @@ class Worker:
                 write_report(self.study, self.parameters, self.metric, self.folder)
             raise
         else:
-            write_report(self.study, self.parameters, self.metric, self.folder)
+            self.patience(lambda: write_report(self.study, self.parameters, self.metric, self.folder))
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -195,15 +269,14 @@ class Worker:
             trial = self.take_trial()
             if trial is None:
                 return
-            # trial._trial_id: the storage's id of the trial (no public accessor in Optuna 5; the child
-            # rebuilds its Trial from it, as optuna.trial.Trial(study, trial_id)).
-            with Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat):
+            with Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat, self.patience):
                 state, error = self.run_trial(trial)
             failures = failures + 1 if state == TrialState.FAIL else 0
             if error is not None:
                 raise ExperimentError(error)
             if failures >= self.settings.max_failures:
-                last = self.storage.get_trial(trial._trial_id).user_attrs.get("error", "see its output")
+                frozen = self.patience(lambda trial_id=trial._trial_id: self.storage.get_trial(trial_id))
+                last = frozen.user_attrs.get("error", "see its output")
                 raise ExperimentError(
                     f"{failures} trials in a row failed (the last, trial {trial.number}: {last}); the sweep "
                     "stopped. Fix the config, then run the same command to continue the study"
@@ -213,8 +286,8 @@ class Worker:
         raise Interrupted(signum)
 
     def say_start(self) -> None:
-        optuna.storages.fail_stale_trials(self.study)  # a killed worker's trial is not "running"
-        trials = self.study.get_trials(deepcopy=False)
+        self.patience(self.fail_stale_trials)  # a killed worker's trial is not "running"
+        trials = self.patience(lambda: self.study.get_trials(deepcopy=False))
         finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
@@ -233,24 +306,33 @@ class Worker:
         and, when it revealed an error no other trial can escape, that error."""
         started = time.monotonic()
         try:
-            values = {p.key: p.suggest(trial) for p in self.parameters}
+            # A suggestion already stored is read back, not drawn again, when the database comes back.
+            values = self.patience(lambda: {p.key: p.suggest(trial) for p in self.parameters})
             flags = [p.flag(values[p.key]) for p in self.parameters]
             shown = ", ".join(f"{p.label}={values[p.key]}" for p in self.parameters)
             print(f"sweep: trial {trial.number}: {shown}", flush=True)
             text = self.trial_config(flags)
-            trial.set_user_attr("config", text)
+            self.patience(lambda: trial.set_user_attr("config", text))
             status, error_line = self.run_child(trial, text)
         except Interrupted as interrupted:
-            self._tell(trial, state=TrialState.FAIL)
-            print(f"sweep: trial {trial.number} stopped ({interrupted}) and marked failed", flush=True)
+            # No waiting for the database here: the person who pressed Ctrl-C wants the worker to stop.
+            # A trial left running is failed as stale by the next worker.
+            if self._tell(trial, wait=False, state=TrialState.FAIL):
+                print(f"sweep: trial {trial.number} stopped ({interrupted}) and marked failed", flush=True)
+            else:
+                print(
+                    f"sweep: trial {trial.number} stopped ({interrupted}); the database is unreachable, so "
+                    "the next worker will mark it failed (stale)",
+                    flush=True,
+                )
             raise
-        frozen = self.storage.get_trial(trial._trial_id)
+        frozen = self.patience(lambda: self.storage.get_trial(trial._trial_id))
         attrs = frozen.user_attrs
         elapsed = f"{time.monotonic() - started:.0f} s"
         run = attrs.get("run", "no run folder")
         if status != 0 or not frozen.intermediate_values:
             reason = error_line or (f"exit status {status}" if status else f"no {self.metric} was reported")
-            trial.set_user_attr("error", reason)
+            self.patience(lambda: trial.set_user_attr("error", reason))
             self._tell(trial, state=TrialState.FAIL)
             print(f"sweep: trial {trial.number} failed after {elapsed}: {reason} ({run})", flush=True)
             fatal = attrs.get(FATAL) or (
@@ -278,16 +360,39 @@ class Worker:
         )
         return TrialState.COMPLETE, None
 
-    def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
+    def _tell(self, trial: optuna.Trial, wait: bool = True, **kwargs: Any) -> bool:
+        """Tells the study how ``trial`` ended (``values`` or ``state``, as ``Study.tell`` takes them),
+        waiting out an unreachable database when ``wait``; False when it was unreachable and not waited
+        for."""
+
+        def tell() -> None:
+            try:
+                self.study.tell(trial, **kwargs)
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as error:
+                frozen = self.storage.get_trial(trial._trial_id)
+                expected = kwargs.get("state") or TrialState.COMPLETE
+                told = "values" not in kwargs or frozen.value == kwargs["values"]
+                if frozen.state == expected and told:
+                    return  # this worker's own tell, which reached the database as its connection died
+                # Another worker found this worker's heartbeat late and failed the trial already.
+                print(f"sweep: trial {trial.number}: {one_line(error)}", flush=True)
+
+        if wait:
+            self.patience(tell)
+            return True
         try:
-            self.study.tell(trial, **kwargs)
-        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as error:
-            # Another worker found this worker's heartbeat late and failed the trial already.
-            print(f"sweep: trial {trial.number}: {one_line(error)}", flush=True)
+            tell()
+        except Exception as error:
+            if unreachable(error) is None:
+                raise
+            return False
+        return True
 
     def run_child(self, trial: optuna.Trial, text: str) -> tuple[int, str | None]:
         """Runs ``fit --config <trial config>`` in a child process; its exit status and error line."""
-        address = TrialAddress(self.url, self.settings.study, trial._trial_id, self.metric, self.pruner)
+        address = TrialAddress(
+            self.url, self.settings.study, trial._trial_id, self.metric, self.pruner, self.patience.seconds
+        )
         env = dict(os.environ, **{TRIAL_VARIABLE: address.to_environment()})
         # A trial is one Lightning run on this worker's devices: SLURM's task count is the workers', and
         # Lightning would take it for the trial's process count (see scripts/sweep.sbatch).

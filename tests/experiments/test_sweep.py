@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -63,7 +64,7 @@ def sweep_command(file: Path, *extra: str) -> list[str]:
 
 def best_score(checkpoint: Path) -> float:
     """The best monitored value recorded by the run's ModelCheckpoint in ``checkpoint``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     [score] = [s["best_model_score"] for s in state["callbacks"].values() if s.get("monitor") == "val/rmse"]
     return float(score)
 
@@ -397,13 +398,52 @@ def postgres_binaries() -> Path | None:
     return versions[-1].parent if versions else None
 
 
-@pytest.fixture
-def postgres(tmp_path: Path):
-    """A PostgreSQL server of its own for the test: a cluster in a temporary folder, on a free loopback
-    port, stopped at the end. Its URL."""
-    import pwd
+class PostgresServer:
+    """A PostgreSQL server of its own for a test: a cluster in a temporary folder, on a free loopback port,
+    run as the postgres user when the test runs as root (the server refuses root). ``stop`` and ``start``
+    restart it on the same data and port, as an administrator's restart would.
 
-    from tests.conftest import free_port
+    Args:
+        binaries: The folder of PostgreSQL's server programs (``postgres_binaries``).
+        folder: The cluster's folder (data, socket, log), which the server's user can reach.
+        user: The user to run the server as (None: this process's).
+    """
+
+    def __init__(self, binaries: Path, folder: Path, user: Any = None) -> None:
+        from tests.conftest import free_port
+
+        self.binaries, self.folder, self.user = binaries, folder, user
+        self.data, self.port = folder / "data", free_port()
+        self.run("initdb", "-D", str(self.data), "-U", "sweeps", "--auth=trust", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://sweeps@127.0.0.1:{self.port}/postgres"
+
+    def run(self, program: str, *args: str) -> None:
+        def as_server_user() -> None:
+            if self.user is not None:
+                os.setgid(self.user.pw_gid)
+                os.setuid(self.user.pw_uid)
+
+        command = [str(self.binaries / program), *args]
+        subprocess.run(command, check=True, capture_output=True, preexec_fn=as_server_user, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.folder / "log")
+        self.run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stops the server: ``fast`` ends its sessions and shuts down cleanly, ``immediate`` kills it."""
+        self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@pytest.fixture
+def postgres_server():
+    """A started ``PostgresServer``, stopped and removed at the end; skipped where PostgreSQL's server
+    programs are not installed."""
+    import pwd
 
     binaries = postgres_binaries()
     if binaries is None:
@@ -421,24 +461,22 @@ def postgres(tmp_path: Path):
     folder = Path(tempfile.mkdtemp(prefix="sweep-postgres-"))
     if user is not None:
         os.chown(folder, user.pw_uid, user.pw_gid)
-
-    def as_server_user() -> None:
-        if user is not None:
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-
-    def server(*args: str) -> None:
-        subprocess.run(args, check=True, capture_output=True, preexec_fn=as_server_user, timeout=120)
-
-    data, port = folder / "data", free_port()
-    server(str(binaries / "initdb"), "-D", str(data), "-U", "sweeps", "--auth=trust", "--no-sync")
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    server(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
     try:
-        yield f"postgresql://sweeps@127.0.0.1:{port}/postgres"
+        server = PostgresServer(binaries, folder, user)
+        server.start()
+        try:
+            yield server
+        finally:
+            with contextlib.suppress(subprocess.CalledProcessError):  # a test may leave it stopped
+                server.stop("immediate")
     finally:
-        server(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> str:
+    """The URL of a PostgreSQL server of the test's own (``postgres_server``)."""
+    return postgres_server.url
 
 
 def open_at_once(url: str, locked: bool, workers: int = 4) -> list[BaseException]:
@@ -564,6 +602,6 @@ def test_each_trial_can_be_a_ddp_run_and_every_rank_stops_when_pruned(tmp_path):
     assert [(t.state, t.user_attrs["pruned_at"]) for t in trials] == [(TrialState.PRUNED, 1)] * 2
     for trial in trials:
         assert sorted(trial.intermediate_values) == [0, 1]
-        state = torch.load(Path(trial.user_attrs["run"]) / "checkpoints/last.ckpt", weights_only=False)
+        state = torch.load(Path(trial.user_attrs["run"]) / "checkpoints/last.ckpt", weights_only=True)
         assert state["epoch"] == 2  # epochs done, of the 4 asked for
     assert "no complete trial" not in result.stderr
