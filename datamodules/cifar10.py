@@ -7,8 +7,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 from torchvision import datasets
 
+from core.domains import NonNegativeInt
 from datamodules.images import ImageClassificationDataModule
 
 
@@ -18,13 +20,23 @@ class CIFAR10DataModule(ImageClassificationDataModule):
     Reads torchvision's layout, ``<data_dir>/cifar-10-batches-py/`` (the pickled batches and
     ``batches.meta``); ``download: true`` fetches it. Training augmentation defaults to the usual
     random crop with 4-pixel padding and horizontal flip. For the class-per-folder JPEG copy, use
-    ``ImageFolderDataModule``.
+    ``ImageFolderDataModule``. torchvision checks the files' md5 sums; the arrays it unpickles are
+    checked once too (``check_data``: 3x32x32 uint8 images, one label in 0..9 per image).
+
+    Args:
+        random_crop_padding: As in ``ImageClassificationDataModule`` (>= 0), default 4.
+        horizontal_flip: As in ``ImageClassificationDataModule``, default true.
+        *args, **kwargs: The arguments of ``ImageClassificationDataModule``.
     """
 
     mean_std = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # of the 50,000 training images
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    image_shape = (3, 32, 32)
+    dataset_name = "CIFAR-10"
 
-    def __init__(self, *args, random_crop_padding: int = 4, horizontal_flip: bool = True, **kwargs) -> None:
+    def __init__(
+        self, *args, random_crop_padding: NonNegativeInt = 4, horizontal_flip: bool = True, **kwargs
+    ) -> None:
         super().__init__(
             *args, random_crop_padding=random_crop_padding, horizontal_flip=horizontal_flip, **kwargs
         )
@@ -47,8 +59,26 @@ class CIFAR10DataModule(ImageClassificationDataModule):
             "true to fetch it (needs the internet), or use ImageFolderDataModule for a JPEG copy"
         )
 
+    def corrupt_fix(self) -> str:
+        return "the batches are corrupt: delete cifar-10-batches-py/ and run again with --data.download true"
+
+    def batch_files(self, train: bool) -> str:
+        """The pickled batches of the training or test set, for messages."""
+        folder = self.data_dir / datasets.CIFAR10.base_folder
+        return f"{folder}/{'data_batch_1..5' if train else 'test_batch'}"
+
+    def _checked(self, dataset: datasets.CIFAR10, train: bool) -> tuple[Tensor, Tensor]:
+        # torchvision holds the pickled batches as one (N, 32, 32, 3) uint8 array: a view, no copy yet.
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)
+        labels = torch.as_tensor(dataset.targets, dtype=torch.long)
+        self.check_data(images, labels, self.batch_files(train))
+        return images, labels
+
+    def per_sample_dataset(self, train: bool) -> Dataset:
+        dataset = super().per_sample_dataset(train)
+        self._checked(dataset, train)  # the unpickled arrays are in memory either way
+        return dataset
+
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
-        dataset = self._dataset(train)
-        # torchvision holds the pickled batches as one (N, 32, 32, 3) uint8 array.
-        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
-        return images, torch.tensor(dataset.targets, dtype=torch.long)
+        images, labels = self._checked(self._dataset(train), train)
+        return images.contiguous(), labels

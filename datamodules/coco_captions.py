@@ -14,6 +14,8 @@ given, else the validation images. ``predict`` also takes images without caption
 
 A partial image folder (the usual state of a COCO download in progress) is an error that counts and
 names the missing images; ``skip_missing: true`` trains on the images present and reports the counts.
+Each annotation file is checked once when it is read (``check_data``): every caption a non-empty string
+whose ``image_id`` is among the file's images, each image id listed once.
 
 Captions are tokenised by ``tokenize`` (lower case, words and numbers, punctuation dropped). The
 vocabulary holds ``<pad> <bos> <eos> <unk>`` then the training captions' words seen ``min_count`` times
@@ -46,8 +48,17 @@ from torchvision.datasets import CocoCaptions
 from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
+from core.domains import (
+    CountOrFraction,
+    FiniteFloat,
+    FolderPath,
+    PositiveFloat,
+    PositiveInt,
+    WorkerCount,
+)
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.captions import CaptionBatch, Vocabulary
+from datamodules.images import count_or_fraction, held_out_count
 
 ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
 IMAGES_URL = "http://images.cocodataset.org/zips/{folder}.zip"
@@ -57,6 +68,11 @@ OFFICIAL_IMAGE_FOLDERS = ("train2017", "val2017")
 # ImageNet's statistics: what torchvision's pretrained encoders expect, and close enough for COCO.
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 MISSING_SHOWN = 5  # missing files named in the error message
+
+
+def _is_caption(value: Any) -> bool:
+    """A caption is text with a word in it; an empty one would train the model to say nothing."""
+    return isinstance(value, str) and bool(value.strip())
 
 
 class CaptionedImages(Dataset):
@@ -84,23 +100,27 @@ class CocoCaptionsDataModule(LightningDataModule):
     """COCO captions JSON + image folder(s) -> batches of resized images with all their captions.
 
     Args:
-        data_dir: Folder the annotation and image paths below are relative to (absolute ones are kept).
-        train_annotations: Training captions JSON.
-        train_images: Folder of the training images.
-        val_annotations: Validation captions JSON; null holds out ``val_split`` of the training images.
+        data_dir: Folder the annotation and image paths below are relative to (absolute ones are kept);
+            downloaded into with ``download``.
+        train_annotations: Training captions JSON file, relative to ``data_dir``.
+        train_images: Folder of the training images, relative to ``data_dir``.
+        val_annotations: Validation captions JSON file; null holds out ``val_split`` of the training
+            images.
         val_images: Folder of the validation images.
-        test_annotations: Captions JSON for ``test`` and ``predict`` (for ``predict`` a JSON of images
-            alone will do); null uses the validation images.
-        test_images: Folder of the test images.
-        val_split: With ``val_annotations: null``: training images held out, a count or a fraction < 1.
-        image_size: Images are resized to this square size.
-        min_count: Words seen fewer times in the training captions become ``<unk>``.
+        test_annotations: Captions JSON file for ``test`` and ``predict`` (for ``predict`` a JSON of
+            images alone will do); null uses the validation images.
+        test_images: Folder of the test images (needed with ``test_annotations``).
+        val_split: With ``val_annotations: null``: training images held out, a whole count (>= 1) or a
+            fraction in (0, 1); it must leave at least one training and one validation image.
+        image_size: Images are resized to this square size in pixels (>= 1).
+        min_count: Words seen fewer times in the training captions become ``<unk>`` (>= 1).
         skip_missing: Use the images present when some listed in an annotation file are missing
             (their count is reported); by default a missing image is an error.
-        batch_size: Images per batch (each brings all of its captions, five for most of COCO).
-        num_workers: Loader processes that read and resize images.
-        seed: Seeds the validation split and the training shuffle.
-        mean_std: Per-channel mean and std the images are normalised with; ImageNet's by default.
+        batch_size: Images per batch (>= 1; each brings all of its captions, five for most of COCO).
+        num_workers: Loader processes that read and resize images (0 to 256).
+        seed: Seeds the validation split and the training shuffle (any int).
+        mean_std: Per-channel mean (finite) and std (finite, > 0) of the three channels the images are
+            normalised with; ImageNet's by default.
         download: Fetch the official 2017 annotations and image archives that are absent (needs the
             internet; ~1 GB for val2017 and the annotations, 18 GB for train2017).
         pin_memory: Pin host batches so copies to a GPU are asynchronous (only when CUDA is available).
@@ -117,33 +137,39 @@ class CocoCaptionsDataModule(LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data/coco",
+        data_dir: FolderPath = "data/coco",
         train_annotations: str = "annotations/captions_train2017.json",
         train_images: str = "train2017",
         val_annotations: str | None = "annotations/captions_val2017.json",
         val_images: str = "val2017",
         test_annotations: str | None = None,
         test_images: str | None = None,
-        val_split: float = 0.1,
-        image_size: int = 128,
-        min_count: int = 5,
+        val_split: CountOrFraction = 0.1,
+        image_size: PositiveInt = 128,
+        min_count: PositiveInt = 5,
         skip_missing: bool = False,
-        batch_size: int = 32,
-        num_workers: int = 0,
+        batch_size: PositiveInt = 32,
+        num_workers: WorkerCount = 0,
         seed: int = 42,
-        mean_std: tuple[tuple[float, float, float], tuple[float, float, float]] = IMAGENET_MEAN_STD,
+        mean_std: tuple[
+            tuple[FiniteFloat, FiniteFloat, FiniteFloat], tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+        ] = IMAGENET_MEAN_STD,
         download: bool = False,
         pin_memory: bool = True,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise DataConfigError(f"batch_size must be at least 1, got {batch_size}")
-        if image_size < 1:
-            raise DataConfigError(f"image_size must be at least 1, got {image_size}")
-        if min_count < 1:
-            raise DataConfigError(f"min_count must be at least 1, got {min_count}")
-        if val_split < 0:
-            raise DataConfigError(f"val_split must be a count or a fraction >= 0, got {val_split}")
+        # The parser enforces the domains for the command; these keep a plain-Python caller safe too.
+        for flag, value, least in (
+            ("batch_size", batch_size, 1),
+            ("image_size", image_size, 1),
+            ("min_count", min_count, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if value < least:
+                raise DataConfigError(f"--data.{flag}={value}: expected a whole number >= {least}")
+        val_split = count_or_fraction(val_split, "--data.val_split")
+        if not all(s > 0 for s in mean_std[1]):
+            raise DataConfigError(f"--data.mean_std: the stds {list(mean_std[1])} must all be > 0")
         if test_annotations is not None and test_images is None:
             raise DataConfigError("test_annotations needs test_images: set --data.test_images <folder>")
         self.data_dir = Path(data_dir)
@@ -225,6 +251,7 @@ class CocoCaptionsDataModule(LightningDataModule):
                 f"lists): {type(error).__name__}: {error}"
             ) from error
         index = coco.coco
+        self.check_data(annotations, index)
         captioned = [i for i in coco.ids if index.imgToAnns.get(i) or not captioned_only]
         if not captioned:
             raise DataConfigError(f"{annotations} lists no image with a caption")
@@ -251,9 +278,41 @@ class CocoCaptionsDataModule(LightningDataModule):
         )
         return CaptionedImages(coco, present)
 
+    def check_data(self, annotations: Path, index: Any) -> None:
+        """Raise ``DataConfigError`` naming the file, the entry and the value unless every annotation of
+        ``index`` (pycocotools' ``COCO`` of ``annotations``) has a caption that is a non-empty string and
+        an ``image_id`` among the file's images, and no image id is listed twice (pycocotools would keep
+        the last silently). Set operations and one pass over the captions, once per file read; the first
+        bad entry is looked for only on failure."""
+        images = index.dataset.get("images", [])
+        if len(index.imgs) != len(images):
+            seen: set[Any] = set()
+            for position, image in enumerate(images):
+                if image["id"] in seen:
+                    raise DataConfigError(
+                        f"{annotations}: images[{position}] has id {image['id']!r}, as an earlier image "
+                        "has: give every image its own id"
+                    )
+                seen.add(image["id"])
+        anns = index.dataset.get("annotations", [])
+        if {ann["image_id"] for ann in anns} - index.imgs.keys():
+            position, ann = next((i, a) for i, a in enumerate(anns) if a["image_id"] not in index.imgs)
+            raise DataConfigError(
+                f"{annotations}: annotations[{position}] (id {ann.get('id')!r}) is for image_id "
+                f"{ann['image_id']!r}, which is not among the file's {len(index.imgs)} images: remove it, "
+                "or add its image to 'images'"
+            )
+        if not all(_is_caption(ann.get("caption")) for ann in anns):
+            position, ann = next((i, a) for i, a in enumerate(anns) if not _is_caption(a.get("caption")))
+            raise DataConfigError(
+                f"{annotations}: annotations[{position}] (id {ann.get('id')!r}, image_id "
+                f"{ann['image_id']!r}) has caption {ann.get('caption')!r}, expected a non-empty string: "
+                "write its caption, or remove it"
+            )
+
     # --- splits ---------------------------------------------------------------------------------------
     def _held_out(self, n: int) -> int:
-        count = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
+        count = held_out_count(self.val_split, n)
         if not 1 <= count < n:
             raise DataConfigError(
                 f"val_split={self.val_split:g} of {n} training images leaves no validation or no training "

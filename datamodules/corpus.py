@@ -97,6 +97,62 @@ def first_bad_utf8(file: Path, chunk: int = 1 << 20) -> tuple[int, int, str]:
     return consumed, lines + 1, "no error"
 
 
+def read_words_file(path: Path) -> tuple[list[str], list[int]]:
+    """A cache folder's word list (a word, a tab and its count a line), checked as it is read: a line
+    that is not one refuses the file with its 1-based line number (a damaged or foreign file)."""
+    seen, counts = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        word, _, count = line.rpartition("\t")
+        if not word or not count.isdigit():
+            raise DataConfigError(
+                f"{path}, line {number}: {line[:40]!r} is not a word, a tab and a count: the cache file is "
+                "damaged; delete it and run again"
+            )
+        seen.append(word)
+        counts.append(int(count))
+    return seen, counts
+
+
+def whole_records(path: Path, size: int) -> int:
+    """How many ``size``-byte records ``path`` holds; a file cut inside one (a damaged cache) is refused."""
+    length = path.stat().st_size
+    if length % size:
+        raise DataConfigError(
+            f"{path} holds {length} bytes, not a whole number of {size}-byte records: the cache file is "
+            "damaged; delete it and run again"
+        )
+    return length // size
+
+
+def check_encoded(corpus: EncodedCorpus, ids: Tensor, sentences: Tensor) -> None:
+    """Check an encoded corpus against its vocabulary, in vectorised passes over the mapped file: every
+    id within ``0..len(words) - 1``, every word as frequent as ``counts`` says, sentence numbers never
+    decreasing. Files found in a cache folder that fail are stale or damaged; the error names them.
+    ``ids`` and ``sentences`` are ``corpus.encoded()``, read once by the caller."""
+    size = len(corpus.words)
+    where = str(corpus.encoded_path)
+    fix = "the cache's files disagree (stale or damaged); delete them and run again"
+    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= size):
+        at = int(((ids < 0) | (ids >= size)).nonzero()[0])
+        raise DataConfigError(
+            f"{where}: word {at} (counting from 0) has id {int(ids[at])}, outside the vocabulary's "
+            f"0..{size - 1} ({corpus.words_path}): {fix}"
+        )
+    found = torch.bincount(ids, minlength=size) if len(ids) else torch.zeros(size, dtype=torch.long)
+    if not torch.equal(found, corpus.counts):
+        word = int((found != corpus.counts).nonzero()[0])
+        raise DataConfigError(
+            f"{where}: {corpus.words[word]!r} occurs {int(found[word])} times, but {corpus.words_path} "
+            f"counts {int(corpus.counts[word])}: {fix}"
+        )
+    if len(sentences) > 1 and bool((sentences[1:] < sentences[:-1]).any()):
+        at = int((sentences[1:] < sentences[:-1]).nonzero()[0]) + 1
+        raise DataConfigError(
+            f"{where}: word {at} (counting from 0) has sentence number {int(sentences[at])}, below the one "
+            f"before it ({int(sentences[at - 1])}): {fix}"
+        )
+
+
 def sentence_ids(
     tokens: Tensor, max_sentence_length: int, last_break: int = -1, first: int = 0
 ) -> tuple[Tensor, int]:
@@ -146,12 +202,9 @@ class EncodedCorpus:
         self.max_sentence_length = max_sentence_length
         self.chunk_tokens = chunk_tokens
         tokens_path, words_path = self._token_files(files, cache_dir)
+        self.words_path = words_path
         if tokens_path.is_file() and words_path.is_file():
-            seen, seen_counts = [], []
-            for line in words_path.read_text(encoding="utf-8").splitlines():
-                word, count = line.rsplit("\t", 1)
-                seen.append(word)
-                seen_counts.append(int(count))
+            seen, seen_counts = read_words_file(words_path)
         else:
             seen, seen_counts = self._write_token_file(files, tokens_path)
             partial = words_path.with_suffix(".partial")
@@ -160,16 +213,16 @@ class EncodedCorpus:
             )
             partial.replace(words_path)  # complete or absent, for a later run that reuses it
         #: words and line breaks in the token file
-        self.raw_tokens = tokens_path.stat().st_size // 4
+        self.raw_tokens = whole_records(tokens_path, 4)
         self._tokens_path = tokens_path
         self._build_vocabulary(seen, torch.tensor(seen_counts, dtype=torch.long))
-        self._encoded_path = tokens_path.with_name(
+        self.encoded_path = tokens_path.with_name(
             f"{tokens_path.stem}.min{min_count}.len{max_sentence_length}.encoded"
         )
-        if not self._encoded_path.is_file():
+        if not self.encoded_path.is_file():
             self._encode()
         #: in-vocabulary words of the corpus, each stored with its sentence number
-        self.corpus_words = self._encoded_path.stat().st_size // 8
+        self.corpus_words = whole_records(self.encoded_path, 8)
 
     def _cache_key(self, files: list[Path]) -> str:
         """Names the token file after what determines it: the files (name, size, time) and tokenising."""
@@ -247,18 +300,29 @@ class EncodedCorpus:
         """The token file as vocabulary ids and sentence numbers, rare words and line breaks left out:
         what every epoch starts from, computed once. Written as int32 pairs, a chunk at a time."""
         stream = self.token_stream()
-        partial = self._encoded_path.with_suffix(".partial")
+        partial = self.encoded_path.with_suffix(".partial")
         last_break, first = -1, 0
         with open(partial, "wb") as out:
             for begin in range(0, len(stream), self.chunk_tokens):
                 chunk = stream[begin : begin + self.chunk_tokens].long()
+                # A token file found in a cache folder may not match its word list (a damaged file):
+                # an id outside it is refused here, by a min and a max per chunk, not as an IndexError.
+                if len(chunk) and (int(chunk.min()) < LINE_BREAK or int(chunk.max()) >= len(self._vocab_of)):
+                    bad = (chunk < LINE_BREAK) | (chunk >= len(self._vocab_of))
+                    at = begin + int(bad.nonzero()[0])
+                    partial.unlink(missing_ok=True)
+                    raise DataConfigError(
+                        f"{self._tokens_path}: token {at} (counting from 0) is id {int(stream[at])}, but "
+                        f"{self.words_path} lists {len(self._vocab_of)} words: the cache's files disagree; "
+                        "delete them and run again"
+                    )
                 sentences, last_break = sentence_ids(chunk, self.max_sentence_length, last_break, first)
                 first = int(sentences[-1])
                 words = self._vocab_of[chunk.clamp(min=0)]
                 kept = (words >= 0) & (chunk != LINE_BREAK)
                 pairs = torch.stack([words[kept], sentences[kept]], dim=1).to(torch.int32)
                 out.write(pairs.numpy().tobytes())
-        partial.replace(self._encoded_path)
+        partial.replace(self.encoded_path)
 
     def token_stream(self) -> Tensor:
         """The corpus as int32 ids in order of first sight, ``LINE_BREAK`` between lines; mapped from the
@@ -274,6 +338,6 @@ class EncodedCorpus:
             empty = torch.empty(0, dtype=torch.int32)
             return empty, empty
         pairs = torch.from_file(
-            str(self._encoded_path), shared=False, size=2 * self.corpus_words, dtype=torch.int32
+            str(self.encoded_path), shared=False, size=2 * self.corpus_words, dtype=torch.int32
         ).view(-1, 2)
         return pairs[:, 0], pairs[:, 1]

@@ -24,7 +24,6 @@ are ``(images, to_original)``: ``to_original`` ``(N, 2, 2)`` holds per-axis scal
 from __future__ import annotations
 
 import csv
-import math
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -38,12 +37,27 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from core.domains import (
+    CountOrFraction,
+    ExistingFolder,
+    FolderPath,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+)
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.image_folder import EXTENSIONS
+from datamodules.images import count_or_fraction, held_out_count
 from datamodules.tensors import InMemoryDataModule
 
 NUM_POINTS = 68
 CSV_NAME = "face_landmarks.csv"
+#: How far outside its image a landmark may lie, as a share of the image's width (x) or height (y). An
+#: annotator places a chin or an ear cut off by the frame where it would be: the tutorial's own CSV has
+#: points up to 12 pixels (2.7% of the height) outside their 500x446 image. Farther out, the row is wrong
+#: (x and y swapped, the wrong image named, another scale).
+OUTSIDE_MARGIN = 0.1
 #: The data-loading tutorial's archive: a ``faces/`` folder with the CSV and the 69 images.
 URL = "https://download.pytorch.org/tutorial/faces.zip"
 
@@ -90,6 +104,37 @@ class Faces:
     images: Tensor  # (N, 3, S, S) uint8
     landmarks: Tensor  # (N, 68, 2) float32, in the square's pixels
     to_original: Tensor  # (N, 2, 2): square pixels -> image-file pixels, scale then offset
+    lines: list[int]  # each face's line in the CSV, from 1
+    points_read: Tensor  # (N, 68, 2) float32: the CSV's points, in the image file's pixels
+    sizes: Tensor  # (N, 2) float32: each image file's width and height
+    checked: bool = False  # by check_data
+
+
+def check_landmarks(csv_path: Path, faces: Faces) -> None:
+    """Raise ``DataConfigError`` naming the CSV, its line, the point and its value unless every landmark
+    read is finite and within its image, give or take ``OUTSIDE_MARGIN`` of the image's size.
+    Whole-tensor reductions; the first bad point is looked for only on failure."""
+    points, sizes = faces.points_read, faces.sizes
+    finite = torch.isfinite(points)
+    if not finite.all():
+        face, point, _ = (~finite).nonzero()[0].tolist()
+        x, y = points[face, point].tolist()
+        raise DataConfigError(
+            f"{csv_path} line {faces.lines[face]}: point {point} of {faces.names[face]} is (x={x}, y={y}); "
+            "coordinates must be finite numbers"
+        )
+    low = (-OUTSIDE_MARGIN * sizes).unsqueeze(1)
+    high = ((1 + OUTSIDE_MARGIN) * sizes).unsqueeze(1)
+    outside = (points < low) | (points > high)
+    if outside.any():
+        face, point, _ = outside.nonzero()[0].tolist()
+        x, y = points[face, point].tolist()
+        width, height = (int(v) for v in sizes[face].tolist())
+        raise DataConfigError(
+            f"{csv_path} line {faces.lines[face]}: point {point} (x={x:g}, y={y:g}) lies outside the "
+            f"{width}x{height} image {faces.names[face]} by more than {OUTSIDE_MARGIN:.0%} of its size: the "
+            "row is wrong (x and y swapped? another image's points?); correct or remove it"
+        )
 
 
 def decode(path: Path) -> Tensor:
@@ -127,8 +172,10 @@ def letterbox(image: Tensor, points: Tensor, size: int) -> tuple[Tensor, Tensor,
     return image.as_subclass(Tensor), keypoints.as_subclass(Tensor), to_original
 
 
-def read_landmarks_csv(path: Path) -> list[tuple[str, Tensor]]:
-    """The rows of the tutorial's CSV as ``(image name, (68, 2) points)``; one-line errors for bad rows."""
+def read_landmarks_csv(path: Path) -> list[tuple[int, str, Tensor]]:
+    """The rows of the tutorial's CSV as ``(line number, image name, (68, 2) points)``, line numbers from
+    1 as an editor shows them; one-line errors for rows that are not an image name and 136 numbers
+    (``FaceLandmarksDataModule.check_data`` checks the values)."""
     columns = 1 + 2 * NUM_POINTS
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.reader(file))
@@ -149,14 +196,25 @@ def read_landmarks_csv(path: Path) -> list[tuple[str, Tensor]]:
             )
         try:
             values = [float(v) for v in row[1:]]
-        except ValueError as error:
-            raise DataConfigError(f"{path} line {line}: a coordinate is not a number ({error})") from error
-        if not all(math.isfinite(v) for v in values):
-            raise DataConfigError(f"{path} line {line}: coordinates must be finite numbers")
-        faces.append((row[0], torch.tensor(values, dtype=torch.float32).view(NUM_POINTS, 2)))
+        except ValueError:
+            column, value = next((c, v) for c, v in enumerate(row[1:], start=2) if not _is_number(v))
+            raise DataConfigError(
+                f"{path} line {line}: column {column} ({rows[0][column - 1]}) is {value!r}, not a number"
+            ) from None
+        if not row[0].strip():
+            raise DataConfigError(f"{path} line {line}: the image name (column 1) is empty")
+        faces.append((line, row[0], torch.tensor(values, dtype=torch.float32).view(NUM_POINTS, 2)))
     if not faces:
         raise DataConfigError(f"{path} holds no faces, only a header")
     return faces
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class FaceLandmarksDataModule(InMemoryDataModule):
@@ -165,23 +223,30 @@ class FaceLandmarksDataModule(InMemoryDataModule):
     Validation, test and predict read the held-out faces (the tutorial has no test set); predict reads
     every image of ``predict_dir`` instead when it is given, in file-name order (``predict_names``).
 
+    The faces read are checked once, before the first split is served (``check_data``): every image
+    the CSV names is there and decodes, and every landmark is finite and within its image, give or take
+    ``OUTSIDE_MARGIN`` of the image's size.
+
     Args:
-        data_dir: Folder holding the CSV and the images it names.
-        csv_file: The CSV's file name inside ``data_dir``.
-        image_size: Each image is rescaled so its longer side has this many pixels, and padded to a
-            square (the tutorial's ``Rescale``).
-        crop_size: Square crops of this size are what the network sees: random for training (the
-            tutorial's ``RandomCrop``), central otherwise.
+        data_dir: Folder holding the CSV and the images it names (downloaded into with ``download``).
+        csv_file: The CSV's file name inside ``data_dir`` (a file, not a folder).
+        image_size: Each image is rescaled so its longer side has this many pixels (>= 1), and padded
+            to a square (the tutorial's ``Rescale``).
+        crop_size: Square crops of this size (1..image_size) are what the network sees: random for
+            training (the tutorial's ``RandomCrop``), central otherwise.
         horizontal_flip: Training augmentation: flip half the faces, swapping left and right landmarks.
-        rotation: Training augmentation: rotate by up to this many degrees either way (0: none).
-        scale_range: Training augmentation: zoom by a factor drawn from this range ((1, 1): none).
-        translate: Training augmentation: shift by up to this fraction of the image size (0: none).
-        color_jitter: Training augmentation: brightness, contrast and saturation jitter (0: none).
-        val_split: Faces held out for validation: a count, or a fraction if below 1.
-        batch_size: Faces per batch.
-        seed: Seeds the held-out split and the training shuffle.
+        rotation: Training augmentation: rotate by up to this many degrees either way (0..180; 0: none).
+        scale_range: Training augmentation: zoom by a factor drawn from this range (low, high with
+            0 < low <= high; (1, 1): none).
+        translate: Training augmentation: shift by up to this fraction of the image size ([0, 1]; 0:
+            none).
+        color_jitter: Training augmentation: brightness, contrast and saturation jitter (>= 0; 0: none).
+        val_split: Faces held out for validation: a whole count (>= 0), or a fraction in [0, 1); it must
+            leave at least one training face.
+        batch_size: Faces per batch (>= 1).
+        seed: Seeds the held-out split and the training shuffle (any int).
         download: Fetch the tutorial's ``faces.zip`` into ``data_dir`` when the CSV is absent.
-        predict_dir: Optional folder of images (no landmarks needed) for ``predict``.
+        predict_dir: Optional folder of images (no landmarks needed) for ``predict``; it must exist.
     """
 
     #: The random crop has no off switch, and its offsets are drawn per process: a fit on two processes
@@ -201,39 +266,49 @@ class FaceLandmarksDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data/faces",
+        data_dir: FolderPath = "data/faces",
         csv_file: str = CSV_NAME,
-        image_size: int = 128,
-        crop_size: int = 112,
+        image_size: PositiveInt = 128,
+        crop_size: PositiveInt = 112,
         horizontal_flip: bool = True,
-        rotation: float = 15.0,
-        scale_range: tuple[float, float] = (0.85, 1.15),
-        translate: float = 0.08,
-        color_jitter: float = 0.3,
-        val_split: float = 0.2,
-        batch_size: int = 16,
+        rotation: NonNegativeFloat = 15.0,
+        scale_range: tuple[PositiveFloat, PositiveFloat] = (0.85, 1.15),
+        translate: Probability = 0.08,
+        color_jitter: NonNegativeFloat = 0.3,
+        val_split: CountOrFraction = 0.2,
+        batch_size: PositiveInt = 16,
         seed: int = 42,
         download: bool = False,
-        predict_dir: str | None = None,
+        predict_dir: ExistingFolder | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
-        if batch_size < 1:
-            raise DataConfigError(f"batch_size must be at least 1, got {batch_size}")
+        # The parser enforces each argument's domain for the command; these keep a plain-Python caller
+        # safe too, and check what a type cannot say (one argument against another).
         if not 0 < crop_size <= image_size:
             raise DataConfigError(
-                f"crop_size={crop_size} must be between 1 and image_size={image_size}: "
+                f"--data.crop_size={crop_size} must be between 1 and --data.image_size={image_size}: "
                 "the crops are cut from the rescaled image"
             )
-        if val_split < 0:
-            raise DataConfigError(f"val_split must be a count or a fraction >= 0, got {val_split}")
+        if not 0 <= rotation <= 180:
+            raise DataConfigError(f"--data.rotation={rotation}: expected degrees in 0..180")
+        if not 0 <= translate <= 1:
+            raise DataConfigError(f"--data.translate={translate}: expected a fraction of the size in [0, 1]")
+        if not color_jitter >= 0:
+            raise DataConfigError(f"--data.color_jitter={color_jitter}: expected a number >= 0")
         if not 0 < scale_range[0] <= scale_range[1]:
-            raise DataConfigError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+            raise DataConfigError(
+                f"--data.scale_range={list(scale_range)}: expected [low, high] with 0 < low <= high"
+            )
         self.data_dir = Path(data_dir)
         self.csv_path = self.data_dir / csv_file
+        if not csv_file.strip() or self.csv_path.is_dir():
+            raise DataConfigError(
+                f"--data.csv_file={csv_file!r}: expected the name of the CSV file inside data_dir={data_dir}"
+            )
         self.image_size = image_size
         self.crop_size = crop_size
         self.horizontal_flip = horizontal_flip
-        self.val_split = val_split
+        self.val_split = count_or_fraction(val_split, "--data.val_split")
         self.download = download
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.predict_names: list[str] = []
@@ -286,20 +361,47 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         if self._faces is None:
             if not self.csv_path.is_file():
                 raise DataNotFoundError(self.missing_message())
-            names, images, points, maps = [], [], [], []
-            for name, landmarks in read_landmarks_csv(self.csv_path):
-                image = decode(self.data_dir / name)
+            rows = read_landmarks_csv(self.csv_path)
+            names, images, points, maps, sizes = [], [], [], [], []
+            for line, name, landmarks in rows:
+                path = self.data_dir / name
+                if not path.is_file():
+                    raise DataNotFoundError(
+                        f"image {path} not found ({self.csv_path} line {line} names it): add it, or remove "
+                        "the line"
+                    )
+                image = decode(path)
                 square, moved, to_original = letterbox(image, landmarks, self.image_size)
                 names.append(name)
                 images.append(square)
                 points.append(moved)
                 maps.append(to_original)
-            self._faces = Faces(names, torch.stack(images), torch.stack(points), torch.stack(maps))
+                sizes.append(image.shape[-2:][::-1])  # (width, height), as the points are (x, y)
+            self._faces = Faces(
+                names,
+                torch.stack(images),
+                torch.stack(points),
+                torch.stack(maps),
+                lines=[line for line, _, _ in rows],
+                points_read=torch.stack([landmarks for _, _, landmarks in rows]),
+                sizes=torch.tensor(sizes, dtype=torch.float32),
+            )
         return self._faces
+
+    def check_data(self, split: str, tensors: tuple[Tensor, ...]) -> None:
+        """Once, before a split is served: the landmarks read from the CSV (``check_landmarks``: finite,
+        within their images), then ``InMemoryDataModule``'s check of the split's tensors. Every image the
+        CSV names was found and decoded when the faces were read."""
+        if not (split == "predict" and self.predict_dir is not None):
+            faces = self.faces()
+            if not faces.checked:
+                check_landmarks(self.csv_path, faces)
+                faces.checked = True
+        super().check_data(split, tensors)
 
     def split_indices(self, n: int) -> tuple[Tensor, Tensor]:
         """Training and held-out indices of ``n`` faces: a permutation seeded by ``seed``."""
-        count = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
+        count = held_out_count(self.val_split, n)
         if not 0 <= count < n:
             raise DataConfigError(
                 f"val_split={self.val_split:g} leaves no training faces out of {n}: "

@@ -4,7 +4,9 @@ Layout: ``<data_dir>/train/<class>/*`` and, when present, ``val/`` and ``test/``
 folders; without ``val/`` a seeded part of ``train/`` is held out. The first run decodes every image
 (torchvision.io, JPEG/PNG/...) into one uint8 tensor per split and saves it under ``cache_dir``; later
 runs, and every epoch, decode nothing. The cache is keyed by the files' names, sizes and modification
-times and by ``image_size``, so changed data is decoded again.
+times and by ``image_size``, so changed data is decoded again. What is read (decoded or from the cache)
+is checked once (``check_data``): every image of the same size and channels (``image_size``,
+``grayscale``), one label per image in the class range; a cache that fails the check is decoded again.
 
 CIFAR-10 as JPEGs (``tar xzf cifar10_jpg.tar.gz -C data/``) trains with
 ``--data ImageFolderDataModule --data.data_dir data/cifar10_jpg``.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,9 @@ from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from core.domains import FiniteFloat, FolderPath, PositiveFloat, PositiveInt
 from core.errors import DataConfigError, DataNotFoundError
-from datamodules.images import ImageClassificationDataModule
+from datamodules.images import ImageClassificationDataModule, sample_text
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -47,26 +51,42 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     """Images from ``train/<class>/``, ``val/<class>/`` and ``test/<class>/`` folders.
 
     Args:
-        image_size: Resize every image to this square size; None keeps sizes, which must then agree.
+        image_size: Resize every image to this square size in pixels (>= 1); None keeps sizes, which
+            must then agree.
         grayscale: Decode to one channel instead of RGB.
-        cache_dir: Where decoded tensors are cached; default ``<data_dir>/.cache``. If it cannot be
-            written, the run goes on without a cache.
-        mean_std: Per-channel mean and std for ``normalize``; None computes them from the training split.
-        **kwargs: The arguments of ``ImageClassificationDataModule``.
+        cache_dir: Folder where decoded tensors are cached (not a file); default ``<data_dir>/.cache``.
+            If it cannot be written, the run goes on without a cache.
+        mean_std: Per-channel mean (finite) and std (finite, > 0) for ``normalize``, one of each per
+            channel (3, or 1 with ``grayscale``); None computes them from the training split.
+        *args, **kwargs: The arguments of ``ImageClassificationDataModule``.
     """
 
     def __init__(
         self,
         *args,
-        image_size: int | None = None,
+        image_size: PositiveInt | None = None,
         grayscale: bool = False,
-        cache_dir: str | None = None,
-        mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        cache_dir: FolderPath | None = None,
+        mean_std: tuple[tuple[FiniteFloat, ...], tuple[PositiveFloat, ...]] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if image_size is not None and image_size < 1:
+            raise DataConfigError(f"--data.image_size={image_size}: expected a size in pixels >= 1, or null")
+        channels = 1 if grayscale else 3
+        if mean_std is not None:
+            mean, std = mean_std
+            if len(mean) != channels or len(std) != channels:
+                raise DataConfigError(
+                    f"--data.mean_std: {len(mean)} means and {len(std)} stds for {channels}-channel images "
+                    f"(grayscale={grayscale}): give {channels} of each"
+                )
+            if not all(s > 0 for s in std):
+                raise DataConfigError(f"--data.mean_std: the stds {list(std)} must all be > 0")
         self.image_size = image_size
         self.grayscale = grayscale
+        self.image_shape = (channels, image_size, image_size)
+        self.dataset_name = f"the class folders of {self.data_dir}"
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / ".cache"
         self.mean_std = mean_std
         self.classes = self._class_names()
@@ -133,13 +153,52 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             )
         return torch.stack(images), torch.tensor([label for _, label in files], dtype=torch.long)
 
+    def corrupt_fix(self) -> str:
+        # Only a cache can fail the check (decoding makes what it expects); it is then decoded again.
+        return "the cache does not hold these images"
+
+    def check_data(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        images_file: str | Path,
+        labels_file: str | Path | None = None,
+        name_of: Callable[[int], str] | None = None,
+        files: list[tuple[Path, int]] | None = None,
+    ) -> None:
+        """``ImageClassificationDataModule.check_data``, and with ``files``: one image per file, labelled
+        with its folder's class (a cache made from other files fails this)."""
+        if files is not None:
+
+            def name_of(index: int) -> str:
+                return str(files[index][0].relative_to(self.data_dir))
+
+        super().check_data(images, labels, images_file, labels_file, name_of)
+        if files is None:
+            return
+        if len(labels) != len(files):
+            raise DataConfigError(
+                f"{images_file}: {len(labels)} images for the {len(files)} image files: {self.corrupt_fix()}"
+            )
+        expected = torch.tensor([label for _, label in files], dtype=labels.dtype)
+        if not torch.equal(labels, expected):
+            index = int((labels != expected).nonzero()[0])
+            raise DataConfigError(
+                f"{images_file}: label {int(labels[index])} at {sample_text(index, name_of)}, whose folder "
+                f"is class {int(expected[index])}: {self.corrupt_fix()}"
+            )
+
     def _load(self, split: str) -> tuple[Tensor, Tensor]:
         files = self._files(split)
         cache = self._cache_path(split, files)
         if cache.is_file():
             try:
                 cached = torch.load(cache, weights_only=True)
-                return cached["images"], cached["labels"]
+                images, labels = cached["images"], cached["labels"]
+                self.check_data(images, labels, cache, files=files)
+                return images, labels
+            except DataConfigError as error:  # readable, but not these images: rebuild it
+                warnings.warn(f"{error}; decoding the images again", stacklevel=2)
             except Exception as error:  # truncated, or not ours: any failure to read means rebuild it
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 warnings.warn(
@@ -147,6 +206,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                     stacklevel=2,
                 )
         images, labels = self._decode(files)
+        self.check_data(images, labels, self.data_dir / split, files=files)
         # One temporary file per process: the processes of a multi-node run may all build the cache at
         # once, and a half-written cache is never read.
         temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")

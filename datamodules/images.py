@@ -13,6 +13,7 @@ Data that does not fit (``in_memory: false``) goes through the usual per-sample 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,8 +24,39 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from core.domains import CountOrFraction, FolderPath, NonNegativeInt, PositiveInt, WorkerCount
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
+
+
+def count_or_fraction(value: float, flag: str) -> float:
+    """``value`` as a part of a data set: a whole count, or a fraction in [0, 1). The parser checks this
+    for the command (``CountOrFraction``); this does the same for a plain-Python caller. 2.5 is neither
+    and is refused, naming ``flag``."""
+    try:
+        return float(CountOrFraction(value))
+    except ValueError as error:
+        raise DataConfigError(f"{flag}={value}: {error}") from None
+
+
+def held_out_count(val_split: float, n: int) -> int:
+    """How many of ``n`` items ``val_split`` holds out: a fraction (< 1) of ``n``, rounded, or a count.
+    ``val_split`` has been through ``count_or_fraction``, so a count is whole."""
+    return round(val_split * n) if val_split < 1 else int(val_split)
+
+
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    """``(C, H, W)`` in words, ``None`` meaning any: "1 channel of 28x28 pixels", "3 channels"."""
+    channels, height, width = shape
+    text = "any channels" if channels is None else f"{channels} channel{'s' if channels != 1 else ''}"
+    if height is not None or width is not None:
+        text += f" of {height or 'any'}x{width or 'any'} pixels"
+    return text
+
+
+def sample_text(index: int, name_of: Callable[[int], str] | None = None) -> str:
+    """Sample ``index`` for a message: its 0-based index, and its name (its file) where known."""
+    return f"sample {index} (counting from 0{', ' + name_of(index) if name_of is not None else ''})"
 
 
 def random_crop_flip(images: Tensor, padding: int, flip: bool) -> Tensor:
@@ -54,18 +86,23 @@ def random_crop_flip(images: Tensor, padding: int, flip: bool) -> Tensor:
 class ImageClassificationDataModule(LightningDataModule):
     """Shared machinery of the image datamodules; subclasses implement ``load_split``.
 
+    The data read are checked once, when a split is loaded (``check_data``): images ``(N, C, H, W)``
+    uint8 of ``image_shape``, one integer label per image in ``0..len(classes)-1``.
+
     Args:
-        data_dir: Where the dataset lives (or is downloaded to).
-        val_split: Training images held out for validation: a count, or a fraction if below 1.
-        batch_size: Images per batch.
-        num_workers: Loader processes for the per-sample path (``in_memory: false``); the in-memory
+        data_dir: Folder where the dataset lives (or is downloaded to); not a file.
+        val_split: Training images held out for validation: a whole count (>= 0), or a fraction in
+            [0, 1); it must leave at least one training image.
+        batch_size: Images per batch (>= 1).
+        num_workers: Loader processes for the per-sample path (``in_memory: false``; >= 0); the in-memory
             path needs none.
-        seed: Seeds the validation split and the training shuffle.
+        seed: Seeds the validation split and the training shuffle (any int).
         normalize: Subtract the training set's per-channel mean and divide by its std; else x / 255.
         download: Download the data when it is absent (needs the internet).
         in_memory: Hold the whole dataset as one uint8 tensor (default); false for data that does not
             fit in memory: per-sample dataset and DataLoader.
-        random_crop_padding: Training augmentation: random crop after zero padding by this many pixels.
+        random_crop_padding: Training augmentation: random crop after zero padding by this many pixels
+            (>= 0; 0: none).
         horizontal_flip: Training augmentation: random horizontal flip.
         pin_memory: Pin host batches so copies to a GPU are asynchronous (only when CUDA is available).
     """
@@ -74,31 +111,39 @@ class ImageClassificationDataModule(LightningDataModule):
     mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     #: names of the classes, index = label
     classes: tuple[str, ...] | list[str]
+    #: (channels, height, width) every image must have; None where any size is accepted
+    image_shape: tuple[int | None, int | None, int | None] = (None, None, None)
+    #: the dataset's name in messages
+    dataset_name = "the dataset"
     #: The arguments that turn the training augmentation off (random crops and flips are drawn per
     #: process): with them a run on two processes computes what one process computes (docs/architecture.md).
     deterministic_args: ClassVar[dict[str, Any] | None] = {"random_crop_padding": 0, "horizontal_flip": False}
 
     def __init__(
         self,
-        data_dir: str = "data",
-        val_split: float = 5000,
-        batch_size: int = 128,
-        num_workers: int = 0,
+        data_dir: FolderPath = "data",
+        val_split: CountOrFraction = 5000,
+        batch_size: PositiveInt = 128,
+        num_workers: WorkerCount = 0,
         seed: int = 42,
         normalize: bool = True,
         download: bool = False,
         in_memory: bool = True,
-        random_crop_padding: int = 0,
+        random_crop_padding: NonNegativeInt = 0,
         horizontal_flip: bool = False,
         pin_memory: bool = True,
     ) -> None:
         super().__init__()
-        if val_split < 0:
-            raise ValueError(f"val_split must be a count or a fraction >= 0, got {val_split}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        # The parser enforces the domains for the command; these keep a plain-Python caller safe too.
+        for flag, value, least in (
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("random_crop_padding", random_crop_padding, 0),
+        ):
+            if value < least:
+                raise DataConfigError(f"--data.{flag}={value}: expected a whole number >= {least}")
         self.data_dir = Path(data_dir)
-        self.val_split = val_split
+        self.val_split = count_or_fraction(val_split, "--data.val_split")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -124,6 +169,54 @@ class ImageClassificationDataModule(LightningDataModule):
         """For ``torchvision_dataset`` data: what the folder should hold and how to get it, one line."""
         raise NotImplementedError
 
+    def corrupt_fix(self) -> str:
+        """What to do about a data file that fails ``check_data``, for the end of its message."""
+        return "the file is corrupt: replace it with a good copy"
+
+    # --- the data read, checked once --------------------------------------------------------------------
+    def check_data(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        images_file: str | Path,
+        labels_file: str | Path | None = None,
+        name_of: Callable[[int], str] | None = None,
+    ) -> None:
+        """Raise ``DataConfigError`` naming the file, the sample and the value unless ``images`` are
+        ``(N, C, H, W)`` uint8 of ``image_shape`` and ``labels`` ``(N,)`` integers in
+        ``0..len(classes)-1``. Whole-tensor reductions, run once when a split is loaded (never per
+        batch); the first bad sample is looked for only on failure. ``name_of(index)`` names a sample (its
+        image file) in the message, where there is a name."""
+        labels_file = images_file if labels_file is None else labels_file
+        fix = self.corrupt_fix()
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise DataConfigError(
+                f"{images_file}: images are {str(images.dtype).removeprefix('torch.')} of shape "
+                f"{tuple(images.shape)}, expected uint8 (N, channels, height, width): {fix}"
+            )
+        found = tuple(images.shape[1:])
+        if any(e is not None and e != f for e, f in zip(self.image_shape, found, strict=True)):
+            raise DataConfigError(
+                f"{images_file}: images are {_shape_text(found)}, expected {_shape_text(self.image_shape)} "
+                f"for {self.dataset_name}: {fix}"
+            )
+        if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex:
+            raise DataConfigError(
+                f"{labels_file}: labels are {str(labels.dtype).removeprefix('torch.')} of shape "
+                f"{tuple(labels.shape)}, expected one integer per image: {fix}"
+            )
+        if len(labels) != len(images):
+            raise DataConfigError(
+                f"{labels_file}: {len(labels)} labels for the {len(images)} images of {images_file}: {fix}"
+            )
+        count = len(self.classes)
+        if len(labels) and (labels.min() < 0 or labels.max() >= count):
+            index = int(((labels < 0) | (labels >= count)).nonzero()[0])
+            raise DataConfigError(
+                f"{labels_file}: label {int(labels[index])} at {sample_text(index, name_of)} is outside "
+                f"0..{count - 1} ({count} classes in {self.dataset_name}): {fix}"
+            )
+
     # --- torchvision datasets -------------------------------------------------------------------------
     def _dataset(self, train: bool, transform: v2.Transform | None = None) -> Dataset:
         assert self.torchvision_dataset is not None
@@ -146,7 +239,7 @@ class ImageClassificationDataModule(LightningDataModule):
 
     # --- splits ---------------------------------------------------------------------------------------
     def _val_count(self, n: int) -> int:
-        count = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
+        count = held_out_count(self.val_split, n)
         if not 0 <= count < n:
             raise DataConfigError(
                 f"val_split={self.val_split:g} leaves no training images out of {n}: "

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from core.domains import FiniteFloat, Fraction, NonNegativeFloat, PositiveInt
+from core.errors import DataConfigError
 from datamodules.tensors import InMemoryDataModule
 
 
@@ -20,33 +22,43 @@ class LineDataModule(InMemoryDataModule):
     """``(x, y)`` pairs of shape ``(n, 1)`` on the line ``y = slope·x + intercept + noise``.
 
     Args:
-        n_points: Points drawn for training and validation together.
-        slope: The line's slope m.
-        intercept: The line's intercept c.
-        noise_std: Standard deviation of the Gaussian noise added to y.
-        val_fraction: Fraction of ``n_points`` held out for validation, chosen by a seeded permutation.
-        n_test: Points of a separate draw for ``test`` and ``predict``.
-        batch_size: Samples per batch.
-        seed: Seeds the points, the split and the training shuffle.
+        n_points: Points drawn for training and validation together (>= 2: one of each).
+        slope: The line's slope m (a finite number).
+        intercept: The line's intercept c (a finite number).
+        noise_std: Standard deviation of the Gaussian noise added to y (finite, >= 0).
+        val_fraction: Fraction of ``n_points`` held out for validation, chosen by a seeded permutation
+            (in (0, 1), leaving at least one point in each split).
+        n_test: Points of a separate draw for ``test`` and ``predict`` (>= 1).
+        batch_size: Samples per batch (>= 1).
+        seed: Seeds the points, the split and the training shuffle (any int).
     """
 
     def __init__(
         self,
-        n_points: int = 256,
-        slope: float = 2.0,
-        intercept: float = 3.0,
-        noise_std: float = 0.25,
-        val_fraction: float = 0.2,
-        n_test: int = 64,
-        batch_size: int = 32,
+        n_points: PositiveInt = 256,
+        slope: FiniteFloat = 2.0,
+        intercept: FiniteFloat = 3.0,
+        noise_std: NonNegativeFloat = 0.25,
+        val_fraction: Fraction = 0.2,
+        n_test: PositiveInt = 64,
+        batch_size: PositiveInt = 32,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
+            raise DataConfigError(
+                f"--data.val_fraction must be strictly between 0 and 1, got {val_fraction}: the line holds "
+                "out a share of its points for validation"
+            )
         n_val = round(n_points * val_fraction)
         if n_val < 1 or n_points - n_val < 1:
-            raise ValueError(f"n_points={n_points} with val_fraction={val_fraction} leaves a split empty")
+            raise DataConfigError(
+                f"--data.n_points={n_points} with --data.val_fraction={val_fraction} leaves a split empty "
+                f"({n_points - n_val} training, {n_val} validation points): draw more points or change the "
+                "fraction"
+            )
+        if n_test < 1:
+            raise DataConfigError(f"--data.n_test must be at least 1, got {n_test}")
         self.n_points, self.n_val, self.n_test = n_points, n_val, n_test
         self.slope, self.intercept, self.noise_std = slope, intercept, noise_std
 

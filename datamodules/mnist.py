@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor
+from torch.utils.data import Dataset
 from torchvision import datasets
 
 from core.errors import DataConfigError
@@ -56,11 +57,15 @@ class MNISTDataModule(ImageClassificationDataModule):
     """The 60,000 training images (5,000 held out for validation by default) and 10,000 test images.
 
     Reads torchvision's layout, ``<data_dir>/MNIST/raw/`` with the four IDX files; ``download: true``
-    fetches them. Arguments are those of ``ImageClassificationDataModule``.
+    fetches them. Arguments are those of ``ImageClassificationDataModule``. The tensors torchvision
+    parses from the IDX files are checked once (``check_data``): 28x28 single-channel uint8 images, one
+    label in 0..9 per image (an IDX label byte can hold 0..255, and torchvision does not look).
     """
 
     mean_std = ((0.1307,), (0.3081,))  # of the 60,000 training images, the usual constants
     classes = tuple(str(d) for d in range(10))
+    image_shape = (1, 28, 28)
+    dataset_name = "MNIST"
 
     torchvision_dataset = datasets.MNIST
 
@@ -78,6 +83,26 @@ class MNISTDataModule(ImageClassificationDataModule):
             "or point --data.data_dir at a folder holding MNIST/raw/"
         )
 
+    def corrupt_fix(self) -> str:
+        return "the file is corrupt: delete it and run again with --data.download true to download it"
+
+    def idx_files(self, train: bool) -> tuple[Path, Path]:
+        """The images and labels IDX files of the training or test set."""
+        raw = self.data_dir / "MNIST" / "raw"
+        prefix = "train" if train else "t10k"
+        return raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+
+    def _checked(self, dataset: datasets.MNIST, train: bool) -> tuple[Tensor, Tensor]:
+        # torchvision has already parsed the IDX file into one (N, 28, 28) uint8 tensor.
+        images, labels = dataset.data.unsqueeze(1), dataset.targets.long()
+        self.check_data(images, labels, *self.idx_files(train))
+        return images, labels
+
+    def per_sample_dataset(self, train: bool) -> Dataset:
+        dataset = super().per_sample_dataset(train)
+        self._checked(dataset, train)  # the parsed tensors are in memory either way
+        return dataset
+
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         try:
             dataset = self._dataset(train)
@@ -88,5 +113,5 @@ class MNISTDataModule(ImageClassificationDataModule):
                 if (problem := idx_problem(raw / name)) is not None:
                     raise DataConfigError(f"{problem}: download MNIST again (--data.download true)") from None
             raise DataConfigError(f"MNIST in {raw} cannot be read ({error}): download it again") from None
-        # torchvision has already parsed the IDX file into one (N, 28, 28) uint8 tensor.
-        return dataset.data.unsqueeze(1).contiguous(), dataset.targets.long()
+        images, labels = self._checked(dataset, train)
+        return images.contiguous(), labels

@@ -12,6 +12,8 @@ import zlib
 import torch
 from torch import Tensor
 
+from core.domains import PositiveInt
+from core.errors import DataConfigError
 from datamodules.tensors import InMemoryDataModule
 
 
@@ -19,21 +21,21 @@ class RandomTensorDataModule(InMemoryDataModule):
     """Random inputs ``(n, n_features)`` ~ N(0, 1) and binary float targets ``(n, 1)``.
 
     Args:
-        n_features: Width of each input vector (the tutorial's ``n_in``).
-        n_train: Training samples; the tutorial trains on one batch of 10.
-        n_val: Validation samples.
-        n_test: Test samples (also used by ``predict``).
-        batch_size: Samples per batch; the tutorial's is 10, the whole training set.
-        seed: Seeds the data and the training shuffle.
+        n_features: Width of each input vector (the tutorial's ``n_in``; >= 1).
+        n_train: Training samples (>= 1); the tutorial trains on one batch of 10.
+        n_val: Validation samples (>= 1).
+        n_test: Test samples, also used by ``predict`` (>= 1).
+        batch_size: Samples per batch (>= 1); the tutorial's is 10, the whole training set.
+        seed: Seeds the data and the training shuffle (any int).
     """
 
     def __init__(
         self,
-        n_features: int = 10,
-        n_train: int = 10,
-        n_val: int = 10,
-        n_test: int = 10,
-        batch_size: int = 10,
+        n_features: PositiveInt = 10,
+        n_train: PositiveInt = 10,
+        n_val: PositiveInt = 10,
+        n_test: PositiveInt = 10,
+        batch_size: PositiveInt = 10,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
@@ -44,7 +46,7 @@ class RandomTensorDataModule(InMemoryDataModule):
             "n_test": n_test,
         }.items():
             if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+                raise DataConfigError(f"--data.{name} must be at least 1, got {value}")
         self.n_features = n_features
         self.sizes = {"train": n_train, "val": n_val, "test": n_test, "predict": n_test}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from core.domains import FiniteFloat, PositiveInt
+from core.errors import DataConfigError
 from datamodules.tensors import InMemoryDataModule
 
 
@@ -17,9 +19,9 @@ class SineWaveDataModule(InMemoryDataModule):
     """One sequence ``x = sin(t[:-1])``, ``y = sin(t[1:])`` with ``t = linspace(t_start, t_end, n_points)``.
 
     Args:
-        n_points: Points of the wave (the tutorial's ``seq_length + 1``).
-        t_start: First time step.
-        t_end: Last time step.
+        n_points: Points of the wave (the tutorial's ``seq_length + 1``; >= 2: an input and its target).
+        t_start: First time step (a finite number).
+        t_end: Last time step (a finite number above ``t_start``).
     """
 
     shuffle_train = False  # the order of the points is what the network learns
@@ -27,9 +29,17 @@ class SineWaveDataModule(InMemoryDataModule):
     # and all make the same updates, so a data-parallel run computes what one process does.
     shard = False
 
-    def __init__(self, n_points: int = 21, t_start: float = 2.0, t_end: float = 10.0) -> None:
+    def __init__(
+        self, n_points: PositiveInt = 21, t_start: FiniteFloat = 2.0, t_end: FiniteFloat = 10.0
+    ) -> None:
         if n_points < 2:
-            raise ValueError(f"n_points must be at least 2 (one input and its target), got {n_points}")
+            raise DataConfigError(
+                f"--data.n_points must be at least 2 (one input and its target), got {n_points}"
+            )
+        if not t_start < t_end:
+            raise DataConfigError(
+                f"--data.t_end={t_end} must be above --data.t_start={t_start}: the wave runs forward in time"
+            )
         super().__init__(batch_size=n_points - 1, seed=0)
         # float64 as in the tutorial (numpy), cast to float32 once, like `torch.Tensor(data)`.
         self.time_steps = torch.linspace(t_start, t_end, n_points, dtype=torch.float64)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from core.domains import NonNegativeFloat, PositiveFloat, PositiveInt
 from core.errors import DataConfigError
-from datamodules.tensors import InMemoryDataModule
+from datamodules.tensors import InMemoryDataModule, check_tensors
 
 SEED_HOURS = [[2.0, 9.0], [1.0, 5.0], [3.0, 6.0]]
 SEED_SCORES = [92.0, 100.0, 89.0]
@@ -34,13 +35,14 @@ class StudyScoresDataModule(InMemoryDataModule):
     ``max_score`` to read it as a score.
 
     Args:
-        hours: One row per student: hours studied, hours slept (or any non-negative features); None
-            for the tutorial's three students.
-        scores: One test score per student; None for the tutorial's.
-        predict_hours: Students whose score ``predict`` estimates; None for the tutorial's ``[[4, 8]]``.
-        max_score: The highest possible score; scores are divided by it.
-        batch_size: Students per batch; None for all of them (the tutorial's full-batch updates).
-        seed: Seeds the training shuffle (which matters only with batches smaller than the data).
+        hours: One row per student: hours studied, hours slept (or any finite, non-negative features; each
+            column with a positive value); None for the tutorial's three students.
+        scores: One test score per student, in ``0..max_score``; None for the tutorial's.
+        predict_hours: Students whose score ``predict`` estimates (finite, non-negative, as many values a
+            row as ``hours``); None for the tutorial's ``[[4, 8]]``.
+        max_score: The highest possible score (finite, > 0); scores are divided by it.
+        batch_size: Students per batch (>= 1); None for all of them (the tutorial's full-batch updates).
+        seed: Seeds the training shuffle (any int; it matters only with batches smaller than the data).
     """
 
     # Three students, one full batch per update: every process of a data-parallel run takes all of them
@@ -49,11 +51,11 @@ class StudyScoresDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        hours: list[list[float]] | None = None,
-        scores: list[float] | None = None,
-        predict_hours: list[list[float]] | None = None,
-        max_score: float = 100.0,
-        batch_size: int | None = None,
+        hours: list[list[NonNegativeFloat]] | None = None,
+        scores: list[NonNegativeFloat] | None = None,
+        predict_hours: list[list[NonNegativeFloat]] | None = None,
+        max_score: PositiveFloat = 100.0,
+        batch_size: PositiveInt | None = None,
         seed: int = 0,
     ) -> None:
         hours = SEED_HOURS if hours is None else hours
@@ -61,24 +63,58 @@ class StudyScoresDataModule(InMemoryDataModule):
         predict_hours = SEED_PREDICT if predict_hours is None else predict_hours
         if not hours or len(hours) != len(scores):
             raise DataConfigError(
-                f"hours and scores need one entry per student, got {len(hours)} rows of hours and "
-                f"{len(scores)} scores"
+                f"--data.hours and --data.scores need one entry per student, got {len(hours)} rows of "
+                f"hours and {len(scores)} scores"
             )
         widths = {len(row) for row in [*hours, *predict_hours]}
         if len(widths) != 1:
-            raise DataConfigError(f"every row of hours and predict_hours needs as many values, got {widths}")
-        if max_score <= 0:
-            raise DataConfigError(f"max_score must be positive, got {max_score}")
-        super().__init__(batch_size=batch_size or len(hours), seed=seed)
+            raise DataConfigError(
+                f"every row of --data.hours and --data.predict_hours needs as many values, got {widths}"
+            )
+        if not 0 < max_score < float("inf"):
+            raise DataConfigError(f"--data.max_score must be positive and finite, got {max_score}")
+        super().__init__(batch_size=len(hours) if batch_size is None else batch_size, seed=seed)
         x = torch.tensor(hours, dtype=torch.float32)
+        # As given, for check_data: the scaled tensors no longer show the values a user typed.
+        self.given = {
+            "hours": x,
+            "scores": torch.tensor(scores, dtype=torch.float32),
+            "predict_hours": torch.tensor(predict_hours, dtype=torch.float32),
+        }
         # The tutorial's torch.max(X, 0): each column's largest value in the training data.
         self.hours_max = x.max(dim=0).values
         if (self.hours_max <= 0).any():
-            raise DataConfigError(f"every column of hours needs a positive value to scale by, got {hours}")
+            raise DataConfigError(
+                f"every column of --data.hours needs a positive value to scale by, got {hours}"
+            )
         self.max_score = max_score
         self.x = x / self.hours_max
         self.y = torch.tensor(scores, dtype=torch.float32).unsqueeze(1) / max_score
         self.x_predict = torch.tensor(predict_hours, dtype=torch.float32) / self.hours_max
+
+    def check_data(self, split: str, tensors: tuple[Tensor, ...]) -> None:
+        """The values given for ``split`` (``hours`` and ``scores``, or ``predict_hours``): finite, hours
+        not negative, scores within ``0..max_score`` (a sigmoid output reaches no other), then the scaled
+        tensors (``InMemoryDataModule.check_data``)."""
+        names = ("predict_hours",) if split == "predict" else ("hours", "scores")
+        for name in names:
+            given = self.given[name]
+            check_tensors(f"--data.{name}", (given,), (name,))
+            low = given < 0
+            high = given > self.max_score if name == "scores" else torch.zeros_like(low)
+            if bool((low | high).any()):
+                bad = (low | high).reshape(len(given), -1).any(dim=1)
+                row = int(bad.nonzero()[0])
+                expected = (
+                    f"a score within 0..--data.max_score={self.max_score:g}"
+                    if name == "scores"
+                    else "no negative value"
+                )
+                raise DataConfigError(
+                    f"--data.{name}: entry {row} (counting from 0) holds {given[row].tolist()}; expected "
+                    f"{expected}"
+                )
+        super().check_data(split, tensors)
 
     def make_split(self, split: str) -> tuple[Tensor, ...]:
         if split == "predict":

@@ -17,21 +17,22 @@ pandas too, and pandas would add a large dependency to every install and to the 
 from __future__ import annotations
 
 import csv
-import math
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from core.errors import DataConfigError, DataNotFoundError, ExperimentError
+from core.domains import ExistingFile, Fraction, PositiveInt
+from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import InMemoryDataModule
 
 #: The Boston house-prices table shipped inside the package (see ``BostonHousingDataModule``).
 BOSTON_CSV = resources.files("datamodules").joinpath("resources", "boston_housing.csv")
 
 
-class CSVFormatError(ExperimentError, ValueError):
+class CSVFormatError(DataConfigError):
     """A CSV file that is not a numeric table; the message names the file, the line and the column."""
 
 
@@ -70,7 +71,10 @@ def read_header_and_rows(path: Path) -> tuple[list[str], list[tuple[int, list[st
 
 
 def to_numbers(path: Path, column: str, cells: list[tuple[int, str]]) -> list[float]:
-    """The cells of one column as floats; ``CSVFormatError`` names the first empty, non-numeric or NaN one."""
+    """The cells of one column as floats; ``CSVFormatError`` names the first empty or non-numeric one.
+
+    ``nan`` and ``inf`` parse as numbers here: ``check_table`` refuses them, over the whole table at once.
+    """
     values = []
     for line, cell in cells:
         text = cell.strip()
@@ -79,17 +83,38 @@ def to_numbers(path: Path, column: str, cells: list[tuple[int, str]]) -> list[fl
                 f"{path}: column {column!r} is empty on line {line}; fill in or drop rows with missing values"
             )
         try:
-            value = float(text)
+            values.append(float(text))
         except ValueError:
             message = f"{path}: column {column!r} on line {line} holds {text!r}, not a number"
             raise CSVFormatError(message) from None
-        if not math.isfinite(value):
-            raise CSVFormatError(
-                f"{path}: column {column!r} on line {line} holds {text!r}; fill in or drop rows with missing "
-                "or infinite values"
-            )
-        values.append(value)
     return values
+
+
+@dataclass
+class Table:
+    """The numeric columns read from a CSV file: ``values`` (rows, columns) float64, the 1-based ``lines``
+    of the file its rows came from, and the ``columns``' names."""
+
+    path: Path
+    columns: list[str]
+    values: Tensor
+    lines: Tensor
+    #: whether ``check_table`` has passed it (a file is checked once, whatever the splits made from it)
+    checked: bool = False
+
+
+def check_table(table: Table) -> None:
+    """Refuse a table with a value that is not finite (NaN, inf), naming the file, the 1-based line, the
+    column and the value; one vectorised pass, the first bad cell looked for only when there is one."""
+    finite = torch.isfinite(table.values)
+    if bool(finite.all()):
+        return
+    row, column = (int(i) for i in (~finite).nonzero()[0])
+    value = float(table.values[row, column])
+    raise CSVFormatError(
+        f"{table.path}: column {table.columns[column]!r} on line {int(table.lines[row])} holds {value}; fill "
+        "in or drop rows with missing or infinite values"
+    )
 
 
 class CSVRegressionDataModule(InMemoryDataModule):
@@ -100,44 +125,49 @@ class CSVRegressionDataModule(InMemoryDataModule):
     may hold anything (names, ids). ``predict`` serves the features of ``predict_path`` (a CSV with the
     same feature columns, standardised with the training statistics) or, without one, of the test set.
 
+    Every cell used is checked once, when the file is read (``check_data``): a number, finite, in a row
+    with as many fields as the header; an error names the file, the line and the column.
+
     Args:
-        path: The CSV file: a header row of column names, then one row per sample.
+        path: The CSV file (an existing file): a header row of column names, then one row per sample.
         target: Name of the column to predict.
-        features: Names of the input columns; None for every column but the target.
-        val_fraction: Fraction of the rows held out for validation.
-        test_fraction: Fraction of the rows held out for testing.
+        features: Names of the input columns (at least one); None for every column but the target.
+        val_fraction: Fraction of the rows held out for validation (in (0, 1)).
+        test_fraction: Fraction of the rows held out for testing (in (0, 1); with ``val_fraction``, below 1).
         standardize: Shift and scale each feature to mean 0 and standard deviation 1 over the training
             rows (a constant column is only shifted).
-        predict_path: Optional CSV whose rows ``predict`` serves.
-        batch_size: Rows per batch.
-        seed: Seeds the split and the training shuffle.
+        predict_path: Optional CSV (an existing file) whose rows ``predict`` serves.
+        batch_size: Rows per batch (>= 1).
+        seed: Seeds the split and the training shuffle (any int).
     """
 
     def __init__(
         self,
-        path: str | Path,
+        path: ExistingFile,
         target: str,
         features: list[str] | None = None,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
+        val_fraction: Fraction = 0.15,
+        test_fraction: Fraction = 0.15,
         standardize: bool = True,
-        predict_path: str | Path | None = None,
-        batch_size: int = 32,
+        predict_path: ExistingFile | None = None,
+        batch_size: PositiveInt = 32,
         seed: int = 42,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
         for name, value in {"val_fraction": val_fraction, "test_fraction": test_fraction}.items():
             if not 0.0 < value < 1.0:
-                raise DataConfigError(f"{name} must be strictly between 0 and 1, got {value}")
+                raise DataConfigError(f"--data.{name} must be strictly between 0 and 1, got {value}")
         if val_fraction + test_fraction >= 1.0:
             raise DataConfigError(
-                "val_fraction + test_fraction must be below 1 to leave rows for training, got "
+                "--data.val_fraction + --data.test_fraction must be below 1 to leave rows for training, got "
                 f"{val_fraction} + {test_fraction}"
             )
         if batch_size < 1:
-            raise DataConfigError(f"batch_size must be at least 1, got {batch_size}")
+            raise DataConfigError(f"--data.batch_size must be at least 1, got {batch_size}")
         if features is not None and len(features) == 0:
-            raise DataConfigError("features is an empty list; name at least one column, or leave it out")
+            raise DataConfigError(
+                "--data.features is an empty list; name at least one column, or leave it out"
+            )
         # A str is a file system path; the packaged Boston file may be any importlib.resources Traversable.
         self.path = Path(path) if isinstance(path, str) else path
         self.predict_path = Path(predict_path) if predict_path is not None else None
@@ -152,6 +182,8 @@ class CSVRegressionDataModule(InMemoryDataModule):
         self.feature_std: Tensor | None = None
         self.split_rows: dict[str, Tensor] = {}
         self._table: tuple[Tensor, Tensor] | None = None
+        #: the tables read, for check_data: the training file's, and the predict file's once read
+        self.tables: dict[str, Table] = {}
 
     @property
     def in_features(self) -> int:
@@ -159,9 +191,9 @@ class CSVRegressionDataModule(InMemoryDataModule):
         self.load()
         return len(self.feature_names)
 
-    def _read(self, path: Path, features: list[str] | None, target: str | None) -> tuple[list[str], Tensor]:
-        """The names of ``features`` (None: every column but the target) and a float64 tensor of those
-        columns, then the target's if given, after checking every cell used."""
+    def _read(self, path: Path, features: list[str] | None, target: str | None) -> tuple[list[str], Table]:
+        """The names of ``features`` (None: every column but the target) and a ``Table`` of those columns,
+        then the target's if given; every cell used is a number (``check_data`` checks the rest)."""
         if not path.is_file():
             raise DataNotFoundError(
                 f"CSV file not found: {path}; give the path of a CSV with a header row (--data.path, "
@@ -186,14 +218,28 @@ class CSVRegressionDataModule(InMemoryDataModule):
         for name in wanted:
             index = header.index(name)
             columns.append(to_numbers(path, name, [(line, fields[index]) for line, fields in rows]))
-        return features, torch.tensor(columns, dtype=torch.float64).T
+        values = torch.tensor(columns, dtype=torch.float64).T
+        return features, Table(path, wanted, values, torch.tensor([line for line, _ in rows]))
+
+    def check_data(self, split: str, tensors: tuple[Tensor, ...]) -> None:
+        """Check the file behind ``split`` once: every cell used finite (``check_table``; parsing has made
+        them numbers, in rows of the header's width). ``load`` calls it with ``split="table"`` as soon as
+        the training file is read, before the rows are counted and split; the train, val and test splits
+        are rows of that table, scaled by finite statistics, and need nothing more; ``predict`` checks
+        ``predict_path``'s table, when there is one."""
+        table = self.tables.get("predict" if split == "predict" else "table")
+        if table is not None and not table.checked:
+            check_table(table)
+            table.checked = True
 
     def load(self) -> None:
         """Read the file, split its rows and compute the training statistics; once."""
         if self._table is not None:
             return
         self.feature_names, table = self._read(self.path, self.features, self.target)
-        x, y = table[:, :-1], table[:, -1:]
+        self.tables["table"] = table
+        self.check_data("table", (table.values,))
+        x, y = table.values[:, :-1], table.values[:, -1:]
         n = len(x)
         n_val, n_test = round(n * self.val_fraction), round(n * self.test_fraction)
         n_train = n - n_val - n_test
@@ -231,8 +277,9 @@ class CSVRegressionDataModule(InMemoryDataModule):
             if self.predict_path is None:
                 return (self.scale(x[self.split_rows["test"]]),)
             # The training columns, whatever else the file holds (its target column, if any, is unused).
-            _, new_x = self._read(self.predict_path, self.feature_names, None)
-            return (self.scale(new_x),)
+            _, new = self._read(self.predict_path, self.feature_names, None)
+            self.tables["predict"] = new
+            return (self.scale(new.values),)
         rows = self.split_rows[split]
         return self.scale(x[rows]), y[rows].float()
 
@@ -252,23 +299,24 @@ class BostonHousingDataModule(CSVRegressionDataModule):
     model's ``in_features`` follows the data).
 
     Args:
-        features: Names of the input columns; None for all 13.
-        val_fraction: Fraction of the rows held out for validation.
-        test_fraction: Fraction of the rows held out for testing.
+        features: Names of the input columns (at least one); None for all 13.
+        val_fraction: Fraction of the rows held out for validation (in (0, 1)).
+        test_fraction: Fraction of the rows held out for testing (in (0, 1); with ``val_fraction``, below 1).
         standardize: Standardise the features with the training rows' statistics.
-        predict_path: Optional CSV of houses (the same feature columns) for ``predict``; else the test set.
-        batch_size: Rows per batch.
-        seed: Seeds the split and the training shuffle.
+        predict_path: Optional CSV of houses (an existing file with the same feature columns) for
+            ``predict``; else the test set.
+        batch_size: Rows per batch (>= 1).
+        seed: Seeds the split and the training shuffle (any int).
     """
 
     def __init__(
         self,
         features: list[str] | None = None,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
+        val_fraction: Fraction = 0.15,
+        test_fraction: Fraction = 0.15,
         standardize: bool = True,
-        predict_path: str | None = None,
-        batch_size: int = 32,
+        predict_path: ExistingFile | None = None,
+        batch_size: PositiveInt = 32,
         seed: int = 42,
     ) -> None:
         super().__init__(

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from torch import Tensor
 
+from core.domains import PositiveInt
 from core.errors import DataConfigError
 
 
@@ -137,12 +138,41 @@ class TensorBatches:
             yield tuple(t.pin_memory() for t in batch) if self.pin_memory else batch
 
 
+def check_tensors(source: str, tensors: tuple[Tensor, ...], names: tuple[str, ...] = ()) -> None:
+    """Refuse tensors that do not share their first dimension (one entry per sample) or hold a value that
+    is not finite, with a ``DataConfigError`` naming ``source``, the tensor, the sample and the value.
+
+    Vectorised: one pass of ``isfinite`` over each floating tensor; the first bad sample is looked for
+    only when there is one. ``names`` name the tensors in the message (default: ``tensor 0``, ...).
+    """
+    label = [names[i] if i < len(names) else f"tensor {i}" for i in range(len(tensors))]
+    if len({len(t) for t in tensors}) > 1:
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in zip(label, tensors, strict=True))
+        raise DataConfigError(f"{source}: the tensors need one entry per sample, got shapes {shapes}")
+    for name, tensor in zip(label, tensors, strict=True):
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+            continue
+        flat = tensor.reshape(len(tensor), -1)
+        bad = ~torch.isfinite(flat)
+        sample = int(bad.any(dim=1).nonzero()[0])
+        value = flat[sample][bad[sample]][0].item()
+        raise DataConfigError(
+            f"{source}: {name} of sample {sample} (counting from 0) holds {value}; every value must be a "
+            "finite number"
+        )
+
+
 class InMemoryDataModule(LightningDataModule):
     """A LightningDataModule whose splits are tuples of tensors made in ``make_split``.
 
-    Subclasses build each split's tensors; this class turns them into ``TensorBatches``: the training
-    split shuffled with the datamodule's seed (unless ``shuffle_train`` is False: a sequence whose
-    order is the data), the others in order; each sharded across processes unless ``shard`` is False.
+    Subclasses build each split's tensors; this class checks them once (``check_data``) and turns them
+    into ``TensorBatches``: the training split shuffled with the datamodule's seed (unless
+    ``shuffle_train`` is False: a sequence whose order is the data), the others in order; each sharded
+    across processes unless ``shard`` is False.
+
+    Args:
+        batch_size: Samples per batch (>= 1).
+        seed: Seeds the training shuffle (any int).
     """
 
     shuffle_train: bool = True
@@ -155,10 +185,10 @@ class InMemoryDataModule(LightningDataModule):
     #: subclass that augments sets the arguments that turn it off, or None when it cannot be turned off.
     deterministic_args: ClassVar[dict[str, Any] | None] = {}
 
-    def __init__(self, batch_size: int, seed: int) -> None:
+    def __init__(self, batch_size: PositiveInt, seed: int) -> None:
         super().__init__()
         if batch_size < 1:
-            # Checked here, when the command starts, not when the first loader is built.
+            # The parser refuses it from the command line; this is for a caller in Python.
             raise DataConfigError(f"--data.batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         self.seed = seed
@@ -168,17 +198,28 @@ class InMemoryDataModule(LightningDataModule):
         """Return the tensors of ``split`` (train, val, test or predict)."""
         raise NotImplementedError
 
+    def check_data(self, split: str, tensors: tuple[Tensor, ...]) -> None:
+        """Check ``split``'s tensors once, when they are made (never per batch): one entry per sample in
+        each, every floating value finite. A subclass that reads files overrides it to name the file and
+        the row; a ``DataConfigError`` is raised at setup, before any training step."""
+        check_tensors(f"{type(self).__name__}'s {split} split", tensors)
+
+    def split_tensors(self, split: str) -> tuple[Tensor, ...]:
+        """``split``'s tensors, made by ``make_split`` and checked by ``check_data`` on first use."""
+        if split not in self.splits:
+            tensors = self.make_split(split)
+            self.check_data(split, tensors)
+            self.splits[split] = tensors
+        return self.splits[split]
+
     def setup(self, stage: str) -> None:
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
         for split in needed[stage]:
-            if split not in self.splits:
-                self.splits[split] = self.make_split(split)
+            self.split_tensors(split)
 
     def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
-        if split not in self.splits:
-            self.splits[split] = self.make_split(split)
         return TensorBatches(
-            *self.splits[split],
+            *self.split_tensors(split),
             batch_size=self.batch_size,
             shuffle=shuffle,
             seed=self.seed,

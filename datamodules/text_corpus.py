@@ -22,8 +22,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
+from core.domains import FolderPath, Fraction, NonNegativeInt, PositiveInt
 from core.errors import DataConfigError, DataNotFoundError
-from datamodules.corpus import EncodedCorpus, corpus_files
+from datamodules.corpus import EncodedCorpus, check_encoded, corpus_files
 from datamodules.skipgram_batches import SkipGramBatches
 from datamodules.skipgram_sampling import SkipGramSampling
 from datamodules.tensors import TensorBatches, shard_arguments
@@ -34,27 +35,35 @@ TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 class TextCorpusDataModule(LightningDataModule):
     """A plain-text corpus (a file, or a folder of files) as skip-gram batches for word2vec.
 
+    The corpus is checked once, when it is read (``check_data``): UTF-8 text, at least two words in the
+    vocabulary, the encoded ids within it and consistent with its counts (a cache folder's files too),
+    and a training slice that holds a pair of neighbouring words for the window.
+
     Args:
-        path: The corpus: a UTF-8 text file, or a folder whose files are read in name order. A line is a
-            sentence; a one-line file (text8) is cut every ``max_sentence_length`` words.
+        path: The corpus: a UTF-8 text file, or a folder whose files are read in name order (either; it
+            may be absent with ``download``). A line is a sentence; a one-line file (text8) is cut every
+            ``max_sentence_length`` words.
         download: Fetch text8 (``http://mattmahoney.net/dc/text8.zip``, 100 MB of Wikipedia) into
             ``path`` when it is absent; needs the internet.
-        min_count: Words seen fewer times are left out of the vocabulary (and of the windows).
-        sample: Subsampling threshold of frequent words (word2vec's ``-sample``); 0 keeps every word.
-        window: Largest distance between a center and a context word; each center draws its own window
-            in ``1..window``.
-        negative: Noise words per window, drawn from the unigram^0.75 distribution.
-        batch_size: Center words per batch (each brings up to ``2 * window`` context pairs).
-        val_fraction: Share of the corpus's words held out (before the test slice) for ``val/loss``.
-        test_fraction: Share of the corpus's words held out at its end for ``test/loss``.
+        min_count: Words seen fewer times are left out of the vocabulary (and of the windows) (>= 1).
+        sample: Subsampling threshold of frequent words (word2vec's ``-sample``; in [0, 1)); 0 keeps every
+            word.
+        window: Largest distance between a center and a context word (>= 1); each center draws its own
+            window in ``1..window``.
+        negative: Noise words per window, drawn from the unigram^0.75 distribution (>= 1).
+        batch_size: Center words per batch (>= 1; each brings up to ``2 * window`` context pairs).
+        val_fraction: Share of the corpus's words held out (before the test slice) for ``val/loss`` (in
+            [0, 1); with ``test_fraction``, below 1).
+        test_fraction: Share of the corpus's words held out at its end for ``test/loss`` (in [0, 1)).
         lowercase: Lower-case the text before tokenising.
-        max_sentence_length: Longest sentence in words; longer lines are cut (gensim's 10,000).
-        chunk_tokens: Words read from the encoded corpus at a time; bounds the memory of batch making
-            (windows do not reach across a chunk's edge).
-        prefetch_batches: Batches a background thread makes ahead of training (0: made in the loop).
-        cache_dir: Where the token and encoded files go. Unset: a temporary folder removed when the
-            process ends; set: kept, and reused by later runs over the same unchanged files.
-        seed: Seeds subsampling, windows and negatives (a new draw each epoch).
+        max_sentence_length: Longest sentence in words (>= 1); longer lines are cut (gensim's 10,000).
+        chunk_tokens: Words read from the encoded corpus at a time (>= 1); bounds the memory of batch
+            making (windows do not reach across a chunk's edge).
+        prefetch_batches: Batches a background thread makes ahead of training (>= 0; 0: made in the loop).
+        cache_dir: Folder the token and encoded files go to (made if absent). Unset: a temporary folder
+            removed when the process ends; set: kept, and reused by later runs over the same unchanged
+            files.
+        seed: Seeds subsampling, windows and negatives (any int; a new draw each epoch).
     """
 
     #: Why ``fit`` refuses several processes (``setup``'s one-line error says it); tests expect that
@@ -74,18 +83,18 @@ class TextCorpusDataModule(LightningDataModule):
         self,
         path: str = "data/text8",
         download: bool = False,
-        min_count: int = 5,
-        sample: float = 1e-3,
-        window: int = 5,
-        negative: int = 5,
-        batch_size: int = 1024,
-        val_fraction: float = 0.01,
-        test_fraction: float = 0.01,
+        min_count: PositiveInt = 5,
+        sample: Fraction = 1e-3,
+        window: PositiveInt = 5,
+        negative: PositiveInt = 5,
+        batch_size: PositiveInt = 1024,
+        val_fraction: Fraction = 0.01,
+        test_fraction: Fraction = 0.01,
         lowercase: bool = True,
-        max_sentence_length: int = 10_000,
-        chunk_tokens: int = 1 << 17,
-        prefetch_batches: int = 8,
-        cache_dir: str | None = None,
+        max_sentence_length: PositiveInt = 10_000,
+        chunk_tokens: PositiveInt = 1 << 17,
+        prefetch_batches: NonNegativeInt = 8,
+        cache_dir: FolderPath | None = None,
         seed: int = 42,
     ) -> None:
         super().__init__()
@@ -97,15 +106,20 @@ class TextCorpusDataModule(LightningDataModule):
             "max_sentence_length": max_sentence_length >= 1,
             "chunk_tokens": chunk_tokens >= 1,
         }
+        # The parser refuses these from the command line; the checks are for a caller in Python.
         for name, ok in checks.items():
             if not ok:
-                raise DataConfigError(f"{name} must be at least 1, got {locals()[name]}")
+                raise DataConfigError(f"--data.{name} must be at least 1, got {locals()[name]}")
+        if prefetch_batches < 0:
+            raise DataConfigError(f"--data.prefetch_batches must be 0 or more, got {prefetch_batches}")
         if not 0 <= sample < 1:
-            raise DataConfigError(f"sample must be in [0, 1) (word2vec uses 1e-3 to 1e-5), got {sample}")
+            raise DataConfigError(
+                f"--data.sample must be in [0, 1) (word2vec uses 1e-3 to 1e-5), got {sample}"
+            )
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise DataConfigError(
-                f"val_fraction={val_fraction} and test_fraction={test_fraction} must be fractions in [0, 1) "
-                "that leave part of the corpus for training"
+                f"--data.val_fraction={val_fraction} and --data.test_fraction={test_fraction} must be "
+                "fractions in [0, 1) that leave part of the corpus for training"
             )
         self.path = Path(path)
         self.download = download
@@ -119,7 +133,7 @@ class TextCorpusDataModule(LightningDataModule):
         self.lowercase = lowercase
         self.max_sentence_length = max_sentence_length
         self.chunk_tokens = chunk_tokens
-        self.prefetch_batches = max(prefetch_batches, 0)
+        self.prefetch_batches = prefetch_batches
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.seed = seed
         self._corpus: EncodedCorpus | None = None
@@ -157,9 +171,9 @@ class TextCorpusDataModule(LightningDataModule):
 
     @property
     def corpus(self) -> EncodedCorpus:
-        """The corpus, read (or found in ``cache_dir``) on first use."""
+        """The corpus, read (or found in ``cache_dir``) and checked (``check_data``) on first use."""
         if self._corpus is None:
-            self._corpus = EncodedCorpus(
+            corpus = EncodedCorpus(
                 self._files(),
                 name=str(self.path),
                 lowercase=self.lowercase,
@@ -168,7 +182,26 @@ class TextCorpusDataModule(LightningDataModule):
                 chunk_tokens=self.chunk_tokens,
                 cache_dir=self.cache_dir,
             )
+            self.check_data(corpus)
+            self._corpus = corpus
         return self._corpus
+
+    def check_data(self, corpus: EncodedCorpus) -> None:
+        """Check the encoded corpus once, when it is read (never per batch), with vectorised passes over
+        its ids: each within the vocabulary, each word occurring as often as the vocabulary counts (a
+        cache folder's files that disagree are stale or damaged), sentence numbers in order; and a
+        training slice holding two neighbouring words of one sentence, without which no window has a
+        pair. (Decoding errors and a vocabulary of fewer than two words are refused as it is read.)"""
+        ids, sentences = corpus.encoded()
+        check_encoded(corpus, ids, sentences)
+        start, stop = self._bounds(corpus)["train"]
+        train = sentences[start:stop]
+        if not bool((train[1:] == train[:-1]).any()):
+            raise DataConfigError(
+                f"the corpus at path={self.path} leaves no pair of neighbouring words in one sentence for "
+                f"training ({stop - start} words after --data.val_fraction={self.val_fraction} and "
+                f"--data.test_fraction={self.test_fraction}): use a larger corpus or hold out less"
+            )
 
     @property
     def sampling(self) -> SkipGramSampling:
@@ -196,8 +229,8 @@ class TextCorpusDataModule(LightningDataModule):
         return self.corpus.counts
 
     # --- splits -----------------------------------------------------------------------------------
-    def _bounds(self) -> dict[str, tuple[int, int]]:
-        n = self.corpus.corpus_words
+    def _bounds(self, corpus: EncodedCorpus | None = None) -> dict[str, tuple[int, int]]:
+        n = (corpus or self.corpus).corpus_words
         test_start = n - round(n * self.test_fraction)
         val_start = test_start - round(n * self.val_fraction)
         return {"train": (0, val_start), "val": (val_start, test_start), "test": (test_start, n)}

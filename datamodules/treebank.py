@@ -20,11 +20,12 @@ predict from a checkpoint map words to the ids the model learnt.
 
 from __future__ import annotations
 
+import bisect
 import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -33,6 +34,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
+from core.domains import FolderPath, PositiveInt
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
 
@@ -42,6 +44,8 @@ UNK = "<unk>"
 #: the label of nodes that do not count (neutral nodes in binary mode)
 IGNORE = -1
 NEUTRAL = 2
+#: SST's sentiment labels, 0 (very negative) to 4 (very positive): the fine-grained lesson's 5 classes
+LABELS = 5
 # "(", ")" or a run of anything but an ASCII space and brackets: a non-breaking space stays in its token.
 _TOKEN = re.compile(r"[()]|[^ ()]+")
 
@@ -55,7 +59,8 @@ class Treebank:
     """The trees of one file as flat per-node lists; tree ``t`` holds nodes ``offsets[t]:offsets[t+1]``.
 
     ``left``/``right`` are indices within the tree (-1 for a leaf), ``words`` the leaf's token ("" for an
-    inner node); nodes are in post-order, so a tree's root is its last node.
+    inner node); nodes are in post-order, so a tree's root is its last node. ``lines`` holds each tree's
+    1-based line in its file (blank lines are skipped), for error messages.
     """
 
     words: list[str]
@@ -64,6 +69,7 @@ class Treebank:
     height: list[int]
     labels: list[int]
     offsets: list[int]
+    lines: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -96,7 +102,22 @@ def parse_trees(lines: Sequence[str], source: str = "<trees>") -> Treebank:
             shown = line if len(line) <= 60 else line[:57] + "..."
             raise TreeSyntaxError(f"{source}, line {number}: {error}: {shown!r}") from None
         bank.offsets.append(len(bank.labels))
+        bank.lines.append(number)
     return bank
+
+
+def check_labels(bank: Treebank, source: str) -> None:
+    """Refuse a node label outside SST's ``0..4``, naming ``source``, the tree's line and the label: the
+    labels' ``min`` and ``max`` (two C loops over the file's nodes, faster than making a tensor of them),
+    the first bad node looked for only on failure."""
+    if not bank.labels or (min(bank.labels) >= 0 and max(bank.labels) < LABELS):
+        return
+    node = next(i for i, label in enumerate(bank.labels) if not 0 <= label < LABELS)
+    tree = bisect.bisect_right(bank.offsets, node) - 1
+    raise TreeSyntaxError(
+        f"{source}, line {bank.lines[tree]}: label {bank.labels[node]} is outside 0..{LABELS - 1} (SST has "
+        f"{LABELS} sentiment classes): fix the tree or use the original file"
+    )
 
 
 def _parse_line(line: str, bank: Treebank) -> None:
@@ -142,7 +163,8 @@ def _parse_line(line: str, bank: Treebank) -> None:
                 raise ValueError(f"text outside brackets at column {match.start() + 1}")
             node = stack[-1]
             if node[0] is None:
-                if not (token.isdigit() and 0 <= int(token) <= 4):
+                # Its range (0..4) is check_labels', over the whole file at once.
+                if not token.isdigit():
                     raise ValueError(f"label {token!r} is not a sentiment label 0-4")
                 node[0] = int(token)
             elif node[1] is not None:
@@ -258,15 +280,19 @@ class TreebankDataModule(LightningDataModule):
     """SST trees from ``data_dir``: train.txt for fit (and the vocabulary), dev.txt for validation,
     test.txt for test and predict; a file is read only by the stage that needs it.
 
+    Every file is checked once, when it is read (``check_data``): a well-formed binary tree a line
+    (``parse_trees``), every label within 0..4; an error names the file and the line.
+
     Args:
-        data_dir: Folder holding train.txt, dev.txt and test.txt (Stanford's ``trees/`` folder).
+        data_dir: Folder holding train.txt, dev.txt and test.txt (Stanford's ``trees/`` folder); a folder,
+            or a path where ``download`` makes one.
         mode: ``fine_grained``: the 5 labels; ``binary``: negative (0, 1) vs positive (3, 4), trees with
             a neutral root dropped, neutral nodes not counted. The vocabulary is the same in both.
-        batch_size: Trees per batch.
-        min_freq: Training tokens seen fewer times become ``<unk>`` (id 0).
-        seed: Seeds the per-epoch shuffle of the training trees.
+        batch_size: Trees per batch (>= 1).
+        min_freq: Training tokens seen fewer times become ``<unk>`` (id 0) (>= 1).
+        seed: Seeds the per-epoch shuffle of the training trees (any int).
         download: Fetch Stanford's trainDevTestTrees_PTB.zip into ``data_dir`` when files are absent.
-        predict_split: The split ``predict`` reads: ``test`` (default) or ``dev``.
+        predict_split: The split ``predict`` reads: ``test`` (default), ``dev`` or ``train``.
     """
 
     #: Trees are served in a seeded order and not augmented: a fit is deterministic (docs/architecture.md).
@@ -281,21 +307,24 @@ class TreebankDataModule(LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
+        data_dir: FolderPath = "data",
         mode: Literal["fine_grained", "binary"] = "fine_grained",
-        batch_size: int = 25,
-        min_freq: int = 1,
+        batch_size: PositiveInt = 25,
+        min_freq: PositiveInt = 1,
         seed: int = 42,
         download: bool = False,
         predict_split: Literal["train", "dev", "test"] = "test",
     ) -> None:
         super().__init__()
+        # The parser refuses these from the command line; the checks are for a caller in Python.
         if mode not in ("fine_grained", "binary"):
-            raise ValueError(f"mode must be fine_grained or binary, got {mode!r}")
+            raise DataConfigError(f"--data.mode must be fine_grained or binary, got {mode!r}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise DataConfigError(f"--data.batch_size must be at least 1, got {batch_size}")
         if min_freq < 1:
-            raise ValueError(f"min_freq must be at least 1, got {min_freq}")
+            raise DataConfigError(f"--data.min_freq must be at least 1, got {min_freq}")
+        if predict_split not in SPLIT_FILES:
+            raise DataConfigError(f"--data.predict_split must be train, dev or test, got {predict_split!r}")
         self.data_dir = Path(data_dir)
         self.mode = mode
         self.batch_size = batch_size
@@ -347,8 +376,14 @@ class TreebankDataModule(LightningDataModule):
             bank = read_trees(path)
             if not len(bank):
                 raise DataConfigError(f"{path} holds no trees: expected one PTB-bracketed tree per line")
+            self.check_data(split, path, bank)
             self.banks[split] = bank
         return self.banks[split]
+
+    def check_data(self, split: str, path: Path, bank: Treebank) -> None:
+        """Check ``split``'s trees, read from ``path``, once (never per batch): every label within 0..4.
+        Their structure (balanced brackets, binary nodes, a word a leaf) is checked as they are parsed."""
+        check_labels(bank, str(path))
 
     # --- what the model needs -----------------------------------------------------------------------
     @property

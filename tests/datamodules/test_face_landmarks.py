@@ -254,7 +254,7 @@ def test_missing_data_is_one_clear_error(tmp_path, faces_dir):
     with pytest.raises(DataNotFoundError, match=r"expected .*face_landmarks.csv .*--data.download true"):
         module(tmp_path / "absent").faces()
     (faces_dir / "face_02.jpg").unlink()
-    with pytest.raises(DataNotFoundError, match=r"image .*face_02.jpg not found"):
+    with pytest.raises(DataNotFoundError, match=r"image .*face_02.jpg not found \(.*csv line 4 names it\)"):
         module(faces_dir).faces()
     (faces_dir / "face_02.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataNotFoundError, match=r"cannot decode image .*face_02.jpg"):
@@ -276,18 +276,33 @@ def replace_line(path: Path, number: int, edit) -> None:
         (0, lambda s: s.rsplit(",", 1)[0], r"header must have 137 columns .* found 136"),
         (2, lambda s: s.rsplit(",", 1)[0], r"face_landmarks.csv line 3: 136 columns, expected 137"),
         (3, lambda s: s + ",1.0", r"line 4: 138 columns, expected 137"),
-        (2, lambda s: s.replace(",", ",abc,", 1).rsplit(",", 1)[0], r"line 3: a coordinate is not a number"),
-        (1, lambda s: s.rsplit(",", 1)[0] + ",nan", r"line 2: coordinates must be finite"),
+        (
+            2,
+            lambda s: s.replace(",", ",abc,", 1).rsplit(",", 1)[0],
+            r"line 3: column 2 \(part_0_x\) is 'abc', not a number",
+        ),
+        (
+            1,
+            lambda s: s.rsplit(",", 1)[0] + ",nan",
+            r"line 2: point 67 of face_00.jpg is \(x=.*, y=nan\); coord",
+        ),
+        (
+            1,
+            lambda s: s.rsplit(",", 1)[0] + ",inf",
+            r"line 2: point 67 of face_00.jpg .*y=inf.*must be finite",
+        ),
     ],
 )
 def test_malformed_csv_is_one_clear_error(faces_dir, line, edit, message):
     replace_line(faces_dir / "face_landmarks.csv", line, edit)
     with pytest.raises(DataConfigError, match=message):
-        module(faces_dir).faces()
+        module(faces_dir).setup("fit")
 
 
 def test_impossible_settings_are_clear_errors(faces_dir):
-    with pytest.raises(DataConfigError, match=r"crop_size=30 must be between 1 and image_size=24"):
+    with pytest.raises(
+        DataConfigError, match=r"--data.crop_size=30 must be between 1 and --data.image_size=24"
+    ):
         module(faces_dir, crop_size=30)
     with pytest.raises(DataConfigError, match=r"val_split=12 leaves no training faces out of 12"):
         module(faces_dir, val_split=12).setup("fit")

@@ -12,7 +12,16 @@ import torch
 
 from core.errors import DataNotFoundError
 from datamodules import TreebankDataModule, TreeSyntaxError
-from datamodules.treebank import IGNORE, SST_URL, UNK, EncodedTrees, build_vocab, parse_trees, read_trees
+from datamodules.treebank import (
+    IGNORE,
+    SST_URL,
+    UNK,
+    EncodedTrees,
+    build_vocab,
+    check_labels,
+    parse_trees,
+    read_trees,
+)
 from tests.tree_data import NBSP, write_treebank
 
 SENTENCE = "(3 (2 It) (4 (4 (2 's) (4 good)) (2 .)))"
@@ -44,7 +53,7 @@ def test_tokens_split_on_ascii_spaces_only():
     [
         ("(3 (2 It) (4 good)", "not closed"),
         ("(3 (2 It) (4 good)))", "unbalanced ')'"),
-        ("(7 (2 It) (4 good))", "label '7'"),
+        ("(7 (2 It) (4 good))", "label 7 is outside 0..4 (SST has 5 sentiment classes)"),
         ("(good (2 It) (4 good))", "label 'good'"),
         ("(3 (2 It))", "1 subtrees"),
         ("(3 (2 a) (2 b) (2 c))", "3 subtrees"),
@@ -58,7 +67,7 @@ def test_malformed_line_names_file_and_line(tmp_path, line, problem):
     path = tmp_path / "train.txt"
     path.write_text(f"{SENTENCE}\n\n{line}\n{SENTENCE}\n", encoding="utf-8")
     with pytest.raises(TreeSyntaxError, match=f"{re.escape(str(path))}, line 3: .*{re.escape(problem)}"):
-        read_trees(path)
+        check_labels(read_trees(path), str(path))  # the structure as it is parsed, then the labels
 
 
 def test_vocabulary_from_training_split_with_unknown_token(tmp_path):

@@ -86,7 +86,7 @@ def table_ending_with(last_row: list[object]):
 @pytest.mark.parametrize(
     ("make", "extra", "message"),
     [
-        (lambda folder: folder / "missing.csv", [], "CSV file not found: "),
+        (lambda folder: folder / "missing.csv", [], "missing.csv' does not exist"),
         (
             lambda folder: write_linear_table(folder / "t.csv"),
             ["--data.target=PRICE"],
