@@ -14,9 +14,10 @@ themselves, and let inf through; ``plain`` turns any such value in a parsed conf
 
 Vocabulary:
 
-- counts: ``PositiveInt`` (1, 2, ...), ``NonNegativeInt`` (0, 1, ...);
-- real numbers: ``PositiveFloat`` (finite, > 0: rates, sizes, temperatures, durations in seconds),
-  ``NonNegativeFloat`` (finite, >= 0: weight decay, margins), ``FiniteFloat`` (any finite number);
+- counts: ``PositiveInt`` (1, 2, ...), ``NonNegativeInt`` (0, 1, ...), below 2**63 (int64);
+  ``WorkerCount`` (a DataLoader's processes, 0 to 256);
+- real numbers, within float32's range: ``PositiveFloat`` (> 0: rates, sizes, temperatures, durations in
+  seconds), ``NonNegativeFloat`` (>= 0: weight decay, margins), ``FiniteFloat`` (any finite number);
 - fractions: ``Probability`` ([0, 1]), ``Fraction`` ([0, 1): dropout, a share held out);
 - ``CountOrFraction``: a whole count >= 0, or a fraction in [0, 1) of a data set; 2.5 is neither and is
   refused (it used to be rounded down to 2 without a word);
@@ -59,6 +60,7 @@ __all__ = [
     "PositiveInt",
     "Probability",
     "Share",
+    "WorkerCount",
     "plain",
 ]
 
@@ -97,14 +99,31 @@ def _number_domain(name: str, base: type, test: Callable[[Any], bool], expected:
 
 # jsonargparse has PositiveInt and the like too, but the parser hands on instances of them, and those
 # reach the classes and the checkpoints (a weights-only load refuses them); theirs also let inf through.
-PositiveInt = _number_domain("PositiveInt", int, lambda v: v > 0, "a whole number > 0")
-NonNegativeInt = _number_domain("NonNegativeInt", int, lambda v: v >= 0, "a whole number >= 0")
-PositiveFloat = _number_domain("PositiveFloat", float, lambda v: 0 < v < math.inf, "a finite number > 0")
-NonNegativeFloat = _number_domain(
-    "NonNegativeFloat", float, lambda v: 0 <= v < math.inf, "a finite number >= 0"
+#: Counts end below 2**63 (torch's int64: a larger one overflows inside torch), real numbers within
+#: float32's range (the parameters' type: 1e308 becomes inf there).
+INT64_END = 2**63
+FLOAT32_MAX = 3.4028234663852886e38
+PositiveInt = _number_domain(
+    "PositiveInt", int, lambda v: 0 < v < INT64_END, "a whole number > 0 (below 2**63)"
 )
-FiniteFloat = _number_domain("FiniteFloat", float, math.isfinite, "a finite number")
+NonNegativeInt = _number_domain(
+    "NonNegativeInt", int, lambda v: 0 <= v < INT64_END, "a whole number >= 0 (below 2**63)"
+)
+PositiveFloat = _number_domain(
+    "PositiveFloat", float, lambda v: 0 < v <= FLOAT32_MAX, "a finite number > 0 (float32: up to 3.4e38)"
+)
+NonNegativeFloat = _number_domain(
+    "NonNegativeFloat", float, lambda v: 0 <= v <= FLOAT32_MAX, "a finite number >= 0 (float32: up to 3.4e38)"
+)
+FiniteFloat = _number_domain(
+    "FiniteFloat", float, lambda v: abs(v) <= FLOAT32_MAX, "a finite number (float32: within ±3.4e38)"
+)
 Probability = _number_domain("Probability", float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+#: A DataLoader's worker processes: each is a fork of the run, so more than a machine's cores is waste,
+#: and a huge count forks until the machine stops.
+WorkerCount = _number_domain(
+    "WorkerCount", int, lambda v: 0 <= v <= 256, "a number of loader processes from 0 to 256"
+)
 Fraction = _number_domain("Fraction", float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 
 

@@ -16,7 +16,6 @@ again, for a module used from Python.
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -38,10 +37,15 @@ OPTIMIZER_FLAG = "--model.optimizer"
 SCHEDULER_FLAG = "--model.lr_scheduler"
 
 
+#: The largest float32: a learning rate or decay past it becomes inf in the parameters' own type.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def non_finite(value: Any) -> bool:
-    """Whether ``value`` is a NaN or infinite float, or a list or tuple holding one (``betas``)."""
+    """Whether ``value`` is a NaN or infinite float, or one past float32's range (1e308 overflows in the
+    step), or a list or tuple holding one (``betas``)."""
     if isinstance(value, float):
-        return not math.isfinite(value)
+        return not abs(value) <= FLOAT32_MAX
     if isinstance(value, (list, tuple)):
         return any(non_finite(item) for item in value)
     return False
@@ -66,15 +70,19 @@ def argument_error(
     ``<flag>.init_args.<arg>``; None when they are fine, or fail other than with a ``ValueError``.
 
     A NaN or infinite number is refused whatever torch says. When torch refuses the arguments (a
-    ``ValueError``), the argument at fault is the first whose removal (its default instead) lets the class
+    ``ValueError``, or another of ``USER_MISTAKES`` when the class is built and stepped once), the argument
+    at fault is the first whose removal (its default instead) lets the class
     build; if no single one does, the message names ``flag`` with torch's reason.
     """
     init_args = dict(init_args)
     for key, value in init_args.items():
         if non_finite(value):
-            return ExperimentError(f"{flag}.init_args.{key}: {value} is not a finite number: give a number")
+            return ExperimentError(
+                f"{flag}.init_args.{key}: {value} is not a finite float32 number: give a number "
+                f"between -{FLOAT32_MAX:.3g} and {FLOAT32_MAX:.3g}"
+            )
     error = _outcome(build, init_args)
-    if not isinstance(error, ValueError):
+    if not isinstance(error, USER_MISTAKES):
         # Built, or failed for another reason (a missing argument): left to the real build to report.
         return None
     for key in init_args:
@@ -84,6 +92,21 @@ def argument_error(
                 "config or the flag"
             )
     return ExperimentError(f"{flag}: {error}: set valid values in the config or the flags")
+
+
+#: What torch raises for arguments it cannot work with: a ValueError when it checks them; else when it
+#: uses them (CosineAnnealingLR's T_max=0 divides by zero at its first step; a last_epoch >= 0 on a new
+#: optimizer is a KeyError; a list where a number goes is a TypeError).
+USER_MISTAKES = (ValueError, ZeroDivisionError, KeyError, TypeError, OverflowError)
+
+
+def _step_once(scheduler: Any) -> None:
+    """One optimizer step and one scheduler step, as the first training step makes."""
+    scheduler.optimizer.step()
+    if isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step(1.0)
+    else:
+        scheduler.step()
 
 
 def _throwaway_parameters() -> list[Tensor]:
@@ -111,9 +134,10 @@ def check_injected(
                 return torch.optim.SGD(_throwaway_parameters(), lr=0.1)
             return optimizer_class(_throwaway_parameters(), **optimizer_args)
 
-        error = argument_error(
-            lambda args: scheduler_class(optimizer(), **args), scheduler_args or {}, SCHEDULER_FLAG
-        )
+        def step(args: dict[str, Any]) -> None:
+            _step_once(scheduler_class(optimizer(), **args))
+
+        error = argument_error(step, scheduler_args or {}, SCHEDULER_FLAG)
         if error is not None:
             raise error
 
@@ -142,7 +166,7 @@ def build_optimizer(optimizer: OptimizerCallable, parameters: Iterable[Any]) -> 
     for key, value in built.defaults.items():
         if non_finite(value):
             raise ExperimentError(
-                f"{OPTIMIZER_FLAG}.init_args.{key}: {value} is not a finite number: give a number"
+                f"{OPTIMIZER_FLAG}.init_args.{key}: {value} is not a finite float32 number: give a number"
             )
     return built
 

@@ -2,6 +2,9 @@
 keys and the injected optimizer's and scheduler's arguments (the types of every other argument are in
 core/domains.py).
 
+``check_nulls`` refuses ``null`` for a configured class's argument whose type does not take None (the
+parser lets it through for classes chosen by ``class_path``).
+
 ``check_config`` runs on the parsed config before anything is built (``ExperimentCLI``'s
 ``before_instantiate_classes``): a value outside its domain is an ``ExperimentError`` naming the flag, one
 line, before a folder is made or a step trained.
@@ -20,7 +23,10 @@ int is a count of batches (0 skips the phase), a float a fraction of them in [0,
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
+import types
+import typing
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -150,9 +156,49 @@ def check_model(model: Namespace) -> None:
     check_injected(optimizer_class, optimizer_args, scheduler_class, scheduler_args)
 
 
+def _takes_none(annotation: Any) -> bool:
+    """Whether a parameter typed ``annotation`` may be None (``X | None``, ``Optional``, ``Any``)."""
+    if annotation is Any or annotation is None or annotation is type(None):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_takes_none(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def check_nulls(setting: Any, flag: str) -> None:
+    """Refuse ``null`` for an argument of a configured class whose type does not take None.
+
+    jsonargparse lets ``null`` through for the ``init_args`` of a class chosen by ``class_path`` (a
+    model's, a datamodule's, the injected optimizer's) even where the type says ``int``: the class then
+    failed with a traceback (``seed + 7``, ``None(parameters)``). Nested classes are checked too.
+    """
+    if not isinstance(setting, Namespace) or not isinstance(setting.get("class_path"), str):
+        return
+    init_args = setting.get("init_args")
+    if not isinstance(init_args, Namespace):
+        return
+    module, _, name = setting.class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(cls).parameters
+        hints = typing.get_type_hints(cls.__init__) if isinstance(cls, type) else {}
+    except Exception:  # the parser or the real build reports a class it cannot find or read
+        return
+    for key, value in vars(init_args).items():
+        parameter = parameters.get(key)
+        refused = value is None and parameter is not None and parameter.default is not None
+        if refused and key in hints and not _takes_none(hints[key]):
+            default = parameter.default
+            hint = "" if default is inspect.Parameter.empty else f" (its default is {default!r})"
+            raise ExperimentError(f"{flag}.{key}: null is not a value it takes{hint}: give a value")
+        check_nulls(value, f"{flag}.{key}")
+
+
 def check_config(config: Namespace) -> None:
     """Every check of this module on a run's parsed config (the subcommand's part of it)."""
     if isinstance(config.get("trainer"), Namespace):
         check_trainer(config.trainer)
+    for group in ("model", "data"):
+        check_nulls(config.get(group), f"--{group}")
     if isinstance(config.get("model"), Namespace):
         check_model(config.model)

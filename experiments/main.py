@@ -4,7 +4,8 @@ user's mistake ends as one line.
 - ``fit``, ``validate``, ``test``, ``predict``: ``ExperimentCLI`` (experiments/cli.py), looked up on its
   module when the command runs, so that a test can put a subclass in its place;
 - ``sweep``: the hyperparameter search (experiments/sweep/), imported only for it (Optuna is an extra);
-- a mistake (missing file, unknown class or key, wrong type, a full disk, a compiler failure) ends with
+- a mistake (missing file, unknown class or key, wrong type, a full disk, a compiler failure, a size that
+  needs more memory than there is) ends with
   one ``error:`` line on stderr and exit status 2; ``EXPERIMENTS_DEBUG=1`` shows the traceback instead.
   Lightning's own messages go to stdout (experiments/progress.py), so stderr holds only that line;
 - ``--print_shtab``/``--print_completion`` are refused in one line (see ``refuse_shell_completion``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 
 from lightning.pytorch.cli import ArgsType
@@ -57,6 +59,21 @@ def sweep(args: list[str]) -> None:
     command.main(args)
 
 
+def out_of_memory(error: BaseException) -> str | None:
+    """One line for a run that asked for more memory than there is (a size or count the user set: the
+    data's, a batch's, an image's), else None. torch reports a CPU allocation that fails as a RuntimeError
+    ("can't allocate memory"), a GPU's as ``torch.OutOfMemoryError``."""
+    text = str(error).strip()
+    memory = isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+    if not memory and not (isinstance(error, RuntimeError) and "can't allocate memory" in text):
+        return None
+    reason = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text.splitlines()[0] if text else "")
+    return (
+        f"out of memory ({reason or type(error).__name__}): the settings ask for more than this machine "
+        "has; lower a size or count (--data.batch_size, the data's sizes, --model's widths)"
+    )
+
+
 def main(args: ArgsType = None) -> None:
     """Run the command: ``args`` as on the command line (None: ``sys.argv``)."""
     lightning_output_to_stdout()
@@ -72,7 +89,7 @@ def main(args: ArgsType = None) -> None:
             cli.ExperimentCLI(args=args, parser_kwargs={**cli.PARSER_KWARGS, "description": DESCRIPTION})
     except Exception as error:
         disk_full = isinstance(error, OSError) and error.errno == errno.ENOSPC
-        compiler = compile_failure(error)
+        compiler = compile_failure(error) or out_of_memory(error)
         known = isinstance(error, USER_ERRORS) or disk_full or compiler is not None
         if not known or os.environ.get(DEBUG_VARIABLE):
             raise

@@ -446,7 +446,7 @@ def test_a_module_used_from_python_names_the_flag_too() -> None:
     with pytest.raises(ExperimentError, match=r"^--model\.optimizer\.init_args\.lr: -2 is refused \(Invalid"):
         build_optimizer(functools.partial(torch.optim.SGD, lr=-2), parameters)
     with pytest.raises(
-        ExperimentError, match=r"^--model\.optimizer\.init_args\.lr: nan is not a finite number"
+        ExperimentError, match=r"^--model\.optimizer\.init_args\.lr: nan is not a finite float32 number"
     ):
         build_optimizer(lambda params: torch.optim.SGD(params, lr=float("nan")), parameters)
     plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="up")
