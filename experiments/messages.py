@@ -2,7 +2,9 @@
 
 - ``one_line``: the useful part of an error's message (jsonargparse's reports are long), with "did you
   mean" for a mistyped flag, key, group of flags or class; a key or class that a ``--config`` file holds
-  is named by the file and line;
+  is named by the file and line; a wrong value is named by its flag and says what the flag takes
+  (``--model.optimizer.lr: expected a number, got 'abc'``, ``--data.batch_size: expected a whole number > 0,
+  got 0``), or by the ``--config`` file and line that hold it, instead of jsonargparse's nested union report;
 - ``check_config_files``: a ``--config`` file that is empty or not YAML is named before jsonargparse
   reports it without the file's name.
 
@@ -58,11 +60,46 @@ TOP_LEVEL = ("config", "print_config", "seed_everything", "ckpt_path", "model", 
 
 #: jsonargparse's reports of a class that cannot be found: by name on the command line, or by a
 #: ``class_path`` whose module or class does not exist.
+#: No other ``Parser key`` in between: a nested argument's "dot import path" (``lr: float | Tensor``
+#: given ``abc``) is a wrong value of that argument, not an unknown model class.
 _UNKNOWN_CLASS = re.compile(
-    r'Parser key "(model|data)":.*?(?:Expected a dot import path string: (\S+)|Problem with given '
-    r"class_path '([\w.]+)':\s*(?:module '[\w.]+' has no attribute|No module named))",
+    r'Parser key "(model|data)":(?:(?!Parser key).)*?(?:Expected a dot import path string: (\S+)|Problem '
+    r"with given class_path '([\w.]+)':\s*(?:module '[\w.]+' has no attribute|No module named))",
     re.S,
 )
+
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)":')
+#: What jsonargparse's type names mean, in a user's words (core/domains.py's types and the builtins).
+_EXPECTED = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "list": "a list",
+    "tuple": "a list",
+    "dict": "a mapping",
+    "PositiveInt": "a whole number > 0",
+    "NonNegativeInt": "a whole number >= 0",
+    "PositiveFinite": "a finite number > 0",
+    "NonNegativeFinite": "a finite number >= 0",
+    "FiniteFloat": "a finite number",
+    "ClosedUnitInterval": "a number from 0 to 1",
+    "Fraction": "a fraction from 0 to below 1",
+    "PositiveFloat": "a number > 0",
+    "NonNegativeFloat": "a number >= 0",
+}
+_NOT_OF_TYPE = re.compile(r"Not of type (\w+): (.*?)(?=\n\s*- |\n\s*Given value|\Z)", re.S)
+_RESTRICTION = re.compile(r"(.*?)\s*does not conform to restriction")
+_LITERAL = re.compile(
+    r"(?:invalid literal for \w+\(\)(?: with base 10)?|could not convert string to \w+): (.*)"
+)
+_EXPECTED_CLASS = re.compile(r"Expected a <class '([\w.]+)'>")
+_EXPECTED_CHOICE = re.compile(r"Expected a typing\.Literal\[(.*?)\]")
+_CALLABLE = re.compile(r"expects a function or a callable class: (?!Parser key)(.*?)\. Got value:")
+_LITERAL_VALUE = re.compile(
+    r"[-+]?(\d[\d_]*\.?\d*(e[-+]?\d+)?|\.\d+|nan|inf|infinity)|true|false|null|\[.*\]|\{.*\}", re.I
+)
+_GOT = re.compile(r"(?:Got value|Given value): ?(.*?)(?:\. Got value:.*)?$", re.M)
 
 
 def known_classes(package: Any, base: type) -> list[str]:
@@ -211,6 +248,104 @@ def _suggest(text: str, argv: Sequence[str]) -> str:
     return text
 
 
+def _given(text: str) -> str:
+    """The value a report of a wrong value says it was given, or "": a number, a list or a YAML word as
+    written, text quoted (``got 'fast'``, ``got ''``)."""
+    for found in _GOT.finditer(text):
+        value = found.group(1).strip()
+        if "NestedArg" in value or "Namespace(" in value:
+            continue
+        return _shown(value)
+    return ""
+
+
+def _shown(value: str) -> str:
+    value = value.strip().strip("'")
+    return value if _LITERAL_VALUE.fullmatch(value) else repr(value)
+
+
+def _flag(keys: list[str], argv: Sequence[str]) -> str:
+    """The flag that ``keys`` (jsonargparse's nested parser keys) name, ``--model.optimizer.lr``; a value
+    that only a ``--config`` file gives is named by the file and line that hold it."""
+    key = ".".join(part for part in ".".join(keys).split(".") if part != "init_args")
+    spellings = set(_spellings(key))
+    on_command_line = any(
+        str(arg).lstrip("-").split("=", 1)[0] in spellings for arg in argv if str(arg).startswith("--")
+    )
+    # The last --config file that holds the key gives its value.
+    files = [] if on_command_line else reversed(config_files(argv))
+    found = next((where for name in files if (where := config_key(["--config", name], key))), None)
+    return f"{found[0]}: {found[1]}" if found else f"--{key}"
+
+
+def _spellings(key: str) -> list[str]:
+    """``key`` with jsonargparse's ``init_args`` levels written in: ``model.init_args.dropout``,
+    ``model.init_args.optimizer.init_args.lr``, and the mixes."""
+    parts = key.split(".")
+    found = [parts[0]]
+    for part in parts[1:]:
+        found = [f"{prefix}.{middle}{part}" for prefix in found for middle in ("", "init_args.")]
+    return found
+
+
+def _words(name: str) -> str:
+    """A type's name in words: ``CountOrAll`` -> "a count or all"."""
+    return "a " + re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower()
+
+
+def _innermost(text: str) -> str:
+    """The part of a report under its last ``Parser key``: the rest of that line and the lines indented
+    deeper (the lines after them are an outer union's, such as "Expected a <class 'NoneType'>")."""
+    last = list(_PARSER_KEY.finditer(text))[-1]
+    start = text.rfind("\n", 0, last.start()) + 1
+    indent = len(text[start:]) - len(text[start:].lstrip())
+    lines = text[last.end() :].split("\n")
+    inner = [lines[0]]
+    for line in lines[1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        inner.append(line)
+    return "\n".join(inner)
+
+
+def wrong_value(text: str, argv: Sequence[str] = ()) -> str | None:
+    """jsonargparse's report of a wrong value (``Parser key "model": ... Parser key "dropout": Expected a
+    <class 'float'>. Got value: abc``) as one line naming the flag: ``--model.dropout: expected a number,
+    got abc``; None for a report of anything else."""
+    keys = _PARSER_KEY.findall(text)
+    if not keys:
+        return None
+    inner = _innermost(text)
+    flag = _flag(keys, argv)
+    given = _given(inner) or _given(text)
+    got = f", got {given}" if given else ""
+    restricted = _NOT_OF_TYPE.search(inner)
+    if restricted:
+        name, detail = restricted.group(1), " ".join(restricted.group(2).split())
+        value = _RESTRICTION.match(detail) or _LITERAL.search(detail)
+        if not value:  # a type of its own (CountOrFraction, a path): its message says what is wrong
+            return f"{flag}: {detail}"
+        if value.group(1).strip() and not given:
+            got = f", got {_shown(value.group(1))}"
+        return f"{flag}: expected {_EXPECTED.get(name) or _words(name)}{got}"
+    callable_class = _CALLABLE.search(inner)
+    if callable_class:
+        return (
+            f"{flag}: {callable_class.group(1).strip()}; expected a class path such as torch.optim.AdamW{got}"
+        )
+    choice = _EXPECTED_CHOICE.search(inner)
+    if choice:
+        return f"{flag}: expected one of {choice.group(1)}{got}"
+    expected = [_EXPECTED.get(name.rsplit(".", 1)[-1]) for name in _EXPECTED_CLASS.findall(inner)]
+    if "Expected a dot import path string" in inner and not any(expected):  # a class, not a Tensor
+        expected.append("a class path (package.module.Class)")
+    words = list(dict.fromkeys(word for word in expected if word))
+    if not words:
+        return None
+    nullable = "<class 'NoneType'>" in inner
+    return f"{flag}: expected {' or '.join(words)}{' or null' if nullable else ''}{got}"
+
+
 def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
     """The useful part of an error message, on one line. ``argv``, the command's arguments, lets a key or
     class at fault be named by the ``--config`` file and line that hold it."""
@@ -224,6 +359,9 @@ def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
         message = f'unknown class "{name}"; {class_hint(key, name)}'
         found = config_key(argv, f"{key}.class_path", name) or config_key(argv, key, name)
         return f"{found[0]}: {found[1]}: {message}" if found else f"--{key}: {message}"
+    value = wrong_value(text, argv) if "Parser key" in text else None
+    if value:
+        return value
     parts = []
     for raw in text.splitlines():
         line = raw.strip().removeprefix("- ").strip()
