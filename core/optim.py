@@ -85,13 +85,20 @@ def argument_error(
     if not isinstance(error, USER_MISTAKES):
         # Built, or failed for another reason (a missing argument): left to the real build to report.
         return None
+    reason = _reason(error)
     for key in init_args:
         if _outcome(build, {k: v for k, v in init_args.items() if k != key}) is None:
             return ExperimentError(
-                f"{flag}.init_args.{key}: {init_args[key]!r} is refused ({error}): set a valid value in the "
-                "config or the flag"
+                f"{flag}.init_args.{key}: {init_args[key]!r} is refused ({reason}): set a valid value in "
+                "the config or the flag"
             )
-    return ExperimentError(f"{flag}: {error}: set valid values in the config or the flags")
+    return ExperimentError(f"{flag}: {reason}: set valid values in the config or the flags")
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of torch's message (a KeyError's is its key, quoted, and may run over lines)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 #: What torch raises for arguments it cannot work with: a ValueError when it checks them; else when it

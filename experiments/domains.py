@@ -189,7 +189,8 @@ def check_nulls(setting: Any, flag: str) -> None:
         refused = value is None and parameter is not None and parameter.default is not None
         if refused and key in hints and not _takes_none(hints[key]):
             default = parameter.default
-            hint = "" if default is inspect.Parameter.empty else f" (its default is {default!r})"
+            plain_default = isinstance(default, (bool, int, float, str))  # not a function's repr
+            hint = f" (its default is {default!r})" if plain_default else ""
             raise ExperimentError(f"{flag}.{key}: null is not a value it takes{hint}: give a value")
         check_nulls(value, f"{flag}.{key}")
 

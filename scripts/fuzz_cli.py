@@ -52,10 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", nargs="+", default=None, help="only these configs (names)")
     parser.add_argument("--jobs", type=int, default=1, help="processes running cases")
     parser.add_argument("--show-errors", action="store_true", help="print every exit-2 error line too")
+    parser.add_argument(
+        "--match", nargs="+", default=None, help="only cases whose id (config:key=label) holds one of these"
+    )
     options = parser.parse_args(argv)
 
     started = time.perf_counter()
     every = cases(options.config)
+    if options.match:
+        every = [case for case in every if any(text in case.id for text in options.match)]
     chosen = sample(every, options.limit, options.seed) if options.limit else every
     print(f"{len(chosen)} commands of {len(every)} ({time.perf_counter() - started:.0f} s to generate)")
     counts: Counter[tuple[str, str]] = Counter()

@@ -228,7 +228,9 @@ NEVER_LEGAL_NUMBERS = {"nan", "inf", "minus_inf"}
 def out_of_domain(argument: Argument, label: str) -> bool:
     """Whether a fit that takes this value without a word is a failure: NaN or an infinity for a number,
     a negative value for a model's or data's count or size (the trainer's and the parts' -1 means "no
-    limit" or "all", and a seed may be any integer)."""
+    limit" or "all", and a seed may be any integer). The injected torch classes' arguments
+    (``model.optimizer.*``, ``model.lr_scheduler.*``) have torch's domains: a scheduler's ``last_epoch`` is
+    -1 by default, and torch refuses what it cannot use (checked when the command starts)."""
     if argument.kind in ("float", "int", "count_or_fraction", "other") and label in NEVER_LEGAL_NUMBERS:
         return True
     group = argument.key.split(".", 1)[0]
@@ -237,6 +239,7 @@ def out_of_domain(argument: Argument, label: str) -> bool:
         and argument.kind in ("int", "count_or_fraction", "list")
         and group in ("model", "data")
         and "seed" not in argument.key
+        and not argument.key.startswith(("model.optimizer.", "model.lr_scheduler."))
     )
 
 
