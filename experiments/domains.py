@@ -165,6 +165,24 @@ def _takes_none(annotation: Any) -> bool:
     return False
 
 
+def _parameter(cls: Any, key: str) -> tuple[inspect.Parameter, Any] | None:
+    """The ``__init__`` parameter ``key`` of ``cls`` and its type, looked up through the base classes a
+    ``**kwargs`` passes it on to (CIFAR10DataModule's ``seed`` is ImageClassificationDataModule's);
+    None when it is not found or its type cannot be read."""
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = klass.__dict__.get("__init__") if isinstance(klass, type) else klass
+        if init is None:
+            continue
+        try:
+            parameter = inspect.signature(init).parameters.get(key)
+            if parameter is not None:
+                hints = typing.get_type_hints(init)
+                return (parameter, hints[key]) if key in hints else None
+        except Exception:  # a signature or hint that cannot be read: the parser's word stands
+            return None
+    return None
+
+
 def check_nulls(setting: Any, flag: str) -> None:
     """Refuse ``null`` for an argument of a configured class whose type does not take None.
 
@@ -180,15 +198,12 @@ def check_nulls(setting: Any, flag: str) -> None:
     module, _, name = setting.class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
-        parameters = inspect.signature(cls).parameters
-        hints = typing.get_type_hints(cls.__init__) if isinstance(cls, type) else {}
-    except Exception:  # the parser or the real build reports a class it cannot find or read
+    except Exception:  # the parser or the real build reports a class it cannot find
         return
     for key, value in vars(init_args).items():
-        parameter = parameters.get(key)
-        refused = value is None and parameter is not None and parameter.default is not None
-        if refused and key in hints and not _takes_none(hints[key]):
-            default = parameter.default
+        found = _parameter(cls, key) if value is None else None
+        if found is not None and found[0].default is not None and not _takes_none(found[1]):
+            default = found[0].default
             plain_default = isinstance(default, (bool, int, float, str))  # not a function's repr
             hint = f" (its default is {default!r})" if plain_default else ""
             raise ExperimentError(f"{flag}.{key}: null is not a value it takes{hint}: give a value")

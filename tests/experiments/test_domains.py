@@ -73,6 +73,12 @@ OUT_OF_DOMAIN = [
         "--model.eye_corners",
     ),
     ("caption_rnn_unknown", model("CaptionModel", "--model.rnn=transformer"), "--model.rnn"),
+    # null where the type takes none (the parser lets it through for a class's arguments), also for an
+    # argument a subclass passes on through **kwargs, and for the injected optimizer itself
+    ("data_seed_null", lesson("linear_regression", "--data.seed=null"), "--data.seed: null is not"),
+    ("inherited_seed_null", model("LinearRegression", "--data", "CIFAR10DataModule", "--data.seed=null"),
+     "--data.seed: null is not"),
+    ("optimizer_null", lesson("logistic_regression", "--model.optimizer=null"), "--model.optimizer: null"),
     ("caption_channels_0", model("CaptionModel", "--model.cnn_channels=[32,0]"), "--model.cnn_channels"),
     (
         "tree_one_class",
