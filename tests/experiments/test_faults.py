@@ -24,7 +24,7 @@ from experiments.checkpoint_io import AtomicCheckpointIO
 from experiments.main import main
 from experiments.main import main as run_main
 from experiments.preemption import SIGTERM_STATUS, slurm_topology
-from tests.conftest import EVERY_EPOCH, QUIET, REPO, config, free_port, run_experiments
+from tests.conftest import EVERY_EPOCH, QUIET, REPO, config, free_port, run_experiments, slurm_job_environment
 
 EPOCHS = 3
 # A child process gets as many threads as this one: float results depend on how a reduction is split.
@@ -302,19 +302,7 @@ def slurm_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     scontrol.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     scontrol.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    for key, value in {
-        "SLURM_NTASKS": "1",
-        "SLURM_NTASKS_PER_NODE": "1",
-        "SLURM_NNODES": "1",
-        "SLURM_JOB_NAME": "experiments",
-        "SLURM_JOB_ID": "4242",
-        "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "0",
-        "SLURM_NODELIST": "127.0.0.1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    slurm_job_environment(monkeypatch)
     return log
 
 

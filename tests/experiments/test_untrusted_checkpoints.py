@@ -31,7 +31,7 @@ from core.errors import ExperimentError
 from experiments.ckpt_path import read_checkpoint
 from experiments.main import main
 from experiments.preemption import hpc_resume_checkpoint
-from tests.conftest import QUIET, config
+from tests.conftest import QUIET, config, slurm_job_environment
 
 LR = "linear_regression"
 #: What the error line says of every planted file (os.system is posix.system on Linux).
@@ -155,20 +155,8 @@ def test_a_planted_best_checkpoint_is_refused(command: Any, in_tmp: Path, traine
 
 @pytest.fixture
 def slurm_job(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment of a one-task SLURM job (as tests/experiments/test_faults.py's)."""
-    for key, value in {
-        "SLURM_NTASKS": "1",
-        "SLURM_NTASKS_PER_NODE": "1",
-        "SLURM_NNODES": "1",
-        "SLURM_JOB_NAME": "experiments",
-        "SLURM_JOB_ID": "4242",
-        "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "0",
-        "SLURM_NODELIST": "127.0.0.1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    """The environment of a one-task SLURM job (tests/conftest.py)."""
+    slurm_job_environment(monkeypatch)
 
 
 @pytest.mark.parametrize("root", [None, "job"])
