@@ -15,7 +15,8 @@ themselves, and let inf through; ``plain`` turns any such value in a parsed conf
 Vocabulary:
 
 - counts: ``PositiveInt`` (1, 2, ...), ``NonNegativeInt`` (0, 1, ...), below 2**63 (int64);
-  ``WorkerCount`` (a DataLoader's processes, 0 to 256);
+  ``WorkerCount`` (a DataLoader's processes, 0 to 256); ``Pixels`` (an image's side, 1 to 65535) and
+  ``Padding`` (0 to 65535);
 - real numbers, within float32's range: ``PositiveFloat`` (> 0: rates, sizes, temperatures, durations in
   seconds), ``NonNegativeFloat`` (>= 0: weight decay, margins), ``FiniteFloat`` (any finite number);
 - fractions: ``Probability`` ([0, 1]), ``Fraction`` ([0, 1): dropout, a share held out);
@@ -55,6 +56,8 @@ __all__ = [
     "NonEmptyText",
     "NonNegativeFloat",
     "NonNegativeInt",
+    "Padding",
+    "Pixels",
     "PositiveDuration",
     "PositiveFloat",
     "PositiveInt",
@@ -119,6 +122,10 @@ FiniteFloat = _number_domain(
     "FiniteFloat", float, lambda v: abs(v) <= FLOAT32_MAX, "a finite number (float32: within ±3.4e38)"
 )
 Probability = _number_domain("Probability", float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+#: An image's side in pixels, and a padding of one: PIL's and torch's images are at most 65,535 a side
+#: (2**31 overflowed inside PIL's resize, or asked torch for a tensor of 2**64 bytes).
+Pixels = _number_domain("Pixels", int, lambda v: 1 <= v <= 65535, "a size in pixels from 1 to 65535")
+Padding = _number_domain("Padding", int, lambda v: 0 <= v <= 65535, "a padding in pixels from 0 to 65535")
 #: A DataLoader's worker processes: each is a fork of the run, so more than a machine's cores is waste,
 #: and a huge count forks until the machine stops.
 WorkerCount = _number_domain(

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets
 
-from core.domains import NonNegativeInt
+from core.domains import Padding
 from datamodules.images import ImageClassificationDataModule
 
 
@@ -35,7 +35,7 @@ class CIFAR10DataModule(ImageClassificationDataModule):
     dataset_name = "CIFAR-10"
 
     def __init__(
-        self, *args, random_crop_padding: NonNegativeInt = 4, horizontal_flip: bool = True, **kwargs
+        self, *args, random_crop_padding: Padding = 4, horizontal_flip: bool = True, **kwargs
     ) -> None:
         super().__init__(
             *args, random_crop_padding=random_crop_padding, horizontal_flip=horizontal_flip, **kwargs

@@ -28,7 +28,7 @@ from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from core.domains import FiniteFloat, FolderPath, PositiveFloat, PositiveInt
+from core.domains import FiniteFloat, FolderPath, Pixels, PositiveFloat
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.images import ImageClassificationDataModule, sample_text
 
@@ -64,7 +64,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     def __init__(
         self,
         *args,
-        image_size: PositiveInt | None = None,
+        image_size: Pixels | None = None,
         grayscale: bool = False,
         cache_dir: FolderPath | None = None,
         mean_std: tuple[tuple[FiniteFloat, ...], tuple[PositiveFloat, ...]] | None = None,

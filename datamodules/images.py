@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from core.domains import CountOrFraction, FolderPath, NonNegativeInt, PositiveInt, WorkerCount
+from core.domains import CountOrFraction, FolderPath, Padding, PositiveInt, WorkerCount
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
 
@@ -129,7 +129,7 @@ class ImageClassificationDataModule(LightningDataModule):
         normalize: bool = True,
         download: bool = False,
         in_memory: bool = True,
-        random_crop_padding: NonNegativeInt = 0,
+        random_crop_padding: Padding = 0,
         horizontal_flip: bool = False,
         pin_memory: bool = True,
     ) -> None:

@@ -36,6 +36,7 @@ from jsonargparse import Namespace
 from core.domains import FolderPath
 from core.errors import ExperimentError
 from core.optim import check_injected
+from experiments.links import DATA_TO_MODEL
 
 
 def _integer(value: Any) -> bool:
@@ -201,6 +202,8 @@ def check_nulls(setting: Any, flag: str) -> None:
     except Exception:  # the parser or the real build reports a class it cannot find
         return
     for key, value in vars(init_args).items():
+        if flag == "--model" and key in DATA_TO_MODEL:
+            continue  # null: "from the data", filled in when the datamodule is built (experiments/links.py)
         found = _parameter(cls, key) if value is None else None
         if found is not None and found[0].default is not None and not _takes_none(found[1]):
             default = found[0].default

@@ -62,10 +62,12 @@ def sweep(args: list[str]) -> None:
 def out_of_memory(error: BaseException) -> str | None:
     """One line for a run that asked for more memory than there is (a size or count the user set: the
     data's, a batch's, an image's), else None. torch reports a CPU allocation that fails as a RuntimeError
-    ("can't allocate memory"), a GPU's as ``torch.OutOfMemoryError``."""
+    ("can't allocate memory"), a GPU's as ``torch.OutOfMemoryError``, and a tensor whose size does not
+    fit in 64 bits as "Storage size calculation overflowed"."""
     text = str(error).strip()
     memory = isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
-    if not memory and not (isinstance(error, RuntimeError) and "can't allocate memory" in text):
+    too_big = ("can't allocate memory", "Storage size calculation overflowed")
+    if not memory and not (isinstance(error, RuntimeError) and any(t in text for t in too_big)):
         return None
     reason = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text.splitlines()[0] if text else "")
     return (

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from core.domains import PositiveInt
+from core.domains import Pixels, PositiveInt
 from core.errors import InputShapeError
 from core.optim import LRSchedulerCallable, OptimizerCallable
 from modules.classifier import ImageClassifier
@@ -77,7 +77,7 @@ class MNISTConvNet(ImageClassifier):
         self,
         num_classes: PositiveInt = 10,
         in_channels: PositiveInt = 1,
-        image_size: PositiveInt = 28,
+        image_size: Pixels = 28,
         optimizer: OptimizerCallable = lambda params: torch.optim.Adadelta(
             params, lr=1.0, rho=0.95, eps=1e-7
         ),

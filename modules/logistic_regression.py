@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from core.domains import PositiveInt
+from core.domains import Pixels, PositiveInt
 from core.optim import LRSchedulerCallable, OptimizerCallable
 from modules.classifier import ImageClassifier
 
@@ -41,7 +41,7 @@ class LogisticRegression(ImageClassifier):
         self,
         num_classes: PositiveInt = 10,
         in_channels: PositiveInt = 1,
-        image_size: PositiveInt = 28,
+        image_size: Pixels = 28,
         optimizer: OptimizerCallable = lambda params: torch.optim.SGD(params, lr=0.1),
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:

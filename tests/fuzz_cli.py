@@ -252,6 +252,9 @@ class Case:
     label: str
     value: str
     out_of_domain: bool = False
+    #: The control: the config as shipped (small data, fast_dev_run), which must train (exit 0); a check
+    #: that refuses a legal value shows here, where a wrong value's exit 2 would hide it.
+    control: bool = False
 
     @property
     def id(self) -> str:
@@ -275,6 +278,7 @@ def cases(names: Sequence[str] | None = None) -> list[Case]:
     """Every case of the configs ``names`` (every shipped config by default), in a stable order."""
     found = []
     for name in names or lesson_configs():
+        found.append(Case(name, "trainer.fast_dev_run", "control", "true", control=True))
         for argument in config_arguments(name):
             for label, value in VALUES[argument.kind]:
                 if label == "null" and argument.nullable:
@@ -291,7 +295,10 @@ def sample(all_cases: Sequence[Case], count: int, seed: int) -> list[Case]:
         by_config.setdefault(case.config, []).append(case)
     for group in by_config.values():
         rng.shuffle(group)
-    drawn: list[Case] = []
+    # Every config's control first: whatever else is drawn, each config is seen to train as shipped.
+    drawn: list[Case] = [case for case in all_cases if case.control][:count]
+    for group in by_config.values():
+        group[:] = [case for case in group if not case.control]
     while len(drawn) < count and any(by_config.values()):
         for name in sorted(by_config):
             if by_config[name] and len(drawn) < count:
@@ -337,6 +344,10 @@ class Result:
         """What is wrong with how the case ended; None when it ended as it should."""
         if self.escaped:
             return f"an exception escaped main: {self.escaped}"
+        if self.case.control and self.code != 0:
+            return f"the config as shipped did not train (exit {self.code}): " + _last_lines(
+                self.err or self.out
+            )
         if "Traceback" in self.out + self.err:
             return "a traceback in the output: " + _last_lines(self.out + self.err)
         if self.code == 0:

@@ -19,7 +19,7 @@ from tests.fuzz_cli import VALUES, Case, Result, Workspace, cases, config_argume
 from tests.lesson_data import bypass_cifar_integrity, lesson_configs
 
 #: The sample the suite runs: about a minute on two cores.
-SAMPLE_SIZE = 30
+SAMPLE_SIZE = 40
 SEED = 20261205
 
 
@@ -40,12 +40,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 def test_every_config_and_argument_kind_is_fuzzed(every_case: list[Case]) -> None:
     assert len(every_case) >= 1000
     assert {case.config for case in every_case} == set(lesson_configs())
-    keys = {case.key for case in every_case if case.config == "mnist_convnet"}
+    keys = {case.key for case in every_case if case.config == "mnist_convnet" and not case.control}
     # Model, data, the nested optimizer, the trainer keys the config sets, and each of the command's groups.
     assert {"model.num_classes", "model.optimizer", "model.optimizer.lr", "data.data_dir"} <= keys
     assert {"data.val_split", "trainer.max_epochs", "trainer.callbacks", "checkpoint.monitor"} <= keys
     assert {"last_checkpoint.min_interval", "compile.mode", "figures.max_share", "nan_guard.enabled"} <= keys
     assert "trainer.fast_dev_run" not in keys  # every case sets it
+    # One control per config: the config as shipped, which must train.
+    assert Counter(case.config for case in every_case if case.control) == dict.fromkeys(lesson_configs(), 1)
     kinds = {argument.kind for name in lesson_configs() for argument in config_arguments(name)}
     assert {"int", "float", "bool", "path", "list", "class"} <= kinds <= set(VALUES)
     lr = [case for case in every_case if case.config == "boston_housing" and case.key == "model.optimizer.lr"]
@@ -68,6 +70,9 @@ def judged(case: Case, code: int | None, err: str = "", **kwargs: object) -> str
 
 
 def test_the_judge_refuses_what_a_user_should_not_see() -> None:
+    control = Case("linear_regression", "trainer.fast_dev_run", "control", "true", control=True)
+    assert "as shipped did not train" in judged(control, 2, "error: --model.x: null\n")
+    assert judged(control, 0) is None
     plain = Case("linear_regression", "model.lr", "text", "abc")
     nan = Case("linear_regression", "model.lr", "nan", "nan", out_of_domain=True)
     assert judged(plain, 2, "error: --model.lr: expected a number, got 'abc'\n") is None
