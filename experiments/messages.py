@@ -342,6 +342,8 @@ def wrong_value(text: str, argv: Sequence[str] = ()) -> str | None:
     words = list(dict.fromkeys(word for word in expected if word))
     if not words:
         return None
+    if given.strip("'\"").lstrip("+-.").lower() in ("nan", "inf", "infinity"):  # a number, but not finite
+        words = [word.replace("a number", "a finite number") for word in words]
     nullable = "<class 'NoneType'>" in inner
     return f"{flag}: expected {' or '.join(words)}{' or null' if nullable else ''}{got}"
 
