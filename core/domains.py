@@ -17,6 +17,7 @@ Vocabulary:
 - counts: ``PositiveInt`` (1, 2, ...), ``NonNegativeInt`` (0, 1, ...), below 2**63 (int64);
   ``WorkerCount`` (a DataLoader's processes, 0 to 256); ``Pixels`` (an image's side, 1 to 65535) and
   ``Padding`` (0 to 65535);
+- ``Seed``: a random seed, 0 to 2**32 - 1 (numpy's and Lightning's range);
 - real numbers, within float32's range: ``PositiveFloat`` (> 0: rates, sizes, temperatures, durations in
   seconds), ``NonNegativeFloat`` (>= 0: weight decay, margins), ``FiniteFloat`` (any finite number);
 - fractions: ``Probability`` ([0, 1]), ``Fraction`` ([0, 1): dropout, a share held out);
@@ -62,6 +63,7 @@ __all__ = [
     "PositiveFloat",
     "PositiveInt",
     "Probability",
+    "Seed",
     "Share",
     "WorkerCount",
     "plain",
@@ -122,6 +124,9 @@ FiniteFloat = _number_domain(
     "FiniteFloat", float, lambda v: abs(v) <= FLOAT32_MAX, "a finite number (float32: within ±3.4e38)"
 )
 Probability = _number_domain("Probability", float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+#: A random seed: what numpy and Lightning's seed_everything take (0 to 2**32 - 1); 2**63 overflowed in
+#: torch's manual_seed.
+Seed = _number_domain("Seed", int, lambda v: 0 <= v < 2**32, "a seed from 0 to 4294967295")
 #: An image's side in pixels, and a padding of one: PIL's and torch's images are at most 65,535 a side
 #: (2**31 overflowed inside PIL's resize, or asked torch for a tensor of 2**64 bytes).
 Pixels = _number_domain("Pixels", int, lambda v: 1 <= v <= 65535, "a size in pixels from 1 to 65535")

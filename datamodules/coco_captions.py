@@ -55,6 +55,7 @@ from core.domains import (
     Pixels,
     PositiveFloat,
     PositiveInt,
+    Seed,
     WorkerCount,
 )
 from core.errors import DataConfigError, DataNotFoundError
@@ -119,7 +120,7 @@ class CocoCaptionsDataModule(LightningDataModule):
             (their count is reported); by default a missing image is an error.
         batch_size: Images per batch (>= 1; each brings all of its captions, five for most of COCO).
         num_workers: Loader processes that read and resize images (0 to 256).
-        seed: Seeds the validation split and the training shuffle (any int).
+        seed: Seeds the validation split and the training shuffle (0 to 2**32 - 1).
         mean_std: Per-channel mean (finite) and std (finite, > 0) of the three channels the images are
             normalised with; ImageNet's by default.
         download: Fetch the official 2017 annotations and image archives that are absent (needs the
@@ -151,7 +152,7 @@ class CocoCaptionsDataModule(LightningDataModule):
         skip_missing: bool = False,
         batch_size: PositiveInt = 32,
         num_workers: WorkerCount = 0,
-        seed: int = 42,
+        seed: Seed = 42,
         mean_std: tuple[
             tuple[FiniteFloat, FiniteFloat, FiniteFloat], tuple[PositiveFloat, PositiveFloat, PositiveFloat]
         ] = IMAGENET_MEAN_STD,

@@ -46,6 +46,7 @@ from core.domains import (
     PositiveFloat,
     PositiveInt,
     Probability,
+    Seed,
 )
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.image_folder import EXTENSIONS
@@ -245,7 +246,7 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         val_split: Faces held out for validation: a whole count (>= 0), or a fraction in [0, 1); it must
             leave at least one training face.
         batch_size: Faces per batch (>= 1).
-        seed: Seeds the held-out split and the training shuffle (any int).
+        seed: Seeds the held-out split and the training shuffle (0 to 2**32 - 1).
         download: Fetch the tutorial's ``faces.zip`` into ``data_dir`` when the CSV is absent.
         predict_dir: Optional folder of images (no landmarks needed) for ``predict``; it must exist.
     """
@@ -278,7 +279,7 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         color_jitter: NonNegativeFloat = 0.3,
         val_split: CountOrFraction = 0.2,
         batch_size: PositiveInt = 16,
-        seed: int = 42,
+        seed: Seed = 42,
         download: bool = False,
         predict_dir: ExistingFolder | None = None,
     ) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from core.domains import CountOrFraction, FolderPath, Padding, PositiveInt, WorkerCount
+from core.domains import CountOrFraction, FolderPath, Padding, PositiveInt, Seed, WorkerCount
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
 
@@ -96,7 +96,7 @@ class ImageClassificationDataModule(LightningDataModule):
         batch_size: Images per batch (>= 1).
         num_workers: Loader processes for the per-sample path (``in_memory: false``; >= 0); the in-memory
             path needs none.
-        seed: Seeds the validation split and the training shuffle (any int).
+        seed: Seeds the validation split and the training shuffle (0 to 2**32 - 1).
         normalize: Subtract the training set's per-channel mean and divide by its std; else x / 255.
         download: Download the data when it is absent (needs the internet).
         in_memory: Hold the whole dataset as one uint8 tensor (default); false for data that does not
@@ -125,7 +125,7 @@ class ImageClassificationDataModule(LightningDataModule):
         val_split: CountOrFraction = 5000,
         batch_size: PositiveInt = 128,
         num_workers: WorkerCount = 0,
-        seed: int = 42,
+        seed: Seed = 42,
         normalize: bool = True,
         download: bool = False,
         in_memory: bool = True,

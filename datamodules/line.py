@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.domains import FiniteFloat, Fraction, NonNegativeFloat, PositiveInt
+from core.domains import FiniteFloat, Fraction, NonNegativeFloat, PositiveInt, Seed
 from core.errors import DataConfigError
 from datamodules.tensors import InMemoryDataModule
 
@@ -30,7 +30,7 @@ class LineDataModule(InMemoryDataModule):
             (in (0, 1), leaving at least one point in each split).
         n_test: Points of a separate draw for ``test`` and ``predict`` (>= 1).
         batch_size: Samples per batch (>= 1).
-        seed: Seeds the points, the split and the training shuffle (any int).
+        seed: Seeds the points, the split and the training shuffle (0 to 2**32 - 1).
     """
 
     def __init__(
@@ -42,7 +42,7 @@ class LineDataModule(InMemoryDataModule):
         val_fraction: Fraction = 0.2,
         n_test: PositiveInt = 64,
         batch_size: PositiveInt = 32,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
         if not 0.0 < val_fraction < 1.0:

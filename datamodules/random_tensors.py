@@ -12,7 +12,7 @@ import zlib
 import torch
 from torch import Tensor
 
-from core.domains import PositiveInt
+from core.domains import PositiveInt, Seed
 from core.errors import DataConfigError
 from datamodules.tensors import InMemoryDataModule
 
@@ -26,7 +26,7 @@ class RandomTensorDataModule(InMemoryDataModule):
         n_val: Validation samples (>= 1).
         n_test: Test samples, also used by ``predict`` (>= 1).
         batch_size: Samples per batch (>= 1); the tutorial's is 10, the whole training set.
-        seed: Seeds the data and the training shuffle (any int).
+        seed: Seeds the data and the training shuffle (0 to 2**32 - 1).
     """
 
     def __init__(
@@ -36,7 +36,7 @@ class RandomTensorDataModule(InMemoryDataModule):
         n_val: PositiveInt = 10,
         n_test: PositiveInt = 10,
         batch_size: PositiveInt = 10,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
         for name, value in {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from core.domains import NonNegativeFloat, PositiveFloat, PositiveInt
+from core.domains import NonNegativeFloat, PositiveFloat, PositiveInt, Seed
 from core.errors import DataConfigError
 from datamodules.tensors import InMemoryDataModule, check_tensors
 
@@ -42,7 +42,7 @@ class StudyScoresDataModule(InMemoryDataModule):
             row as ``hours``); None for the tutorial's ``[[4, 8]]``.
         max_score: The highest possible score (finite, > 0); scores are divided by it.
         batch_size: Students per batch (>= 1); None for all of them (the tutorial's full-batch updates).
-        seed: Seeds the training shuffle (any int; it matters only with batches smaller than the data).
+        seed: Seeds the training shuffle (0 to 2**32 - 1; it matters only with batches smaller than the data).
     """
 
     # Three students, one full batch per update: every process of a data-parallel run takes all of them
@@ -56,7 +56,7 @@ class StudyScoresDataModule(InMemoryDataModule):
         predict_hours: list[list[NonNegativeFloat]] | None = None,
         max_score: PositiveFloat = 100.0,
         batch_size: PositiveInt | None = None,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> None:
         hours = SEED_HOURS if hours is None else hours
         scores = SEED_SCORES if scores is None else scores

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from core.domains import ExistingFile, Fraction, PositiveInt
+from core.domains import ExistingFile, Fraction, PositiveInt, Seed
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import InMemoryDataModule
 
@@ -138,7 +138,7 @@ class CSVRegressionDataModule(InMemoryDataModule):
             rows (a constant column is only shifted).
         predict_path: Optional CSV (an existing file) whose rows ``predict`` serves.
         batch_size: Rows per batch (>= 1).
-        seed: Seeds the split and the training shuffle (any int).
+        seed: Seeds the split and the training shuffle (0 to 2**32 - 1).
     """
 
     def __init__(
@@ -151,7 +151,7 @@ class CSVRegressionDataModule(InMemoryDataModule):
         standardize: bool = True,
         predict_path: ExistingFile | None = None,
         batch_size: PositiveInt = 32,
-        seed: int = 42,
+        seed: Seed = 42,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
         for name, value in {"val_fraction": val_fraction, "test_fraction": test_fraction}.items():
@@ -306,7 +306,7 @@ class BostonHousingDataModule(CSVRegressionDataModule):
         predict_path: Optional CSV of houses (an existing file with the same feature columns) for
             ``predict``; else the test set.
         batch_size: Rows per batch (>= 1).
-        seed: Seeds the split and the training shuffle (any int).
+        seed: Seeds the split and the training shuffle (0 to 2**32 - 1).
     """
 
     def __init__(
@@ -317,7 +317,7 @@ class BostonHousingDataModule(CSVRegressionDataModule):
         standardize: bool = True,
         predict_path: ExistingFile | None = None,
         batch_size: PositiveInt = 32,
-        seed: int = 42,
+        seed: Seed = 42,
     ) -> None:
         super().__init__(
             path=BOSTON_CSV,

@@ -172,7 +172,7 @@ class InMemoryDataModule(LightningDataModule):
 
     Args:
         batch_size: Samples per batch (>= 1).
-        seed: Seeds the training shuffle (any int).
+        seed: Seeds the training shuffle (0 to 2**32 - 1).
     """
 
     shuffle_train: bool = True

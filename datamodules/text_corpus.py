@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from core.domains import FolderPath, Fraction, NonNegativeInt, PositiveInt
+from core.domains import FolderPath, Fraction, NonNegativeInt, PositiveInt, Seed
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.corpus import EncodedCorpus, check_encoded, corpus_files
 from datamodules.skipgram_batches import SkipGramBatches
@@ -63,7 +63,7 @@ class TextCorpusDataModule(LightningDataModule):
         cache_dir: Folder the token and encoded files go to (made if absent). Unset: a temporary folder
             removed when the process ends; set: kept, and reused by later runs over the same unchanged
             files.
-        seed: Seeds subsampling, windows and negatives (any int; a new draw each epoch).
+        seed: Seeds subsampling, windows and negatives (0 to 2**32 - 1; a new draw each epoch).
     """
 
     #: Why ``fit`` refuses several processes (``setup``'s one-line error says it); tests expect that
@@ -95,7 +95,7 @@ class TextCorpusDataModule(LightningDataModule):
         chunk_tokens: PositiveInt = 1 << 17,
         prefetch_batches: NonNegativeInt = 8,
         cache_dir: FolderPath | None = None,
-        seed: int = 42,
+        seed: Seed = 42,
     ) -> None:
         super().__init__()
         checks = {

@@ -34,7 +34,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
-from core.domains import FolderPath, PositiveInt
+from core.domains import FolderPath, PositiveInt, Seed
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
 
@@ -290,7 +290,7 @@ class TreebankDataModule(LightningDataModule):
             a neutral root dropped, neutral nodes not counted. The vocabulary is the same in both.
         batch_size: Trees per batch (>= 1).
         min_freq: Training tokens seen fewer times become ``<unk>`` (id 0) (>= 1).
-        seed: Seeds the per-epoch shuffle of the training trees (any int).
+        seed: Seeds the per-epoch shuffle of the training trees (0 to 2**32 - 1).
         download: Fetch Stanford's trainDevTestTrees_PTB.zip into ``data_dir`` when files are absent.
         predict_split: The split ``predict`` reads: ``test`` (default), ``dev`` or ``train``.
     """
@@ -311,7 +311,7 @@ class TreebankDataModule(LightningDataModule):
         mode: Literal["fine_grained", "binary"] = "fine_grained",
         batch_size: PositiveInt = 25,
         min_freq: PositiveInt = 1,
-        seed: int = 42,
+        seed: Seed = 42,
         download: bool = False,
         predict_split: Literal["train", "dev", "test"] = "test",
     ) -> None:

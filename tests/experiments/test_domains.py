@@ -76,6 +76,7 @@ OUT_OF_DOMAIN = [
     # null where the type takes none (the parser lets it through for a class's arguments), also for an
     # argument a subclass passes on through **kwargs, and for the injected optimizer itself
     ("data_seed_null", lesson("linear_regression", "--data.seed=null"), "--data.seed: null is not"),
+    ("data_seed_past_2_32", lesson("first_network", "--data.seed=4294967296"), "--data.seed: expected"),
     ("inherited_seed_null", model("LinearRegression", "--data", "CIFAR10DataModule", "--data.seed=null"),
      "--data.seed: null is not"),
     ("optimizer_null", lesson("logistic_regression", "--model.optimizer=null"), "--model.optimizer: null"),
