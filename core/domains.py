@@ -15,8 +15,8 @@ themselves, and let inf through; ``plain`` turns any such value in a parsed conf
 Vocabulary:
 
 - counts: ``PositiveInt`` (1, 2, ...), ``NonNegativeInt`` (0, 1, ...), below 2**63 (int64);
-  ``WorkerCount`` (a DataLoader's processes, 0 to 256); ``Pixels`` (an image's side, 1 to 65535) and
-  ``Padding`` (0 to 65535);
+  ``WorkerCount`` (a DataLoader's processes, 0 to 256), ``ThreadCount`` (background threads, 1 to
+  256); ``Pixels`` (an image's side, 1 to 65535) and ``Padding`` (0 to 65535);
 - ``Seed``: a random seed, 0 to 2**32 - 1 (numpy's and Lightning's range);
 - real numbers, within float32's range: ``PositiveFloat`` (> 0: rates, sizes, temperatures, durations in
   seconds), ``NonNegativeFloat`` (>= 0: weight decay, margins), ``FiniteFloat`` (any finite number);
@@ -65,6 +65,7 @@ __all__ = [
     "Probability",
     "Seed",
     "Share",
+    "ThreadCount",
     "WorkerCount",
     "plain",
 ]
@@ -127,6 +128,9 @@ Probability = _number_domain("Probability", float, lambda v: 0 <= v <= 1, "a pro
 #: A random seed: what numpy and Lightning's seed_everything take (0 to 2**32 - 1); 2**63 overflowed in
 #: torch's manual_seed.
 Seed = _number_domain("Seed", int, lambda v: 0 <= v < 2**32, "a seed from 0 to 4294967295")
+#: Background threads sharing a step's work (word2vec's): at least one, and more than a machine's cores
+#: is waste; 2**31 started threads until the run hung.
+ThreadCount = _number_domain("ThreadCount", int, lambda v: 1 <= v <= 256, "a number of threads from 1 to 256")
 #: An image's side in pixels, and a padding of one: PIL's and torch's images are at most 65,535 a side
 #: (2**31 overflowed inside PIL's resize, or asked torch for a tensor of 2**64 bytes).
 Pixels = _number_domain("Pixels", int, lambda v: 1 <= v <= 65535, "a size in pixels from 1 to 65535")

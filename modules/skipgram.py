@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from core.domains import NonNegativeFloat, NonNegativeInt, PositiveInt
+from core.domains import NonNegativeFloat, NonNegativeInt, PositiveInt, ThreadCount
 from core.errors import ExperimentError
 from core.metrics import EpochMean, log_phase, phase_metrics
 from core.optim import OptimizerCallable, build_optimizer
@@ -92,7 +92,7 @@ class SkipGramModel(LightningModule):
         duplicate_cap: Matrix form (a count >= 0): a word met more often than this in one update gets
             this many occurrences' worth of update, shared by its occurrences; 0 sums them all. (The loop
             needs none: each step sees the last.)
-        workers: Closed form on a CPU: background threads applying the slices (a count >= 1). 1: one
+        workers: Closed form on a CPU: background threads applying the slices (1 to 256). 1: one
             thread, in order, deterministic; more update the tables at once, unlocked (Hogwild, like
             word2vec.c's and gensim's workers): faster on a CPU with idle cores, not reproducible bit for
             bit.
@@ -114,7 +114,7 @@ class SkipGramModel(LightningModule):
         closed_form: bool = True,
         update_rows: PositiveInt = 1024,
         duplicate_cap: NonNegativeInt = 32,
-        workers: PositiveInt = 1,
+        workers: ThreadCount = 1,
         cpu_loop: bool = True,
     ) -> None:
         super().__init__()
