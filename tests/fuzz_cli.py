@@ -439,8 +439,13 @@ class Workspace:
         self.root = Path(root)
         self.logs = self.root / "lightning_logs"
         self.pristine = self.root / "pristine_logs"
-        self.a_file = str(CONFIGS / "linear_regression.yaml")
-        self.a_folder = str(CONFIGS)
+        # A file and a folder of the workspace's own for the path values: a case may write into a folder
+        # it is given (a cache_dir), which must not be the checkout's.
+        folder = self.root / "a_folder"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "notes.txt").write_text("a file in a folder\n", encoding="utf-8")
+        self.a_folder = str(folder)
+        self.a_file = str(shutil.copyfile(CONFIGS / "linear_regression.yaml", self.root / "a_file.yaml"))
         self._small: dict[str, list[str]] = {}
         if not self.pristine.exists():
             self._finish_a_run()
