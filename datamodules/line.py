@@ -15,7 +15,7 @@ from torch import Tensor
 
 from core.domains import FiniteFloat, Fraction, NonNegativeFloat, PositiveInt, Seed
 from core.errors import DataConfigError
-from datamodules.tensors import InMemoryDataModule
+from datamodules.tensors import InMemoryDataModule, check_memory
 
 
 class LineDataModule(InMemoryDataModule):
@@ -59,6 +59,9 @@ class LineDataModule(InMemoryDataModule):
             )
         if n_test < 1:
             raise DataConfigError(f"--data.n_test must be at least 1, got {n_test}")
+        # x, the noise and y of every point, float32, and as much again while they are made
+        flags = f"--data.n_points={n_points} with --data.n_test={n_test}"
+        check_memory(2 * 3 * 4 * (n_points + n_test), flags)
         self.n_points, self.n_val, self.n_test = n_points, n_val, n_test
         self.slope, self.intercept, self.noise_std = slope, intercept, noise_std
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from core.domains import PositiveInt, Seed
 from core.errors import DataConfigError
-from datamodules.tensors import InMemoryDataModule
+from datamodules.tensors import InMemoryDataModule, check_memory
 
 
 class RandomTensorDataModule(InMemoryDataModule):
@@ -47,6 +47,10 @@ class RandomTensorDataModule(InMemoryDataModule):
         }.items():
             if value < 1:
                 raise DataConfigError(f"--data.{name} must be at least 1, got {value}")
+        # each split's inputs and targets, float32 (one split at a time is made twice over, at most)
+        samples = n_train + n_val + 2 * n_test + max(n_train, n_val, n_test)
+        flags = f"--data.n_features={n_features} with n_train={n_train}, n_val={n_val}, n_test={n_test}"
+        check_memory(4 * (n_features + 1) * samples, flags)
         self.n_features = n_features
         self.sizes = {"train": n_train, "val": n_val, "test": n_test, "predict": n_test}
 

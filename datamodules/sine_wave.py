@@ -12,7 +12,7 @@ from torch import Tensor
 
 from core.domains import FiniteFloat, PositiveInt
 from core.errors import DataConfigError
-from datamodules.tensors import InMemoryDataModule
+from datamodules.tensors import InMemoryDataModule, check_memory
 
 
 class SineWaveDataModule(InMemoryDataModule):
@@ -40,6 +40,8 @@ class SineWaveDataModule(InMemoryDataModule):
             raise DataConfigError(
                 f"--data.t_end={t_end} must be above --data.t_start={t_start}: the wave runs forward in time"
             )
+        # float64 times and their sine, float32 values and the inputs and targets cut from them
+        check_memory(4 * 8 * n_points, f"--data.n_points={n_points}")
         super().__init__(batch_size=n_points - 1, seed=0)
         # float64 as in the tutorial (numpy), cast to float32 once, like `torch.Tensor(data)`.
         self.time_steps = torch.linspace(t_start, t_end, n_points, dtype=torch.float64)

@@ -18,6 +18,7 @@ global batch computes.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -136,6 +137,34 @@ class TensorBatches:
             idx = indices[start : start + self.batch_size]
             batch = tuple(t[idx] for t in self.tensors)
             yield tuple(t.pin_memory() for t in batch) if self.pin_memory else batch
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give a process (Linux's ``MemAvailable``; else the free
+    physical pages), or None where neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before it is made, data that needs more memory than this machine has free: a generated set
+    of 2**31 points was taken in by the system's overcommit and the run killed by its out-of-memory
+    killer mid-draw, with no message. ``what`` names the flags that set the size."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise DataConfigError(
+            f"{what} needs {nbytes / 1e9:.1f} GB of memory, and this machine has {free / 1e9:.1f} GB free: "
+            "make it smaller"
+        )
 
 
 def check_tensors(source: str, tensors: tuple[Tensor, ...], names: tuple[str, ...] = ()) -> None:

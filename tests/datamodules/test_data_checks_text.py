@@ -306,3 +306,33 @@ def test_an_argument_outside_its_domain_is_one_line_naming_the_flag(
     assert stop.value.code == 2 and len(lines) == 1, err
     assert lines[0].startswith(f"error: --data.{key}"), lines[0]
     assert not (tmp_path / "lightning_logs").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize(
+    ("build", "flag"),
+    [
+        (lambda: LineDataModule(n_points=100_000), "--data.n_points=100000"),
+        (lambda: RandomTensorDataModule(n_train=100_000), "n_train=100000"),
+        (lambda: SineWaveDataModule(n_points=100_000), "--data.n_points=100000"),
+    ],
+)
+def test_generated_data_larger_than_the_free_memory_is_refused_before_it_is_made(
+    monkeypatch: pytest.MonkeyPatch, build, flag: str
+) -> None:
+    import datamodules.tensors
+
+    monkeypatch.setattr(datamodules.tensors, "available_memory", lambda: 1_000_000)  # 1 MB free
+    with pytest.raises(DataConfigError, match=rf"{re.escape(flag)}.* needs 0\.\d GB of memory, and this"):
+        build()
+    monkeypatch.setattr(datamodules.tensors, "available_memory", lambda: 10**12)
+    build()  # the same size fits on a machine with the memory
+
+
+def test_the_free_memory_is_read() -> None:
+    from datamodules.tensors import available_memory
+
+    free = available_memory()
+    if sys.platform.startswith("linux"):  # /proc/meminfo's MemAvailable
+        assert free is not None and free > 0
+    else:
+        assert free is None or free > 0
