@@ -17,6 +17,8 @@ import errno
 import os
 import re
 import sys
+import threading
+from typing import Any
 
 from lightning.pytorch.cli import ArgsType
 
@@ -76,9 +78,24 @@ def out_of_memory(error: BaseException) -> str | None:
     )
 
 
+def _quiet_full_disk_in_threads(hook: Any = threading.excepthook) -> Any:
+    """A ``threading.excepthook`` that says nothing of a background thread's write meeting a full disk
+    (TensorBoard's event writer, a figure's): the run's own next write meets it too and the command ends
+    with its one line; a thread's traceback before that line is noise. Anything else goes to ``hook``."""
+
+    def quiet(args: threading.ExceptHookArgs) -> None:
+        error = args.exc_value
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        hook(args)
+
+    return quiet
+
+
 def main(args: ArgsType = None) -> None:
     """Run the command: ``args`` as on the command line (None: ``sys.argv``)."""
     lightning_output_to_stdout()
+    threading.excepthook = _quiet_full_disk_in_threads()
     given: list[str] = []
     try:
         args = resolve_main_args(args)
@@ -90,7 +107,7 @@ def main(args: ArgsType = None) -> None:
         else:
             cli.ExperimentCLI(args=args, parser_kwargs={**cli.PARSER_KWARGS, "description": DESCRIPTION})
     except Exception as error:
-        disk_full = isinstance(error, OSError) and error.errno == errno.ENOSPC
+        disk_full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
         compiler = compile_failure(error) or out_of_memory(error)
         known = isinstance(error, USER_ERRORS) or disk_full or compiler is not None
         if not known or os.environ.get(DEBUG_VARIABLE):

@@ -374,9 +374,12 @@ def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
         if line.startswith("Given value:") and (len(line) > 80 or "NestedArg" in line):
             continue
         parts.append(line)
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {error.filename}" if error.filename else ""
-        fix = "free some space, or write the runs elsewhere (--trainer.logger.init_args.save_dir)"
+        fix = (
+            "the checkpoints already written are intact; free some space, or write the runs elsewhere "
+            "(--trainer.logger.init_args.save_dir)"
+        )
         return f"the disk is full{where}: {fix}"
     return _suggest(" ".join(parts), argv) if parts else type(error).__name__
 
