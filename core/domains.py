@@ -10,7 +10,8 @@ type cannot say (one argument against another).
 The parser hands on plain ``int``, ``float``, ``str`` and ``timedelta`` values, never instances of these
 types: the values reach the classes and the hyperparameters saved in checkpoints, which a weights-only
 ``torch.load`` must read. (jsonargparse's own ``PositiveInt`` and the like hand on instances of
-themselves, and let inf through; ``plain`` turns any such value in a parsed config into a builtin.)
+themselves, also when it builds a class's ``init_args`` from a config already parsed, and let inf
+through: a lesson uses these instead.)
 
 Vocabulary:
 
@@ -34,14 +35,12 @@ Vocabulary:
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import Namespace
 from jsonargparse.typing import register_type
 
 __all__ = [
@@ -67,7 +66,6 @@ __all__ = [
     "Share",
     "ThreadCount",
     "WorkerCount",
-    "plain",
 ]
 
 
@@ -143,19 +141,12 @@ WorkerCount = _number_domain(
 Fraction = _number_domain("Fraction", float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 
 
-def _number(value: Any) -> float:
-    """``value`` as a float: a number or its text; a bool (YAML's yes/no) is not a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
-
-
 class CountOrFraction(float):
     """A part of a data set: a whole count (0, 1, 2, ...) or a fraction in [0, 1). A value of 1 or more
     that is not whole (2.5) is neither, and is refused rather than rounded."""
 
     def __new__(cls, value: Any) -> CountOrFraction:
-        number = _number(value)
+        number = _as(float, value)
         if math.isnan(number) or math.isinf(number) or number < 0:
             raise ValueError(f"{value!r} is not a count (0, 1, 2, ...) or a fraction in [0, 1)")
         if number >= 1 and not number.is_integer():
@@ -223,38 +214,10 @@ for _path_type in (FolderPath, FilePath, ExistingFolder, ExistingFile):
     register_type(_path_type, serializer=str, deserializer=lambda v, t=_path_type: str(t(v)))
 
 
-def _whole(value: Any) -> int | None:
-    """``value`` as an int when it is a whole number (3, 3.0, "3"), else None; a bool is not one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return int(number) if number.is_integer() else None
-
-
-class CountOrAll(int):
-    """A count >= 0, or -1 for all (ModelCheckpoint's ``save_top_k``: checkpoints to keep)."""
-
-    def __new__(cls, value: Any) -> CountOrAll:
-        number = _whole(value)
-        if number is None or number < -1:
-            raise ValueError(f"expected a count >= 0, or -1 for all, got {value!r}")
-        return super().__new__(cls, number)
-
-
-class Share(float):
-    """A share of a whole in (0, 1]: some of it, at most all."""
-
-    def __new__(cls, value: Any) -> Share:
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except (TypeError, ValueError):
-            number = math.nan
-        if not 0 < number <= 1:
-            raise ValueError(f"expected a share in (0, 1] (1: all), got {value!r}")
-        return super().__new__(cls, number)
+CountOrAll = _number_domain(
+    "CountOrAll", int, lambda v: -1 <= v < INT64_END, "a count >= 0, or -1 for all"
+)  # ModelCheckpoint's save_top_k: checkpoints to keep
+Share = _number_domain("Share", float, lambda v: 0 < v <= 1, "a share in (0, 1] (1: all)")
 
 
 class NonEmptyText(str):
@@ -266,8 +229,6 @@ class NonEmptyText(str):
         return super().__new__(cls, value)
 
 
-register_type(CountOrAll, serializer=int, deserializer=lambda v: int(CountOrAll(v)))
-register_type(Share, serializer=float, deserializer=lambda v: float(Share(v)))
 register_type(NonEmptyText, serializer=str, deserializer=lambda v: str(NonEmptyText(v)))
 
 
@@ -324,27 +285,3 @@ class FileName(str):
 
 
 register_type(FileName, serializer=str, deserializer=lambda v: str(FileName(v)))
-
-
-_BUILTINS = (bool, int, float, str)
-
-
-def plain(value: Any) -> Any:
-    """``value`` with the parser's typed numbers and paths (``PositiveInt(3)``, ``FolderPath('x')``)
-    made builtins again, through namespaces, dicts, lists and tuples; anything else is returned as is."""
-    if isinstance(value, Namespace):
-        for key, item in vars(value).items():
-            setattr(value, key, plain(item))
-        return value
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    if isinstance(value, tuple) and type(value) is tuple:
-        return tuple(plain(item) for item in value)
-    if type(value) in _BUILTINS or isinstance(value, enum.Enum):  # True is an int too; so is SIGUSR1
-        return value
-    for builtin in _BUILTINS[1:]:
-        if isinstance(value, builtin):
-            return builtin(value)
-    return value

@@ -45,7 +45,6 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from core.distributed import run_dir
-from core.domains import plain
 from core.errors import ExperimentError
 from experiments.checkpoint_io import use_atomic_checkpoints
 from experiments.ckpt_path import resolve_ckpt_path
@@ -209,9 +208,6 @@ class ExperimentCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         # A constructor that rejects its arguments (ValueError) is a configuration mistake, not a bug.
-        # The parser's typed values (core/domains.py) as builtins: they are saved in checkpoints, which a
-        # weights-only load must read.
-        plain(self.config)
         try:
             super().instantiate_classes()
             self.links.drop_foreign(self.model)

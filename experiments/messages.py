@@ -69,7 +69,8 @@ _UNKNOWN_CLASS = re.compile(
 )
 
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)":')
-#: What jsonargparse's type names mean, in a user's words (core/domains.py's types and the builtins).
+#: What jsonargparse's type names mean, in a user's words: the builtins, and jsonargparse's restricted types
+#: (a lesson may use them; core/domains.py's types say what they expect in their own messages).
 _EXPECTED = {
     "int": "a whole number",
     "float": "a number",
@@ -80,11 +81,8 @@ _EXPECTED = {
     "dict": "a mapping",
     "PositiveInt": "a whole number > 0",
     "NonNegativeInt": "a whole number >= 0",
-    "PositiveFinite": "a finite number > 0",
-    "NonNegativeFinite": "a finite number >= 0",
-    "FiniteFloat": "a finite number",
     "ClosedUnitInterval": "a number from 0 to 1",
-    "Fraction": "a fraction from 0 to below 1",
+    "OpenUnitInterval": "a number between 0 and 1",
     "PositiveFloat": "a number > 0",
     "NonNegativeFloat": "a number >= 0",
 }
