@@ -33,6 +33,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 from core.distributed import run_dir
+from core.domains import Share
 
 
 def new_figure(figsize: tuple[float, float], **kwargs: Any) -> Any:
@@ -231,14 +232,14 @@ class FigureThread(Callback):
     ``--figures.background``.
 
     Args:
-        max_share: The share of the run's wall time that drawing may take before figures past the first
-            of each tag are held back until the stage ends (1.0: no budget; a figure still waiting is
-            replaced by a newer one all the same).
+        max_share: The share of the run's wall time, in (0, 1], that drawing may take before figures
+            past the first of each tag are held back until the stage ends (1.0: no budget; a figure still
+            waiting is replaced by a newer one all the same).
         background: Draw on the background thread; false draws each figure at once on the training
             thread, as a plain ``Trainer`` without this callback does.
     """
 
-    def __init__(self, max_share: float = 0.05, background: bool = True) -> None:
+    def __init__(self, max_share: Share = 0.05, background: bool = True) -> None:
         if not 0 < max_share <= 1:
             raise ValueError(f"max_share must be in (0, 1], got {max_share}")
         self.max_share = max_share

@@ -13,6 +13,8 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from core.domains import FolderPath, NonEmptyText, NonNegativeFloat, PositiveInt
+
 
 class Checkpoint(ModelCheckpoint):
     """ModelCheckpoint that honours ``fast_dev_run`` at the end of training too.
@@ -109,18 +111,19 @@ class LastCheckpoint(Checkpoint):
     A ModelCheckpoint without a monitor and ``save_top_k=1`` keeps exactly the latest checkpoint.
 
     Args:
-        filename: The file's name, without ``.ckpt``.
-        every_n_epochs: Epochs between writes.
-        min_interval: Seconds since the last write below which an epoch's end writes nothing.
-        dirpath: The folder; by default the run's ``checkpoints/``.
+        filename: The file's name, without ``.ckpt`` (not empty).
+        every_n_epochs: Epochs between writes (a count >= 1).
+        min_interval: Seconds (>= 0) since the last write below which an epoch's end writes nothing; 0:
+            every epoch.
+        dirpath: The folder (not a file); by default the run's ``checkpoints/``.
     """
 
     def __init__(
         self,
-        filename: str = "last",
-        every_n_epochs: int = 1,
-        min_interval: float = 10.0,
-        dirpath: str | None = None,
+        filename: NonEmptyText = "last",
+        every_n_epochs: PositiveInt = 1,
+        min_interval: NonNegativeFloat = 10.0,
+        dirpath: FolderPath | None = None,
     ) -> None:
         super().__init__(
             dirpath=dirpath,

@@ -17,12 +17,17 @@ says so, and a compiler failure at the first step is reported by the command as 
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from core.domains import NonEmptyText
 from core.errors import ExperimentError
 
 #: torch.compile's modes (``torch._inductor.list_mode_options()``) and its default.
-MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+Mode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+MODES: tuple[str, ...] = typing.get_args(Mode)
 
 
 class Compile(Callback):
@@ -44,10 +49,10 @@ class Compile(Callback):
     def __init__(
         self,
         enabled: bool = False,
-        mode: str = "default",
+        mode: Mode = "default",
         dynamic: bool | None = None,
         fullgraph: bool = False,
-        backend: str = "inductor",
+        backend: NonEmptyText = "inductor",
     ) -> None:
         if mode not in MODES:
             raise ExperimentError(f"--compile.mode {mode!r} is not a torch.compile mode; choose from {MODES}")

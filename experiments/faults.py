@@ -35,6 +35,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from core.distributed import gather_objects, run_dir
+from core.domains import NonNegativeInt
 from core.errors import ExperimentError
 from datamodules.tensors import TensorBatches
 
@@ -171,7 +172,7 @@ class FiniteLossGuard(Callback):
     agree at each check (one all-reduce of the first bad step), and all stop together.
 
     Args:
-        every_n_steps: Training steps between checks; None (the default) checks every step in one CPU
+        every_n_steps: Training steps between checks (>= 0); None (the default) checks every step in one CPU
             process and every 50 steps otherwise (each check waits for the device, or for the other
             ranks); 0 turns the guard off.
     """
@@ -179,7 +180,7 @@ class FiniteLossGuard(Callback):
     #: Steps between checks when ``every_n_steps`` is None and a check costs a sync.
     SYNC_EVERY = 50
 
-    def __init__(self, every_n_steps: int | None = None) -> None:
+    def __init__(self, every_n_steps: NonNegativeInt | None = None) -> None:
         if every_n_steps is not None and every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0 (0 turns the check off), got {every_n_steps}")
         self.every_n_steps = every_n_steps

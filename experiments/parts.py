@@ -6,8 +6,8 @@ heading), the callbacks of a run are built from it, the "did you mean" of a mist
 these groups. A new part is a new line here.
 
 Each flag has a stated domain, enforced by the parser in one line naming the flag: the part's class's type
-hints, or, where those are Lightning's or looser than the values that make sense, the part's ``domains``
-here (the flag's type and its ``--help`` text, saying the domain).
+hints (core/domains.py), or, for the arguments a class takes from Lightning (the checkpoint part's
+``ModelCheckpoint`` arguments), the part's ``domains`` here (the flag's type and its ``--help`` text).
 
 Every part can be left out of a run with ``--<name>.enabled false`` (``compile`` is off unless
 ``--compile.enabled true``). The checkpoint parts are also left out when the run has nowhere to keep
@@ -31,18 +31,14 @@ from lightning.pytorch.cli import LightningArgumentParser
 from core.callbacks import PredictionWriter
 from core.domains import (
     CountOrAll,
-    FileName,
     FolderPath,
     NonEmptyText,
-    NonNegativeFloat,
     NonNegativeInt,
     PositiveDuration,
-    PositiveInt,
-    Share,
 )
 from core.figures import FigureThread
 from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
-from experiments.compile import MODES, Compile
+from experiments.compile import Compile
 from experiments.faults import ExactResume, FiniteLossGuard
 from experiments.preemption import Preemption
 
@@ -134,16 +130,6 @@ PARTS = (
         LastCheckpoint,
         "last.ckpt, the latest state to resume from: written at an epoch's end at most every "
         "--last_checkpoint.min_interval seconds, and always when training ends or is stopped",
-        domains={
-            "filename": Domain(NonEmptyText, "The file's name, without .ckpt (not empty)."),
-            "every_n_epochs": Domain(PositiveInt, "Epochs between writes (a count >= 1)."),
-            "min_interval": Domain(
-                NonNegativeFloat,
-                "Seconds (>= 0) since the last write below which an epoch's end writes nothing; 0: every "
-                "epoch.",
-            ),
-            "dirpath": Domain(FolderPath | None, "The folder (not a file); null: the run's checkpoints/."),
-        },
     ),
     Part(
         "lr_monitor",
@@ -153,12 +139,7 @@ PARTS = (
         # step of the small lessons. --lr_monitor.logging_interval step for per-step schedules.
         {"logging_interval": "epoch"},
     ),
-    Part(
-        "prediction_writer",
-        PredictionWriter,
-        "what predict returns, saved in the run folder",
-        domains={"filename": Domain(FileName, "The file's name in the run folder (a name, not a path).")},
-    ),
+    Part("prediction_writer", PredictionWriter, "what predict returns, saved in the run folder"),
     Part(
         "exact_resume",
         ExactResume,
@@ -169,44 +150,21 @@ PARTS = (
         "nan_guard",
         FiniteLossGuard,
         "a NaN or infinite training loss stops the run before it is saved",
-        domains={
-            "every_n_steps": Domain(
-                NonNegativeInt | None,
-                "Training steps between checks (>= 0; 0: no checks; null: every step in one CPU process, "
-                "every 50 otherwise).",
-            )
-        },
     ),
     Part(
         "preemption",
         Preemption,
         "SIGTERM, and SLURM's requeue signal, stop a fit after its step with a checkpoint",
-        domains={"scontrol": Domain(NonEmptyText, "The program that requeues the job (not empty).")},
     ),
     Part(
         "compile",
         Compile,
         "torch.compile of the lesson's module (off unless --compile.enabled true)",
-        domains={
-            "mode": Domain(Literal[MODES], f"torch.compile's mode: one of {', '.join(MODES)}."),
-            "backend": Domain(
-                NonEmptyText,
-                "inductor (generated code), or aot_eager / eager to tell a compiler problem "
-                "from a tracing one.",
-            ),
-        },
     ),
     Part(
         "figures",
         FigureThread,
         "figures drawn on a background thread, in at most --figures.max_share of the run's time",
-        domains={
-            "max_share": Domain(
-                Share,
-                "The share of the run's time, in (0, 1], that drawing may take before figures are held back "
-                "(1.0: no budget).",
-            )
-        },
     ),
 )
 

@@ -25,6 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from core.domains import NonEmptyText
 from experiments.callbacks import LastCheckpoint
 
 #: The exit status of a fit stopped by SIGTERM: 128 + 15, what a process killed by the signal reports.
@@ -43,10 +44,10 @@ class Preemption(Callback):
       exits; the requeued job (the same command, no ``--ckpt_path``) resumes from it.
 
     Args:
-        scontrol: The program that requeues the job.
+        scontrol: The program that requeues the job (not empty).
     """
 
-    def __init__(self, scontrol: str = "scontrol") -> None:
+    def __init__(self, scontrol: NonEmptyText = "scontrol") -> None:
         self.scontrol = scontrol
         self._environment: SLURMEnvironment | None = None
         self._requeue_signal: int | None = None
