@@ -43,6 +43,8 @@ from typing import Any
 
 from jsonargparse.typing import register_type
 
+from core.errors import DataConfigError
+
 __all__ = [
     "CountOrAll",
     "CountOrFraction",
@@ -66,7 +68,16 @@ __all__ = [
     "Share",
     "ThreadCount",
     "WorkerCount",
+    "require_at_least",
 ]
+
+
+def require_at_least(group: str, least: int, **values: int) -> None:
+    """For a class used from Python, where no parser checked its counts: refuse any of ``values`` below
+    ``least`` as a ``DataConfigError`` naming the flag (``--data.batch_size must be at least 1, got 0``)."""
+    for name, value in values.items():
+        if value < least:
+            raise DataConfigError(f"--{group}.{name} must be at least {least}, got {value}")
 
 
 def _as(base: type, value: Any) -> int | float:

@@ -57,6 +57,7 @@ from core.domains import (
     PositiveInt,
     Seed,
     WorkerCount,
+    require_at_least,
 )
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.captions import CaptionBatch, Vocabulary
@@ -161,14 +162,8 @@ class CocoCaptionsDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         # The parser enforces the domains for the command; these keep a plain-Python caller safe too.
-        for flag, value, least in (
-            ("batch_size", batch_size, 1),
-            ("image_size", image_size, 1),
-            ("min_count", min_count, 1),
-            ("num_workers", num_workers, 0),
-        ):
-            if value < least:
-                raise DataConfigError(f"--data.{flag}={value}: expected a whole number >= {least}")
+        require_at_least("data", 1, batch_size=batch_size, image_size=image_size, min_count=min_count)
+        require_at_least("data", 0, num_workers=num_workers)
         val_split = count_or_fraction(val_split, "--data.val_split")
         if not all(s > 0 for s in mean_std[1]):
             raise DataConfigError(f"--data.mean_std: the stds {list(mean_std[1])} must all be > 0")

@@ -24,7 +24,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from core.domains import CountOrFraction, FolderPath, Padding, PositiveInt, Seed, WorkerCount
+from core.domains import (
+    CountOrFraction,
+    FolderPath,
+    Padding,
+    PositiveInt,
+    Seed,
+    WorkerCount,
+    require_at_least,
+)
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
 
@@ -135,13 +143,8 @@ class ImageClassificationDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         # The parser enforces the domains for the command; these keep a plain-Python caller safe too.
-        for flag, value, least in (
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-            ("random_crop_padding", random_crop_padding, 0),
-        ):
-            if value < least:
-                raise DataConfigError(f"--data.{flag}={value}: expected a whole number >= {least}")
+        require_at_least("data", 1, batch_size=batch_size)
+        require_at_least("data", 0, num_workers=num_workers, random_crop_padding=random_crop_padding)
         self.data_dir = Path(data_dir)
         self.val_split = count_or_fraction(val_split, "--data.val_split")
         self.batch_size = batch_size

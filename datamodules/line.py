@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.domains import FiniteFloat, Fraction, NonNegativeFloat, PositiveInt, Seed
+from core.domains import FiniteFloat, Fraction, NonNegativeFloat, PositiveInt, Seed, require_at_least
 from core.errors import DataConfigError
 from datamodules.tensors import InMemoryDataModule, check_memory
 
@@ -57,8 +57,7 @@ class LineDataModule(InMemoryDataModule):
                 f"({n_points - n_val} training, {n_val} validation points): draw more points or change the "
                 "fraction"
             )
-        if n_test < 1:
-            raise DataConfigError(f"--data.n_test must be at least 1, got {n_test}")
+        require_at_least("data", 1, n_test=n_test)
         # x, the noise and y of every point, float32, and as much again while they are made
         flags = f"--data.n_points={n_points} with --data.n_test={n_test}"
         check_memory(2 * 3 * 4 * (n_points + n_test), flags)

@@ -12,8 +12,7 @@ import zlib
 import torch
 from torch import Tensor
 
-from core.domains import PositiveInt, Seed
-from core.errors import DataConfigError
+from core.domains import PositiveInt, Seed, require_at_least
 from datamodules.tensors import InMemoryDataModule, check_memory
 
 
@@ -39,14 +38,7 @@ class RandomTensorDataModule(InMemoryDataModule):
         seed: Seed = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
-        for name, value in {
-            "n_features": n_features,
-            "n_train": n_train,
-            "n_val": n_val,
-            "n_test": n_test,
-        }.items():
-            if value < 1:
-                raise DataConfigError(f"--data.{name} must be at least 1, got {value}")
+        require_at_least("data", 1, n_features=n_features, n_train=n_train, n_val=n_val, n_test=n_test)
         # each split's inputs and targets, float32 (one split at a time is made twice over, at most)
         samples = n_train + n_val + 2 * n_test + max(n_train, n_val, n_test)
         flags = f"--data.n_features={n_features} with n_train={n_train}, n_val={n_val}, n_test={n_test}"

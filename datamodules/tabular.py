@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from core.domains import ExistingFile, Fraction, PositiveInt, Seed
+from core.domains import ExistingFile, Fraction, PositiveInt, Seed, require_at_least
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import InMemoryDataModule
 
@@ -162,8 +162,7 @@ class CSVRegressionDataModule(InMemoryDataModule):
                 "--data.val_fraction + --data.test_fraction must be below 1 to leave rows for training, got "
                 f"{val_fraction} + {test_fraction}"
             )
-        if batch_size < 1:
-            raise DataConfigError(f"--data.batch_size must be at least 1, got {batch_size}")
+        require_at_least("data", 1, batch_size=batch_size)
         if features is not None and len(features) == 0:
             raise DataConfigError(
                 "--data.features is an empty list; name at least one column, or leave it out"

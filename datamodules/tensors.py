@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from torch import Tensor
 
-from core.domains import PositiveInt
+from core.domains import PositiveInt, require_at_least
 from core.errors import DataConfigError
 
 
@@ -216,9 +216,8 @@ class InMemoryDataModule(LightningDataModule):
 
     def __init__(self, batch_size: PositiveInt, seed: int) -> None:
         super().__init__()
-        if batch_size < 1:
-            # The parser refuses it from the command line; this is for a caller in Python.
-            raise DataConfigError(f"--data.batch_size must be at least 1, got {batch_size}")
+        # The parser refuses it from the command line; this is for a caller in Python.
+        require_at_least("data", 1, batch_size=batch_size)
         self.batch_size = batch_size
         self.seed = seed
         self.splits: dict[str, tuple[Tensor, ...]] = {}

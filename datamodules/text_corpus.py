@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from core.domains import FolderPath, Fraction, NonNegativeInt, PositiveInt, Seed
+from core.domains import FolderPath, Fraction, NonNegativeInt, PositiveInt, Seed, require_at_least
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.corpus import EncodedCorpus, check_encoded, corpus_files
 from datamodules.skipgram_batches import SkipGramBatches
@@ -98,20 +98,18 @@ class TextCorpusDataModule(LightningDataModule):
         seed: Seed = 42,
     ) -> None:
         super().__init__()
-        checks = {
-            "min_count": min_count >= 1,
-            "window": window >= 1,
-            "negative": negative >= 1,
-            "batch_size": batch_size >= 1,
-            "max_sentence_length": max_sentence_length >= 1,
-            "chunk_tokens": chunk_tokens >= 1,
-        }
         # The parser refuses these from the command line; the checks are for a caller in Python.
-        for name, ok in checks.items():
-            if not ok:
-                raise DataConfigError(f"--data.{name} must be at least 1, got {locals()[name]}")
-        if prefetch_batches < 0:
-            raise DataConfigError(f"--data.prefetch_batches must be 0 or more, got {prefetch_batches}")
+        require_at_least(
+            "data",
+            1,
+            min_count=min_count,
+            window=window,
+            negative=negative,
+            batch_size=batch_size,
+            max_sentence_length=max_sentence_length,
+            chunk_tokens=chunk_tokens,
+        )
+        require_at_least("data", 0, prefetch_batches=prefetch_batches)
         if not 0 <= sample < 1:
             raise DataConfigError(
                 f"--data.sample must be in [0, 1) (word2vec uses 1e-3 to 1e-5), got {sample}"

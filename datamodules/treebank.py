@@ -34,7 +34,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
-from core.domains import FolderPath, PositiveInt, Seed
+from core.domains import FolderPath, PositiveInt, Seed, require_at_least
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.tensors import TensorBatches, shard_arguments
 
@@ -319,10 +319,7 @@ class TreebankDataModule(LightningDataModule):
         # The parser refuses these from the command line; the checks are for a caller in Python.
         if mode not in ("fine_grained", "binary"):
             raise DataConfigError(f"--data.mode must be fine_grained or binary, got {mode!r}")
-        if batch_size < 1:
-            raise DataConfigError(f"--data.batch_size must be at least 1, got {batch_size}")
-        if min_freq < 1:
-            raise DataConfigError(f"--data.min_freq must be at least 1, got {min_freq}")
+        require_at_least("data", 1, batch_size=batch_size, min_freq=min_freq)
         if predict_split not in SPLIT_FILES:
             raise DataConfigError(f"--data.predict_split must be train, dev or test, got {predict_split!r}")
         self.data_dir = Path(data_dir)

@@ -79,26 +79,19 @@ def _clip(value: Any) -> bool:
     )
 
 
+_BATCHES = (_count_or_fraction, "a count of batches (an integer >= 0) or a fraction in [0, 1]")
+
 #: Lightning's Trainer keys: the test a set value must pass, and its domain as the message says it.
 TRAINER: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_epochs": (_at_least(-1), "a number of epochs >= 0, or -1 for no limit"),
     "min_epochs": (_at_least(0), "a number of epochs >= 0"),
     "max_steps": (_at_least(-1), "a number of steps >= 0, or -1 for no limit"),
     "min_steps": (_at_least(0), "a number of steps >= 0"),
-    "limit_train_batches": (
-        _count_or_fraction,
-        "a count of batches (an integer >= 0) or a fraction in [0, 1]",
+    **dict.fromkeys(
+        ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches"),
+        _BATCHES,
     ),
-    "limit_val_batches": (_count_or_fraction, "a count of batches (an integer >= 0) or a fraction in [0, 1]"),
-    "limit_test_batches": (
-        _count_or_fraction,
-        "a count of batches (an integer >= 0) or a fraction in [0, 1]",
-    ),
-    "limit_predict_batches": (
-        _count_or_fraction,
-        "a count of batches (an integer >= 0) or a fraction in [0, 1]",
-    ),
-    "overfit_batches": (_count_or_fraction, "a count of batches (an integer >= 0) or a fraction in [0, 1]"),
+    "overfit_batches": _BATCHES,
     "val_check_interval": (
         _interval,
         "a count of training batches >= 1, or a fraction of an epoch in (0, 1] (1.0: at its end)",
