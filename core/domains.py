@@ -117,7 +117,7 @@ def _number_domain(name: str, base: type, test: Callable[[Any], bool], expected:
 #: Counts end below 2**63 (torch's int64: a larger one overflows inside torch), real numbers within
 #: float32's range (the parameters' type: 1e308 becomes inf there).
 INT64_END = 2**63
-FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max, without importing torch
 PositiveInt = _number_domain(
     "PositiveInt", int, lambda v: 0 < v < INT64_END, "a whole number > 0 (below 2**63)"
 )

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from core.domains import FLOAT32_MAX
 from core.errors import ExperimentError
 
 #: params -> optimizer
@@ -35,10 +36,6 @@ LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
 #: The flags of the injected optimizer and scheduler (their ``init_args`` follow).
 OPTIMIZER_FLAG = "--model.optimizer"
 SCHEDULER_FLAG = "--model.lr_scheduler"
-
-
-#: The largest float32: a learning rate or decay past it becomes inf in the parameters' own type.
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def non_finite(value: Any) -> bool:

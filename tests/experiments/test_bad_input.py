@@ -12,6 +12,7 @@ already holds finished runs, and must end with:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pathlib
 import sys
@@ -437,11 +438,7 @@ def tree(folder: Path) -> dict[str, str]:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding two finished runs (linear_regression, sine_rnn), with their checkpoints."""
     root = tmp_path_factory.mktemp("bad_input")
-    cwd = Path.cwd()
-    import os
-
-    os.chdir(root)
-    try:
+    with contextlib.chdir(root):
         for name in ("linear_regression", "sine_rnn"):
             main(
                 [
@@ -452,8 +449,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     *QUIET,
                 ]
             )
-    finally:
-        os.chdir(cwd)
     return root
 
 

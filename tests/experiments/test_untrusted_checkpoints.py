@@ -12,6 +12,7 @@ follows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -60,12 +61,8 @@ def plant(path: Path, marker: Path, base: dict[str, Any] | None = None) -> Path:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished linear_regression run (2 epochs, validated: a best checkpoint and last.ckpt)."""
     root = tmp_path_factory.mktemp("trained")
-    cwd = Path.cwd()
-    os.chdir(root)
-    try:
+    with contextlib.chdir(root):
         main(["fit", "--config", config(LR), "--trainer.max_epochs=2", *QUIET])
-    finally:
-        os.chdir(cwd)
     return root / "lightning_logs" / LR / "version_0" / "checkpoints"
 
 
