@@ -346,6 +346,14 @@ def wrong_value(text: str, argv: Sequence[str] = ()) -> str | None:
     return f"{flag}: expected {' or '.join(words)}{' or null' if nullable else ''}{got}"
 
 
+#: Lightning's report of a checkpoint's monitor that the lesson does not log (a plain Lightning lesson logs
+#: ``val_loss`` where the command's default monitor is ``val/loss``).
+_MONITOR_MISSING = re.compile(
+    r"`ModelCheckpoint\(monitor='([^']*)'\)` could not find the monitored key in the returned metrics: "
+    r"\[([^\]]*)\]"
+)
+
+
 def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
     """The useful part of an error message, on one line. ``argv``, the command's arguments, lets a key or
     class at fault be named by the ``--config`` file and line that hold it."""
@@ -353,6 +361,14 @@ def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
     # An error raised in a DataLoader worker comes back with the worker's traceback in its message.
     if "Original Traceback" in text:
         text = text.splitlines()[-1].split(": ", 1)[-1]
+    missing = _MONITOR_MISSING.search(text)
+    if missing:
+        logged = [name.strip(" '") for name in missing.group(2).split(",")]
+        logged = [name for name in logged if name not in ("epoch", "step")]
+        return (
+            f"--checkpoint.monitor {missing.group(1)} is not a metric the lesson logs ({', '.join(logged)}): "
+            "set --checkpoint.monitor to one of them (and --checkpoint.mode min or max)"
+        )
     unknown = _UNKNOWN_CLASS.search(text)
     if unknown:
         key, name = unknown.group(1), unknown.group(2) or unknown.group(3)

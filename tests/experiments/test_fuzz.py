@@ -131,3 +131,19 @@ def test_a_wrong_value_in_a_config_file_is_named_by_its_file_and_line(
     err = capsys.readouterr().err.strip()
     where = f"--config {extra}, line 5: model.init_args.optimizer.init_args.lr"
     assert err == f"error: {where}: expected a number, got 'fast'"
+
+
+def test_a_monitor_the_lesson_does_not_log_names_the_flag_and_what_is_logged() -> None:
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from experiments.messages import one_line
+
+    # What Lightning raises when a plain Lightning lesson logs val_loss and the default monitor is val/loss.
+    error = MisconfigurationException(
+        "`ModelCheckpoint(monitor='val/loss')` could not find the monitored key in the returned metrics: "
+        "['train/lr', 'train_loss', 'val_loss', 'epoch', 'step']. HINT: Did you call `log('val/loss', value)`"
+    )
+    assert one_line(error) == (
+        "--checkpoint.monitor val/loss is not a metric the lesson logs (train/lr, train_loss, val_loss): set "
+        "--checkpoint.monitor to one of them (and --checkpoint.mode min or max)"
+    )
