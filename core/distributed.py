@@ -21,10 +21,11 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
@@ -34,23 +35,63 @@ Columns = dict[str, Tensor | list[Any]]
 
 
 def run_dir(trainer: Trainer) -> Path | None:
-    """The run folder (``lightning_logs/<name>/version_N``; with MLflow ``<store>/<experiment id>/<run
-    id>``) on global rank 0; None on the other ranks and when the run writes no logs (no logger,
-    ``fast_dev_run``).
+    """The run folder (``lightning_logs/<name>/version_N``; with MLflow the run's artifact folder) on
+    global rank 0; None on the other ranks and when the run writes no logs (no logger, ``fast_dev_run``).
 
-    TensorBoard and CSV: the logger's ``log_dir``, as ``trainer.log_dir`` gives it; other loggers:
-    ``save_dir/name/version``, where ModelCheckpoint puts their runs' checkpoints. Nothing is broadcast
-    (``trainer.log_dir`` is), so rank-zero-only code may call it.
+    TensorBoard and CSV: the logger's ``log_dir``, as ``trainer.log_dir`` gives it. MLflow: the run's
+    own artifact folder (``<artifact location>/<run id>/artifacts``) when it is on this disk, so that what
+    is written there is in the run's Artifacts tab; with a tracking server that keeps the artifacts,
+    ``<default_root_dir>/<experiment id>/<run id>``, which is uploaded at the end of each stage
+    (experiments/cli.py ``RunConfig``). Other loggers: ``save_dir/name/version``, where ModelCheckpoint
+    puts their runs' checkpoints. Nothing is broadcast (``trainer.log_dir`` is), so rank-zero-only code
+    may call it.
     """
     if not trainer.is_global_zero or trainer.fast_dev_run or not trainer.loggers:
         return None
     logger = trainer.loggers[0]
     if isinstance(logger, (TensorBoardLogger, CSVLogger)):
         return Path(logger.log_dir)
-    # Other loggers (MLflow): the folder ModelCheckpoint puts their run's checkpoints in.
+    if isinstance(logger, MLFlowLogger):
+        return mlflow_run_dir(trainer, logger)
     if logger.save_dir is None or logger.name is None or logger.version is None:
         return None
     return Path(logger.save_dir) / str(logger.name) / str(logger.version)
+
+
+#: Each MLflow run id's run folder, and whether its artifacts are elsewhere (asked of the store once per
+#: run, not per figure).
+_mlflow_folders: dict[str, tuple[Path, bool]] = {}
+
+
+def mlflow_run_dir(trainer: Trainer, logger: MLFlowLogger) -> Path | None:
+    """The run folder of an MLflow logger's run (see ``run_dir``): its artifact folder when it is on this
+    disk, else where Lightning puts the checkpoints of a logger without a local ``save_dir``. Starts the
+    run if it has not started yet; rank 0 only (the logger's ``experiment`` is rank-zero-only)."""
+    run_id = logger.run_id
+    if run_id is None:
+        return None
+    if run_id not in _mlflow_folders:
+        artifacts = logger.experiment.get_run(run_id).info.artifact_uri
+        parsed = urlparse(artifacts)
+        if parsed.scheme == "file":
+            _mlflow_folders[run_id] = (Path(unquote(parsed.path)), False)
+        elif len(parsed.scheme) <= 1:  # a path (a one-letter scheme: a Windows drive)
+            _mlflow_folders[run_id] = (Path(artifacts), False)
+        else:
+            _mlflow_folders[run_id] = (
+                Path(trainer.default_root_dir) / str(logger.experiment_id) / run_id,
+                True,
+            )
+    return _mlflow_folders[run_id][0]
+
+
+def artifacts_elsewhere(trainer: Trainer) -> MLFlowLogger | None:
+    """The run's MLflow logger when its artifacts are not on this disk (a tracking server keeps them), so
+    that its run folder is to be uploaded; else None (and on ranks other than 0)."""
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if not isinstance(logger, MLFlowLogger) or run_dir(trainer) is None:
+        return None
+    return logger if _mlflow_folders[str(logger.run_id)][1] else None
 
 
 def _on_cpu(value: Any) -> Any:

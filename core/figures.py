@@ -1,6 +1,12 @@
 """Figures and images into TensorBoard (and PNG files in the run folder), drawn by global rank 0 off the
 training path.
 
+They are drawn when a logger can take them (``IMAGE_LOGGERS``): TensorBoard keeps each as an image at its
+step, and the figures given a file name also as ``figures/<name>.png`` in the run folder; with MLflow,
+whose run folder is the run's artifact folder, every figure and image is such a file
+(``figures/<name or tag>.png``, the latest of each), an image in the run's Artifacts tab. Without such a
+logger (none, CSV, ``fast_dev_run``) nothing is drawn.
+
 A figure callback gathers what it shows on the training thread (every rank takes part: see
 ``core.distributed``), then hands rank 0's copy and a drawing function to ``log_figure`` (or an image
 to ``add_image``). Drawing with matplotlib and encoding PNGs is the slow part (tenths of a second for a
@@ -24,10 +30,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
@@ -46,16 +54,28 @@ def new_figure(figsize: tuple[float, float], **kwargs: Any) -> Any:
     return figure
 
 
+#: The loggers that take figures: TensorBoard as images, MLflow as PNG files among its run's artifacts.
+IMAGE_LOGGERS = (TensorBoardLogger, MLFlowLogger)
+
+
 def logs_images(trainer: Trainer) -> bool:
-    """Whether this run writes TensorBoard logs; the same answer on every rank."""
+    """Whether this run has a logger that takes figures (``IMAGE_LOGGERS``); the same answer on every
+    rank (decided by the loggers' types, not by rank 0's run folder)."""
     # fast_dev_run swaps the loggers for a DummyLogger, so the type check alone covers it; said
     # explicitly because drawing for a smoke run is wasted time.
-    return not trainer.fast_dev_run and any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
+    return not trainer.fast_dev_run and any(isinstance(lg, IMAGE_LOGGERS) for lg in trainer.loggers)
+
+
+def files_every_figure(trainer: Trainer) -> bool:
+    """Whether every figure and image is also a PNG file in the run folder: with MLflow, where files are
+    what its UI shows (TensorBoard shows them from its own log)."""
+    return not trainer.fast_dev_run and any(isinstance(lg, MLFlowLogger) for lg in trainer.loggers)
 
 
 def draws_this_validation(trainer: Trainer) -> bool:
     """Whether a validation epoch's figures are drawn: not during the sanity check, and only when the run
-    writes TensorBoard logs. The same answer on every rank, so callbacks that gather may rely on it."""
+    has a logger that takes them. The same answer on every rank, so callbacks that gather may rely on
+    it."""
     return not trainer.sanity_checking and logs_images(trainer)
 
 
@@ -185,15 +205,35 @@ def add_png(writer: Any, tag: str, png: bytes, shape: tuple[int, ...], step: int
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
+def write_png(folder: Path, name: str, png: bytes) -> None:
+    """Write PNG bytes as the run folder's ``figures/<name>.png`` (a tag's ``/`` makes sub-folders)."""
+    path = folder / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+
+
+def image_pixels(image: Tensor) -> Any:
+    """An ``(H, W, C)`` uint8 array (``(H, W)`` for one channel) of a ``(C, H, W)`` image, uint8 or float
+    in [0, 1], as TensorBoard's ``add_image`` scales it."""
+    if image.is_floating_point():
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = image.permute(1, 2, 0).numpy()
+    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
+
+
 @rank_zero_only
 def add_image(trainer: Trainer, tag: str, image: Tensor) -> None:
-    """Put a ``(C, H, W)`` image (uint8, or float in [0, 1]) in every TensorBoard log of the run (PNG
-    encoding happens on the figure thread when there is one)."""
+    """Put a ``(C, H, W)`` image (uint8, or float in [0, 1]) in every TensorBoard log of the run, and with
+    MLflow in the run folder's ``figures/<tag>.png`` (PNG encoding happens on the figure thread when
+    there is one)."""
     writers, step, image = _tensorboards(trainer), trainer.global_step, image.detach().cpu()
+    folder = run_dir(trainer) if files_every_figure(trainer) else None
 
     def job() -> None:
         for writer in writers:
             writer.add_image(tag, image, global_step=step)
+        if folder is not None:
+            write_png(folder, tag, encode_png(image_pixels(image)))
 
     _later(tag, job)
 
@@ -201,14 +241,15 @@ def add_image(trainer: Trainer, tag: str, image: Tensor) -> None:
 @rank_zero_only
 def log_figure(trainer: Trainer, draw: Callable[[], Any], tag: str, png_name: str | None = None) -> None:
     """Draw the figure ``draw()`` returns (a ``new_figure``) into TensorBoard under ``tag`` and, if
-    ``png_name``, the run's ``figures/<png_name>.png``: on the figure thread when one is active.
+    ``png_name``, the run's ``figures/<png_name>.png`` (with MLflow always a file: ``figures/<tag>.png``
+    without a ``png_name``): on the figure thread when one is active.
 
     ``draw`` runs later, on another thread: it must use only what it was given (CPU tensors and plain
     values captured now), never the module or the trainer. The figure is rendered once and the same
     pixels go to both outputs.
     """
     writers, step = _tensorboards(trainer), trainer.global_step
-    folder = run_dir(trainer) if png_name else None
+    folder = run_dir(trainer) if png_name or files_every_figure(trainer) else None
 
     def job() -> None:
         import numpy as np
@@ -220,8 +261,7 @@ def log_figure(trainer: Trainer, draw: Callable[[], Any], tag: str, png_name: st
         for writer in writers:
             add_png(writer, tag, png, image.shape, step)
         if folder is not None:
-            (folder / "figures").mkdir(parents=True, exist_ok=True)
-            (folder / "figures" / f"{png_name}.png").write_bytes(png)
+            write_png(folder, png_name or tag, png)
 
     _later(tag, job)
 

@@ -12,7 +12,9 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
 
+from core.distributed import run_dir
 from core.domains import FolderPath, NonEmptyText, NonNegativeFloat, PositiveInt
 
 
@@ -22,6 +24,16 @@ class Checkpoint(ModelCheckpoint):
     Lightning 2.6's ``on_train_end`` writes ``last.ckpt`` even under ``fast_dev_run``, where logging is
     off, so a smoke test would leave ``./checkpoints/last.ckpt`` in the working folder.
     """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Lightning puts a logger's checkpoints in save_dir/name/version: for MLflow that is not where
+        # its run keeps artifacts (with SQLite not even the store's folder), so they go in the run folder,
+        # the run's artifact folder. Rank 0 knows it; Lightning's setup broadcasts rank 0's folder.
+        if self.dirpath is None and isinstance(trainer.logger, MLFlowLogger):
+            folder = run_dir(trainer)
+            if folder is not None:
+                self.dirpath = str(folder / "checkpoints")
+        super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.fast_dev_run:

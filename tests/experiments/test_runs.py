@@ -105,28 +105,6 @@ def test_a_logger_whose_runs_are_not_on_disk_asks_for_the_file(cli, in_tmp):
         cli("test", *LESSON, "--ckpt_path=last", *remote)
 
 
-def test_mlflow_runs_are_found_by_last_and_evaluation_logs_into_the_same_run(in_tmp):
-    pytest.importorskip("mlflow", reason="the MLflow logger is the optional extra .[mlflow]")
-    # Each command in a process of its own, as a user runs them (a second MLflow run in one Python
-    # process does not find the first's run: mlflow keeps global state).
-    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    mlflow_logger = ["--trainer.logger=MLFlowLogger", *quiet]
-    for args in (["fit", *LESSON, *SHORT, *mlflow_logger], ["fit", *LESSON, *SHORT, *quiet]):
-        done = run_experiments(args, cwd=in_tmp)  # the second: a newer TensorBoard run of the lesson
-        assert done.returncode == 0, done.stderr[-2000:]
-    store = in_tmp / "lightning_logs" / "mlruns"
-    [run] = [meta.parent for meta in store.glob("*/*/meta.yaml")]
-    assert "name: linear_regression" in (run.parent / "meta.yaml").read_text()
-    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
-    assert (run / "figures" / "fit_after_training.png").is_file()
-    tested = run_experiments(["test", *LESSON, "--ckpt_path=last", *mlflow_logger], cwd=in_tmp)
-    assert tested.returncode == 0, tested.stderr[-2000:]
-    # MLflow's `last` is its own run's, not the newer TensorBoard run's; the test loss is in that run.
-    assert f"Restoring states from the checkpoint path at {run.relative_to(in_tmp)}" in tested.stdout
-    assert [p.name for p in store.glob("*/*/meta.yaml")] == ["meta.yaml"]  # no second MLflow run
-    assert (run / "metrics" / "test" / "loss").is_file() and (run / "config_test.yaml").is_file()
-
-
 def test_print_config_round_trips_to_the_same_experiment(in_tmp):
     printed = run_experiments(["fit", *LESSON, "--print_config"], cwd=in_tmp)
     assert printed.returncode == 0, printed.stderr[-2000:]
