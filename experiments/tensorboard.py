@@ -11,10 +11,18 @@ one chart, the run's arguments beside its results, and an evaluation at the end 
   - a custom-scalars layout (TensorBoard's "Custom Scalars" tab) with one chart per metric holding its
     ``train/``, ``val/`` and ``test/`` curves, and one for the learning rate, once the first epoch's
     metrics are known and again at the end if new metrics appeared;
-  - when training ends, an hparams summary (TensorBoard's HPARAMS tab) of the run's flattened model,
-    data and optimizer arguments and the seed, with the checkpoint's monitored metric (its final value,
-    the curve already logged) and its best value (``<monitor>_best``), so runs of one experiment can be
-    compared side by side;
+  - the run's HPARAMS session (TensorBoard's HPARAMS tab): its start, with the run's parameters
+    (experiments/parameters.py), when fit starts, and its end, with the best value of the checkpoint's
+    monitored metric as ``<monitor>_best``, when training ends. No experiment header: the hparams plugin
+    shows the first header it finds for the whole logdir, which hid every other experiment's columns and
+    metrics; without one it builds the table from every session, each parameter a column and each
+    scalar of a run a metric, the test metrics that ``test --ckpt_path`` writes into the run's ``test``
+    folder included (as ``test.test/acc``). It ticks the first five parameters that differ between runs
+    and the first five metrics (the frontend's choice);
+  - the same parameters to every other logger (``log_hyperparams``: MLflow, CSV) and as the run's
+    ``hparams.yaml``, instead of the module's and datamodule's ``save_hyperparameters()``, which
+    Lightning would log by itself (LightningCLI's ``_instantiator``, every library default, no optimizer
+    and no seed);
   - for an evaluation of a checkpoint (``validate``, ``test``, ``predict``), its metrics at the training
     step the checkpoint was written at (experiments/ckpt_path.py), for every logger, instead of at
     step 0: the test accuracy sits at the end of the run's curves.
@@ -22,14 +30,18 @@ one chart, the run's arguments beside its results, and an evaluation at the end 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 PHASES = ("train", "val", "test")
 
@@ -91,45 +103,93 @@ def scalars_layout(names: Iterable[str]) -> dict[str, dict[str, list[Any]]]:
     return layout
 
 
-def flat_arguments(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model.optimizer": "torch.optim.SGD", "model.optimizer.lr": 0.1, "data.batch_size": 32}`` from
-    a parsed config's nested ``class_path``/``init_args`` sections: each class by its path, each argument
-    by its dotted name without ``init_args``; values TensorBoard cannot show as numbers become text."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = prefix if key == "init_args" else f"{prefix}.{key}" if prefix else str(key)
-        if key == "class_path":
-            flat[prefix] = str(value)
-        elif isinstance(value, Mapping):
-            flat.update(flat_arguments(value, name))
-        elif hasattr(value, "as_dict"):  # a jsonargparse Namespace
-            flat.update(flat_arguments(value.as_dict(), name))
-        elif isinstance(value, (bool, int, float, str)) or value is None:
-            flat[name] = "None" if value is None else value
+def session_start(parameters: Mapping[str, Any]) -> Summary:
+    """The summary that opens a run's session in the HPARAMS tab: its parameters (numbers, booleans, text;
+    anything else as its text) and its start time, as the hparams plugin's own ``session_start_pb``
+    writes it (that one needs TensorFlow)."""
+    info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for name, value in parameters.items():
+        if isinstance(value, bool):
+            info.hparams[name].bool_value = value
+        elif isinstance(value, (int, float)):
+            info.hparams[name].number_value = value
         else:
-            flat[name] = str(value)
-    return flat
+            info.hparams[name].string_value = str(value)
+    return _hparams_summary(
+        metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=info)
+    )
+
+
+def session_end(status: int = api_pb2.STATUS_SUCCESS) -> Summary:
+    """The summary that closes a run's session in the HPARAMS tab, with its status."""
+    info = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
+    return _hparams_summary(
+        metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=info)
+    )
+
+
+def _hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
+    summary = Summary()
+    summary.value.add(tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)
+    return summary
 
 
 class RunLogs(Callback):
-    """Writes the run's custom-scalars layout and hparams summary into its TensorBoard logs, and logs an
-    evaluation of a checkpoint at the checkpoint's step (see the module's docstring).
+    """Writes the run's custom-scalars layout and its HPARAMS session into its TensorBoard logs, gives
+    every logger the run's parameters, and logs an evaluation of a checkpoint at the checkpoint's step
+    (see the module's docstring).
 
     Args:
-        config: The run's parsed config (``model``, ``data`` and ``seed_everything`` are taken).
+        parameters: The run's parameters, flat names to values (``experiments.parameters.run_parameters``).
         evaluation_step: For an evaluation of a checkpoint, the step the checkpoint's training logged its
             last values at (``experiments.ckpt_path.checkpoint_step``); None otherwise.
     """
 
-    def __init__(self, config: Mapping[str, Any], evaluation_step: int | None = None) -> None:
-        self.arguments: dict[str, Any] = {}
-        for section in ("model", "data"):
-            if config.get(section) is not None:
-                self.arguments.update(flat_arguments({section: config[section]}))
-        if config.get("seed_everything") is not None:
-            self.arguments["seed_everything"] = config["seed_everything"]
+    def __init__(self, parameters: Mapping[str, Any], evaluation_step: int | None = None) -> None:
+        self.parameters: dict[str, Any] = dict(parameters)
         self.evaluation_step = evaluation_step
         self._written: frozenset[str] = frozenset()
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Lightning would give every logger the module's and the datamodule's save_hyperparameters()
+        # (LightningCLI's _instantiator, every library default, no optimizer, no seed) right after the
+        # on_fit_start hooks, for every stage: the loggers get the run's parameters instead.
+        pl_module._log_hyperparams = False
+        if trainer.datamodule is not None:
+            trainer.datamodule._log_hyperparams = False
+        if stage != TrainerFn.FITTING and trainer.is_global_zero:
+            # An evaluation's own folder (version_N/test) gets its parameters in its hparams.yaml, and no
+            # session of its own: its metrics join its training run's session (as its "test" group). A
+            # logger that writes into the training's own run (MLflow) keeps the training's parameters.
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.hparams = dict(self.parameters)
+                elif isinstance(logger, CSVLogger):
+                    logger.log_hyperparams(self.parameters)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        # A resumed fit continues its run, which holds the parameters already: TensorBoard keeps the
+        # first session start it reads, and MLflow refuses a changed value (a raised max_epochs, say).
+        resumed = trainer.ckpt_path is not None
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # hparams.yaml (written by the logger's save()) holds them; the HPARAMS tab reads the
+                # session's start, written now so that a run still training, or killed, is listed too.
+                logger.hparams = dict(self.parameters)
+                self._write_session(logger, session_start(self.parameters), trainer.global_step)
+            elif not resumed or isinstance(logger, CSVLogger):
+                logger.log_hyperparams(self.parameters)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._at_evaluation_step(trainer)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._at_evaluation_step(trainer)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._at_evaluation_step(trainer)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # From the second epoch on, the first epoch's train and val metrics are all known.
@@ -138,7 +198,7 @@ class RunLogs(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write_layout(trainer)
-        self._write_hparams(trainer)
+        self._write_results(trainer)
 
     def _write_layout(self, trainer: Trainer) -> None:
         if not trainer.is_global_zero or trainer.fast_dev_run:
@@ -152,45 +212,32 @@ class RunLogs(Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_custom_scalars(layout)
 
-    def _write_hparams(self, trainer: Trainer) -> None:
+    def _write_results(self, trainer: Trainer) -> None:
+        """The best value of the checkpoint's monitored metric as ``<monitor>_best`` (the HPARAMS tab
+        shows the last value of each of the run's scalars), and the end of the run's session."""
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
-        from torch.utils.tensorboard.summary import hparams
-
-        metrics: dict[str, float] = {}
         checkpoint = trainer.checkpoint_callback
         monitor = checkpoint.monitor if isinstance(checkpoint, ModelCheckpoint) else None
-        if monitor and monitor in trainer.callback_metrics:
-            # The tag's logged curve holds the final value; TensorBoard reads it from there.
-            metrics[monitor] = float(trainer.callback_metrics[monitor])
         best = getattr(checkpoint, "best_model_score", None)
         best_tag = f"{monitor}_best"
-        if monitor and best is not None:
-            metrics[best_tag] = float(best)
-        summaries = hparams(self.arguments, metrics)
         for logger in trainer.loggers:
             if not isinstance(logger, TensorBoardLogger):
                 continue
-            if best_tag in metrics and best_tag not in trainer.callback_metrics:  # val/acc_best: logged
-                logger.experiment.add_scalar(best_tag, metrics[best_tag], trainer.global_step)
-            # Not TensorBoardLogger.log_hyperparams(params, metrics): it also logs the metrics as
-            # scalars at step 0, a false first point on the run's val/loss curve.
-            writer = logger.experiment._get_file_writer()
-            for summary in summaries:
-                writer.add_summary(summary)
-            logger.experiment.flush()
+            if monitor and best is not None and best_tag not in trainer.callback_metrics:  # val/acc_best
+                logger.experiment.add_scalar(best_tag, float(best), trainer.global_step)
+            self._write_session(logger, session_end(), trainer.global_step)
+
+    @staticmethod
+    def _write_session(logger: TensorBoardLogger, summary: Summary, step: int) -> None:
+        # Not TensorBoardLogger.log_hyperparams(params, metrics): it also writes an experiment header,
+        # which hides every other experiment's columns (see the module), and logs the metrics as scalars
+        # at step 0, a false first point on the run's curves.
+        logger.experiment._get_file_writer().add_summary(summary, step)
+        logger.experiment.flush()
 
     def _at_evaluation_step(self, trainer: Trainer) -> None:
         # Lightning logs evaluation metrics at the fit loop's count of batches that stepped, which an
         # evaluation never restores from the checkpoint. A fit's own validation has no evaluation step.
         if self.evaluation_step is not None:
             trainer.fit_loop.epoch_loop._batches_that_stepped = self.evaluation_step
-
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._at_evaluation_step(trainer)
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._at_evaluation_step(trainer)
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._at_evaluation_step(trainer)
