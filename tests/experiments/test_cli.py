@@ -191,7 +191,8 @@ def test_callbacks_of_a_run(in_tmp):
     names = [type(c).__name__ for c in run.trainer.callbacks]
     lesson = ["InputGrid", "PredictionGrid", "FilterGrid", "ConfusionMatrix"]  # the config's own
     parts = [part.cls.__name__ for part in PARTS if part.name != "compile"]  # compile: off
-    always = ["RunConfig", "FailedRun", "RunLogs"]  # QUIET: no progress bar, no model summary
+    # QUIET: no progress bar, no model summary
+    always = ["RunConfig", "FailedRun", "RunLogs", "RunManifest", "OutputPaths"]
     assert sorted(names) == sorted([*lesson, *parts, *always])
 
 
@@ -456,39 +457,13 @@ def test_lightning_advert_is_not_printed(capsys):
     assert "litlogger" not in out.out + out.err
 
 
-def test_output_to_a_file_is_one_line_per_epoch_without_carriage_returns(in_tmp):
-    # stdout captured (not a terminal): Lightning's bar would redraw itself with "\r" for every batch.
+def test_a_progress_bar_the_user_names_is_theirs(in_tmp):
+    # Output to a file is one line per epoch, the model summary lists layers only: tests/experiments/
+    # test_console.py. A bar the user names is theirs, terminal or not.
     args = ["fit", "--config", config("linear_regression"), "--trainer.max_epochs=3"]
-    done = run_experiments([*args, "--trainer.enable_model_summary=false"], cwd=in_tmp)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "\r" not in done.stdout
-    lines = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
-    assert [line.split("  ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
-    assert all("train/loss " in line and "val/loss " in line and line.endswith(" s)") for line in lines)
-    # A bar the user names is theirs, terminal or not.
     chosen = '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.TQDMProgressBar"}'
     done = run_experiments([*args, chosen, "--trainer.enable_model_summary=false"], cwd=in_tmp)
     assert done.returncode == 0 and not any(line.startswith("epoch ") for line in done.stdout.splitlines())
-
-
-def test_model_summary_lists_layers_not_metric_objects(in_tmp):
-    done = run_experiments(
-        # 7 batches an epoch, fewer than log_every_n_steps: Lightning warns, though nothing is lost.
-        [
-            "fit",
-            "--config",
-            config("linear_regression"),
-            "--trainer.max_epochs=1",
-            "--trainer.log_every_n_steps=50",
-        ],
-        cwd=in_tmp,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    table = done.stdout[: done.stdout.index("Trainable params")]
-    assert "net" in table and "Linear" in table
-    assert not any(name in table for name in ("train_loss", "val_loss", "EpochMean"))
-    # A short run of a lesson that logs per epoch: no advice about log_every_n_steps.
-    assert "log_every_n_steps" not in done.stdout + done.stderr
 
 
 def test_help_names_the_subcommand_and_shows_no_rst_quotes(in_tmp):
