@@ -4,6 +4,8 @@ user's mistake ends as one line.
 - ``fit``, ``validate``, ``test``, ``predict``: ``ExperimentCLI`` (experiments/cli.py), looked up on its
   module when the command runs, so that a test can put a subclass in its place;
 - ``sweep``: the hyperparameter search (experiments/sweep/), imported only for it (Optuna is an extra);
+- ``runs`` and ``diff``: the runs listed from their folders' manifests, and two runs compared
+  (experiments/history.py; the manifest, ``run.json``, is experiments/manifest.py's);
 - a mistake (missing file, unknown class or key, wrong type, a full disk, a compiler failure, a size that
   needs more memory than there is) ends with
   one ``error:`` line on stderr and exit status 2; ``EXPERIMENTS_DEBUG=1`` shows the traceback instead.
@@ -26,13 +28,15 @@ from core.errors import ExperimentError
 from experiments import cli
 from experiments.compile import compile_failure
 from experiments.configs import resolve_main_args
+from experiments.manifest import note_command
 from experiments.messages import USER_ERRORS, check_config_files, one_line
 from experiments.progress import lightning_output_to_stdout
 
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
 DESCRIPTION = (
     "Train and evaluate the lessons' experiments (fit, validate, test, predict). `python -m experiments "
-    "sweep --help`: the hyperparameter search, with Optuna."
+    "sweep --help`: the hyperparameter search, with Optuna. `python -m experiments runs --help`: the runs, "
+    "with their status, results and code version; `python -m experiments diff --help`: two runs compared."
 )
 
 
@@ -98,12 +102,19 @@ def main(args: ArgsType = None) -> None:
     threading.excepthook = _quiet_full_disk_in_threads()
     given: list[str] = []
     try:
+        typed = sys.argv[1:] if args is None else args
+        if isinstance(typed, (list, tuple)):
+            note_command(typed)  # the command line as typed, before config names are resolved
         args = resolve_main_args(args)
         given = sys.argv[1:] if args is None else [str(a) for a in args]
         refuse_shell_completion(given)
         check_config_files(given)
         if given[:1] == ["sweep"]:
             sweep(given[1:])
+        elif given[:1] in (["runs"], ["diff"]):
+            from experiments import history  # only these commands read runs
+
+            history.main(given)
         else:
             cli.ExperimentCLI(args=args, parser_kwargs={**cli.PARSER_KWARGS, "description": DESCRIPTION})
     except Exception as error:

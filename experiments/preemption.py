@@ -53,10 +53,13 @@ class Preemption(Callback):
         self._requeue_signal: int | None = None
         self._previous: dict[int, Any] = {}
         self._received: dict[int, bool] = {}
+        #: What stopped the fit (``SIGTERM`` or ``requeue``), for its manifest (experiments/manifest.py).
+        self.stopped_by: str | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self.stopped_by = None
         # Lightning 2.6 has no public accessor for a one-device run's cluster environment (a strategy has
         # one only when it is parallel); tests/experiments/test_lightning_internals.py checks it is there.
         environment = trainer._accelerator_connector.cluster_environment
@@ -103,6 +106,7 @@ class Preemption(Callback):
             rank_zero_info(f"Requeue signal: checkpoint written to {path}")
             if trainer.is_global_zero:
                 self._requeue()
+            self.stopped_by = "requeue"
             raise SIGTERMException()
         if terminated:
             where = f"epoch {trainer.current_epoch}, batch {batch_idx} (global step {trainer.global_step})"
@@ -112,6 +116,7 @@ class Preemption(Callback):
                 rank_zero_info(f"SIGTERM: stopped after {where}; resume with --ckpt_path last ({path})")
             else:
                 rank_zero_info(f"SIGTERM: stopped after {where}; no last_checkpoint to write")
+            self.stopped_by = "SIGTERM"
             raise SIGTERMException(SIGTERM_STATUS)
 
     def _requeue(self) -> None:
