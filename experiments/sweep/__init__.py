@@ -29,6 +29,12 @@ The command line is ``fit``'s (stacked ``--config`` files, flags that override, 
   counted twice. A trial whose worker died during the outage is failed once the server has been up for
   two heartbeats, and run again. Past the patience a worker ends with one ``error:`` line; the same
   command continues the study.
+- The study reads right in optuna-dashboard (``optuna-dashboard sqlite:///lightning_logs/<experiment>/
+  sweeps/optuna.db --artifact-dir lightning_logs/<experiment>/sweeps/artifacts``, the line a worker
+  prints as it starts): the metric is the study's metric name (``val/rmse`` on the axes, not "Objective
+  0"); parameters are named by their keys as the sweep file writes them, in the study, the console and
+  the report alike; a trial's user attributes are its run folder, host and worker, and its config is an
+  Optuna artifact (``trial_<n>.yaml``, opened from the trial's page), see worker.py.
 - When a worker ends it writes the study's report in ``lightning_logs/<experiment>/sweeps/<study>/``:
   ``best.yaml`` (the best trial's config, for ``fit --config``), ``trials.csv``, and Optuna's
   optimisation-history and parameter-importance plots as PNGs and in TensorBoard; it prints the table.

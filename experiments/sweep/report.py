@@ -2,9 +2,12 @@
 
 In ``lightning_logs/<experiment>/sweeps/<study>/``:
 
-- ``best.yaml``: the best trial's config, as its run saved it, for ``fit --config best.yaml``;
-- ``trials.csv``: one row per trial (number, state, value, parameters, run folder, seconds), the table
-  the worker also prints;
+- ``best.yaml``: the best trial's config, as the worker ran it, for ``fit --config best.yaml``: the text
+  the worker keeps in the database as the trial's system attribute ``config`` (so that a worker on any
+  machine writes it; optuna-dashboard opens the same text as the trial's artifact ``trial_<n>.yaml``), or,
+  in a study begun by older workers, its user attribute ``config``;
+- ``trials.csv``: one row per trial (number, state, value, parameters named as the sweep file writes
+  them, run folder, seconds), the table the worker also prints;
 - ``optimization_history.png`` and ``param_importances.png``: Optuna's plots, also logged to TensorBoard
   in this folder (``sweep/...`` images, step = finished trials) with the table as text.
 """
@@ -23,6 +26,18 @@ from typing import Any
 
 from experiments.sweep.space import Parameter
 from experiments.sweep.trial import HOST, RUN
+
+#: The MIME type of a trial's config artifact: optuna-dashboard serves an artifact with it, and a browser
+#: shows text/plain in the page where it would download a YAML type.
+CONFIG_TYPE = "text/plain"
+#: The trial system attribute that holds its config text, for the report on any machine (optuna-dashboard
+#: shows user attributes, not system ones); workers before the artifacts kept it as a user attribute.
+CONFIG = "config"
+
+
+def shown_value(value: Any) -> str:
+    """A parameter's or metric's value for people: a float to 4 significant digits, others as they are."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _write(path: Path, text: str) -> None:
@@ -53,12 +68,10 @@ def trial_rows(trials: Sequence[Any], parameters: Sequence[Parameter], metric: s
         if trial.datetime_start and trial.datetime_complete:
             seconds = f"{(trial.datetime_complete - trial.datetime_start).total_seconds():.0f}"
         row = {"trial": str(trial.number), "state": trial.state.name.lower()}
-        row[metric] = "" if trial.value is None else f"{trial.value:.6g}"
+        row[metric] = "" if trial.value is None else shown_value(trial.value)
         for parameter in parameters:
             value = trial.params.get(parameter.key)
-            row[parameter.label] = (
-                "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
-            )
+            row[parameter.key] = "" if value is None else shown_value(value)
         row["run"] = run_folder(trial)
         row["seconds"] = seconds
         rows.append(row)
@@ -76,20 +89,27 @@ def format_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def trial_config(trial: Any) -> str | None:
+    """The config that ``trial`` (frozen) ran: the system attribute the worker keeps it in, or the user
+    attribute in which workers before it kept it; None for neither."""
+    return trial.system_attrs.get(CONFIG) or trial.user_attrs.get(CONFIG)
+
+
 def best_config(study: Any, metric: str) -> str | None:
-    """The best complete trial's config, with a header saying what it is; None before one completes."""
+    """The best complete trial's config (``trial_config``), with a header saying what it is; None before
+    one completes."""
     try:
         best = study.best_trial
     except ValueError:
         return None
-    config = best.user_attrs.get("config")
+    config = trial_config(best)
     if not config:
         return None
     folder = run_folder(best)
     run = f" (run {folder})" if folder else ""
     header = (
         f"# The best trial of sweep study {study.study_name!r}: trial {best.number}, {metric} "
-        f"{best.value:.6g}{run}.\n# Rerun it: python -m experiments fit --config <this file>\n"
+        f"{shown_value(best.value)}{run}.\n# Rerun it: python -m experiments fit --config <this file>\n"
     )
     return header + config
 
@@ -135,8 +155,8 @@ def write_report(study: Any, parameters: Sequence[Parameter], metric: str, folde
     config = best_config(study, metric)
     if config is not None:
         _write(folder / "best.yaml", config)
-        print(f"sweep: best trial {study.best_trial.number}, {metric} {study.best_value:.6g}; its config: "
-              f"{folder / 'best.yaml'}", flush=True)  # fmt: skip
+        print(f"sweep: best trial {study.best_trial.number}, {metric} {shown_value(study.best_value)}; "
+              f"its config: {folder / 'best.yaml'}", flush=True)  # fmt: skip
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         return

@@ -1,13 +1,17 @@
 """A sweep's search space, as its file writes it, checked before any trial runs.
 
     space:
-      model.optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 1.0, log: true}
-      data.init_args.batch_size: {type: categorical, choices: [32, 64, 128]}
-      model.init_args.dropout: {type: float, low: 0.0, high: 0.5}
+      model.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0, log: true}
+      data.batch_size: {type: categorical, choices: [32, 64, 128]}
+      model.dropout: {type: float, low: 0.0, high: 0.5}
       trainer.max_epochs: {type: int, low: 4, high: 12, step: 4}
 
-Each key is a config key as the command line names it (``--model.optimizer.init_args.lr``); a trial
-sets it as that flag would, so whatever a flag accepts (``model.optimizer.lr`` too) works here. A
+Each key is a config key as the command line names it (``--model.optimizer.lr``); a trial sets it as that
+flag would, so whatever a flag accepts (``model.optimizer.init_args.lr`` too) works here. The key, as
+written, names the parameter everywhere the sweep shows it: in the study (optuna-dashboard), the worker's
+line per trial and the report's table. The shipped sweep files write the short keys, the names the
+run's TensorBoard HPARAMS and MLflow parameters carry (experiments/parameters.py), so one name is used
+everywhere. A
 categorical choice that Optuna cannot store as such (a list, e.g. ``hidden_sizes: [[64], [64, 64]]``)
 is searched as its JSON text, which the flag reads back.
 """
@@ -54,11 +58,6 @@ class Parameter:
     log: bool = False
     step: float | int | None = None
     choices: list[Any] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        """The key without jsonargparse's ``init_args`` levels, for tables (``model.optimizer.lr``)."""
-        return ".".join(part for part in self.key.split(".") if part != "init_args")
 
     def suggest(self, trial: Any) -> Any:
         """The trial's value of this parameter (drawn by the study's sampler)."""

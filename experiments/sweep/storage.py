@@ -296,3 +296,9 @@ def sweeps_folder(layout: RunLayout) -> Path:
         else Path(LOG_ROOT) / layout.experiment
     )
     return root / "sweeps"
+
+
+def artifacts_folder(layout: RunLayout) -> Path:
+    """Where an experiment's sweeps keep their trials' configs as Optuna artifacts, whatever the database:
+    ``<experiment's runs>/sweeps/artifacts``, the folder to give ``optuna-dashboard --artifact-dir``."""
+    return sweeps_folder(layout) / "artifacts"

@@ -20,7 +20,7 @@ import json
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from jsonargparse import Namespace
@@ -43,8 +43,10 @@ T = TypeVar("T")
 @dataclass
 class TrialAddress:
     """Where a trial's reports go: the study's storage URL and name, the trial's id, the metric it reports,
-    the pruner (``class_path``/``init_args``) that decides on them, and how many seconds a report waits
-    for an unreachable database."""
+    the pruner (``class_path``/``init_args``) that decides on them, how many seconds a report waits for an
+    unreachable database, and the config keys the sweep varies, as its file writes them
+    (``model.optimizer.init_args.lr``): the fit logs each of them as a parameter of the run even when the
+    trial's value is the default (experiments/cli.py)."""
 
     storage: str
     study: str
@@ -52,6 +54,7 @@ class TrialAddress:
     metric: str
     pruner: dict[str, Any]
     patience: float = 600.0
+    parameters: list[str] = field(default_factory=list)
 
     def to_environment(self) -> str:
         return json.dumps(asdict(self))

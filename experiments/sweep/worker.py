@@ -9,6 +9,19 @@ A database that goes away for a while (a server restart, a failover) is waited o
 ``sweep.patience`` (``Patience``, experiments/sweep/storage.py): the worker waits wherever it needs the
 database, and so does its trial's fit when it reports, while the training itself goes on. Past that the
 worker ends with one ``error:`` line and its trial, left running, is failed as stale by the next worker.
+
+What the study holds, as optuna-dashboard shows it: the sweep's metric as the study's metric name; each
+parameter under its key as the sweep file writes it (``model.optimizer.init_args.lr``: the name the
+console line and the report use too, and the name a study begun earlier already holds); per trial the
+user attributes ``run`` and ``host`` (its run folder, set by its fit), ``worker`` and, as it ends,
+``pruned_at`` or ``error``. A trial's config is not a user attribute (the dashboard shows one as a
+single line: 3 KB of YAML made its trials page 18,810 px wide) but an Optuna artifact, ``trial_<n>.yaml``,
+uploaded before the fit starts to a ``FileSystemArtifactStore`` in ``<experiment's runs>/sweeps/artifacts``
+(``optuna-dashboard --artifact-dir`` opens it from the trial's page; the run's own ``config.yaml`` holds
+it too). Workers on several machines each keep their own trials' artifacts, so the dashboard opens every
+trial's config only where they share that folder (``lightning_logs`` on a shared file system, as under
+SLURM). The same text is also kept in the database as the trial's system attribute ``config``, which the
+dashboard does not show: the report's ``best.yaml`` comes from it, on any machine.
 """
 
 from __future__ import annotations
@@ -29,16 +42,18 @@ from typing import Any
 
 import optuna
 from jsonargparse import Namespace
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from core.errors import ExperimentError
 from experiments.cli import TRIAL_VARIABLE
 from experiments.messages import import_path, one_line, parameters
 from experiments.runs import RunLayout
-from experiments.sweep.report import write_report
+from experiments.sweep.report import CONFIG, CONFIG_TYPE, run_folder, shown_value, write_report
 from experiments.sweep.space import check_space, search_space, seconds
 from experiments.sweep.storage import (
     Patience,
+    artifacts_folder,
     database_lock,
     has_lock,
     open_storage,
@@ -125,6 +140,8 @@ class Worker:
         self.pruner = class_spec(self.settings.pruner)
         self.metric: str = self.settings.metric
         self.folder = sweeps_folder(layout) / self.settings.study
+        self.artifacts_path = artifacts_folder(layout)
+        self.artifacts = FileSystemArtifactStore(self.artifacts_path)
         check_space(trial_config, self.parameters)
         try:
             self.url = storage_url(self.settings.storage)
@@ -175,6 +192,8 @@ class Worker:
                 )
             if name not in theirs:
                 study.set_user_attr(name, mine[name])
+        if study.metric_names is None:  # optuna-dashboard names its axes and columns by it, not "Objective 0"
+            study.set_metric_names([self.metric])  # a study begun before the names were set gets them too
         if study.direction != optuna.study.StudyDirection[self.settings.direction.upper()]:
             raise ExperimentError(
                 f"sweep.direction: study {self.settings.study!r} {study.direction.name.lower()}s its metric; "
@@ -255,13 +274,17 @@ class Worker:
             self._run_trials(started)
         except BaseException:
             with contextlib.suppress(Exception):  # the error in flight is the one to report
-                write_report(self.study, self.parameters, self.metric, self.folder)
+                self.write_report()
             raise
         else:
-            self.patience(lambda: write_report(self.study, self.parameters, self.metric, self.folder))
+            self.patience(self.write_report)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def write_report(self) -> None:
+        """Writes the study's report (experiments/sweep/report.py) and prints its table."""
+        write_report(self.study, self.parameters, self.metric, self.folder)
 
     def _run_trials(self, started: float) -> None:
         failures = 0
@@ -300,6 +323,10 @@ class Worker:
             f"running {goal}",
             flush=True,
         )
+        print(
+            f"sweep: watch it with optuna-dashboard {self.shown_url()} --artifact-dir {self.artifacts_path}",
+            flush=True,
+        )
 
     def run_trial(self, trial: optuna.Trial) -> tuple[TrialState, str | None]:
         """Runs ``trial`` as a fit in a child process and tells the study how it ended. Returns its state
@@ -309,11 +336,24 @@ class Worker:
             # A suggestion already stored is read back, not drawn again, when the database comes back.
             values = self.patience(lambda: {p.key: p.suggest(trial) for p in self.parameters})
             flags = [p.flag(values[p.key]) for p in self.parameters]
-            shown = ", ".join(f"{p.label}={values[p.key]}" for p in self.parameters)
-            print(f"sweep: trial {trial.number}: {shown}", flush=True)
             text = self.trial_config(flags)
-            self.patience(lambda: trial.set_user_attr("config", text))
-            status, error_line = self.run_child(trial, text)
+            # For the report on any machine; a system attribute, which optuna-dashboard does not show.
+            self.patience(lambda: trial.storage.set_trial_system_attr(trial._trial_id, CONFIG, text))
+            with tempfile.TemporaryDirectory(prefix="sweep-trial-") as folder:
+                config = Path(folder) / f"trial_{trial.number}.yaml"
+                config.write_text(text)
+                self.artifacts_path.mkdir(parents=True, exist_ok=True)
+                # For people: optuna-dashboard opens an artifact from the trial's page, where it shows a
+                # user attribute as one line (3 KB of YAML made its trials page 18,810 px wide).
+                self.patience(
+                    lambda: upload_artifact(
+                        artifact_store=self.artifacts,
+                        file_path=str(config),
+                        study_or_trial=trial,
+                        mimetype=CONFIG_TYPE,
+                    )
+                )
+                status, error_line = self.run_child(trial, config)
         except Interrupted as interrupted:
             # No waiting for the database here: the person who pressed Ctrl-C wants the worker to stop.
             # A trial left running is failed as stale by the next worker.
@@ -328,13 +368,14 @@ class Worker:
             raise
         frozen = self.patience(lambda: self.storage.get_trial(trial._trial_id))
         attrs = frozen.user_attrs
-        elapsed = f"{time.monotonic() - started:.0f} s"
-        run = attrs.get("run", "no run folder")
+        # The worker's one line per trial, after the fit's own lines: what it tried, how it ended, where.
+        shown = ", ".join(f"{p.key}={shown_value(values[p.key])}" for p in self.parameters)
+        after = f"in {time.monotonic() - started:.0f} s; {shown}; {run_folder(frozen) or 'no run folder'}"
         if status != 0 or not frozen.intermediate_values:
             reason = error_line or (f"exit status {status}" if status else f"no {self.metric} was reported")
             self.patience(lambda: trial.set_user_attr("error", reason))
             self._tell(trial, state=TrialState.FAIL)
-            print(f"sweep: trial {trial.number} failed after {elapsed}: {reason} ({run})", flush=True)
+            print(f"sweep: trial {trial.number} failed ({reason}) {after}", flush=True)
             fatal = attrs.get(FATAL) or (
                 None
                 if status
@@ -346,18 +387,15 @@ class Worker:
             self._tell(trial, state=TrialState.PRUNED)
             last = frozen.intermediate_values[frozen.last_step]
             print(
-                f"sweep: trial {trial.number} pruned at validation {attrs[PRUNED]} ({self.metric} "
-                f"{last:.6g}) after {elapsed} ({run})",
+                f"sweep: trial {trial.number} pruned at validation {attrs[PRUNED]}: {self.metric} "
+                f"{shown_value(last)} {after}",
                 flush=True,
             )
             return TrialState.PRUNED, None
         reported = list(frozen.intermediate_values.values())
         value = max(reported) if self.settings.direction == "maximize" else min(reported)
         self._tell(trial, values=value)
-        print(
-            f"sweep: trial {trial.number} finished: {self.metric} {value:.6g} after {elapsed} ({run})",
-            flush=True,
-        )
+        print(f"sweep: trial {trial.number} finished: {self.metric} {shown_value(value)} {after}", flush=True)
         return TrialState.COMPLETE, None
 
     def _tell(self, trial: optuna.Trial, wait: bool = True, **kwargs: Any) -> bool:
@@ -388,33 +426,39 @@ class Worker:
             return False
         return True
 
-    def run_child(self, trial: optuna.Trial, text: str) -> tuple[int, str | None]:
-        """Runs ``fit --config <trial config>`` in a child process; its exit status and error line."""
-        address = TrialAddress(
-            self.url, self.settings.study, trial._trial_id, self.metric, self.pruner, self.patience.seconds
+    def address(self, trial: optuna.Trial) -> TrialAddress:
+        """What the trial's fit needs to report to ``trial``: ``EXPERIMENTS_SWEEP_TRIAL``'s JSON."""
+        return TrialAddress(
+            self.url,
+            self.settings.study,
+            trial._trial_id,
+            self.metric,
+            self.pruner,
+            self.patience.seconds,
+            [p.key for p in self.parameters],
         )
-        env = dict(os.environ, **{TRIAL_VARIABLE: address.to_environment()})
+
+    def run_child(self, trial: optuna.Trial, config: Path) -> tuple[int, str | None]:
+        """Runs ``fit --config <config>`` (the trial's) in a child process; its exit status and error line."""
+        env = dict(os.environ, **{TRIAL_VARIABLE: self.address(trial).to_environment()})
         # A trial is one Lightning run on this worker's devices: SLURM's task count is the workers', and
         # Lightning would take it for the trial's process count (see scripts/sweep.sbatch).
         env.pop("SLURM_NTASKS", None)
-        with tempfile.TemporaryDirectory(prefix="sweep-trial-") as folder:
-            path = Path(folder) / f"trial_{trial.number}.yaml"
-            path.write_text(text)
-            command = [sys.executable, "-m", "experiments", "fit", "--config", str(path)]
-            child = subprocess.Popen(
-                command, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
-                start_new_session=True, preexec_fn=_end_with_parent,
-            )  # fmt: skip
-            lines: list[str] = []
-            relay = threading.Thread(target=_relay, args=(child.stderr, lines), daemon=True)
-            relay.start()
-            try:
-                status = child.wait()
-            except Interrupted:
-                _stop(child)
-                raise
-            finally:
-                relay.join(timeout=10)
+        command = [sys.executable, "-m", "experiments", "fit", "--config", str(config)]
+        child = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
+            start_new_session=True, preexec_fn=_end_with_parent,
+        )  # fmt: skip
+        lines: list[str] = []
+        relay = threading.Thread(target=_relay, args=(child.stderr, lines), daemon=True)
+        relay.start()
+        try:
+            status = child.wait()
+        except Interrupted:
+            _stop(child)
+            raise
+        finally:
+            relay.join(timeout=10)
         errors = [line for line in lines if line.startswith("error: ")]
         return status, errors[-1].removeprefix("error: ").strip() if errors else None
 

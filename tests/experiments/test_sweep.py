@@ -1,10 +1,12 @@
 """The sweep command: its search space, bad sweep files, a sweep on SQLite whose pruner prunes and whose
-best config reruns to the same metric, two workers on one study (SQLite, and a real PostgreSQL server),
-a worker killed mid-trial, one stopped with SIGTERM, and trials that are DDP runs."""
+best config reruns to the same metric, the study as optuna-dashboard reads it (metric name, parameter
+names, run folders, configs as artifacts), two workers on one study (SQLite, and a real PostgreSQL
+server), a worker killed mid-trial, one stopped with SIGTERM, and trials that are DDP runs."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -21,15 +23,20 @@ import optuna
 import pytest
 import torch
 import yaml
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.errors import ExperimentError
+from experiments.cli import TRIAL_VARIABLE
 from experiments.configs import resolve_config_names
 from experiments.main import main
 from experiments.sweep.command import SweepCLI
+from experiments.sweep.report import best_config
 from experiments.sweep.space import Parameter, check_space, parameter, search_space, seconds
 from experiments.sweep.storage import database_lock, open_storage, storage_url
+from experiments.sweep.trial import TrialAddress
+from experiments.sweep.worker import Worker
 from experiments.tensorboard import TensorBoard
 from tests.conftest import CONFIGS, QUIET, config, run_experiments, subprocess_env
 from tests.experiments.test_tensorboard import hparams_data
@@ -37,8 +44,8 @@ from tests.experiments.test_tensorboard import hparams_data
 BOSTON = config("boston_housing")
 #: Short trials: four epochs of the shipped Boston data (12 steps each), on the CPU.
 FAST = ["--trainer.max_epochs=4", "--trainer.accelerator=cpu", *QUIET]
-LR = "model.optimizer.init_args.lr"
-BATCH = "data.init_args.batch_size"
+LR = "model.optimizer.lr"
+BATCH = "data.batch_size"
 SPACE = {
     LR: {"type": "float", "low": 1.0e-5, "high": 0.05, "log": True},
     BATCH: {"type": "categorical", "choices": [16, 32, 64]},
@@ -113,7 +120,7 @@ def test_distributions_suggest_in_range_and_become_flags():
         assert 1e-4 <= lr <= 1e-1 and epochs in (2, 4, 6, 8) and sizes in ("[32]", "[64, 64]")
         study.tell(trial, 0.0)
     lr, epochs, sizes = parameters
-    assert lr.flag(0.001) == f"--{LR}=0.001" and lr.label == "model.optimizer.lr"
+    assert lr.flag(0.001) == f"--{LR}=0.001"
     assert epochs.flag(4) == "--trainer.max_epochs=4"
     assert sizes.flag("[64, 64]") == "--model.init_args.hidden_sizes=[64, 64]"  # the list, as JSON
     assert Parameter("x", "categorical", choices=["adam", "sgd"]).flag("adam") == '--x="adam"'
@@ -248,7 +255,34 @@ def test_each_shipped_sweep_file_searches_its_lesson_by_name(in_tmp, name):
     parameters = search_space(cli.config.sweep.space)
     # Every range end and choice is a value the lesson's config takes.
     check_space(cli.trial_config, parameters)
-    assert any(p.key == "data.init_args.batch_size" for p in parameters)
+    assert any(p.key == "data.batch_size" for p in parameters)
+
+
+def test_a_worker_names_the_metric_and_tells_each_trial_the_keys_it_varies(in_tmp, monkeypatch):
+    storage = f"sqlite:///{in_tmp / 'studies.db'}"
+    # A study begun by an older worker: no metric names, a trial's config text as a user attribute.
+    old = optuna.create_study(study_name="boston_housing", storage=storage)
+    trial = old.ask()
+    trial.set_user_attr("config", "seed_everything: 7\n")
+    old.tell(trial, 3.0)
+    cli = SweepCLI(resolve_config_names(["--config", "boston_housing", "--sweep", "boston_housing"]))
+    cli.config.sweep.storage = storage
+    monkeypatch.setattr("experiments.sweep.worker.check_space", lambda *args: None)  # checked above, slow
+    worker = Worker(cli.config.sweep, cli.layout, cli.trial_config)
+    # Joining it gives it the metric's name, which optuna-dashboard shows instead of "Objective 0".
+    assert optuna.load_study(study_name="boston_housing", storage=storage).metric_names == ["val/rmse"]
+    # Its trial's config is still the best config.
+    assert best_config(worker.study, "val/rmse").endswith("\nseed_everything: 7\n")
+    # A trial's fit learns the keys the sweep varies, as the sweep file writes them.
+    monkeypatch.setenv(TRIAL_VARIABLE, worker.address(worker.study.ask()).to_environment())
+    assert json.loads(os.environ[TRIAL_VARIABLE])["parameters"] == [
+        "model.hidden_sizes",
+        "model.dropout",
+        LR,
+        "model.optimizer.weight_decay",
+        BATCH,
+    ]
+    assert TrialAddress.from_environment() == worker.address(worker.study.trials[-1])
 
 
 def test_the_command_lists_the_sweep():
@@ -286,17 +320,42 @@ def test_a_sweep_prunes_writes_its_report_and_its_best_config_reruns_to_the_same
         )
     hparams = hparams_data(runs[0])["_hparams_/session_start_info"].session_start_info.hparams
     assert hparams["model.optimizer.lr"].number_value == pytest.approx(trials[0].params[LR])
+    # As optuna-dashboard reads the study: the metric by its name, the parameters as the sweep file
+    # writes them, the run folder and no config text as a user attribute, the config as an artifact.
+    assert study.metric_names == ["val/rmse"]
+    artifacts = FileSystemArtifactStore(tmp_path / "lightning_logs/boston_housing/sweeps/artifacts")
+    configs = {}
+    for trial in trials:
+        assert list(trial.params) == [LR, BATCH]
+        assert set(trial.user_attrs) <= {"run", "host", "worker", "pruned_at"}, trial.user_attrs
+        [meta] = get_all_artifact_meta(trial, storage=study._storage)
+        assert (meta.filename, meta.mimetype) == (f"trial_{trial.number}.yaml", "text/plain")
+        path = tmp_path / f"trial_{trial.number}.yaml"
+        download_artifact(artifact_store=artifacts, file_path=str(path), artifact_id=meta.artifact_id)
+        configs[trial.number] = path.read_text()
+        assert trial.system_attrs["config"] == configs[trial.number]  # the report's copy, for any machine
+        assert yaml.safe_load(configs[trial.number])["data"]["init_args"]["batch_size"] == trial.params[BATCH]
+    # The worker's one line per trial: how it ended, its values by those names, its run folder.
+    ended = re.findall(r"^sweep: trial (\d+) (?:finished|pruned at validation \d+): val/rmse (\S+) in \d+ s; "
+                       rf"{LR}=(\S+), {BATCH}=(\d+); (\S+)$", result.stdout, re.M)  # fmt: skip
+    assert [int(line[0]) for line in ended] == [t.number for t in trials], result.stdout[-3000:]
+    for trial, (_, value, lr, batch, run) in zip(trials, ended, strict=True):
+        reached = trial.intermediate_values[trial.last_step] if trial.value is None else trial.value
+        assert float(value) == pytest.approx(reached, rel=1e-3)
+        assert float(lr) == pytest.approx(trial.params[LR], rel=1e-3) and int(batch) == trial.params[BATCH]
+        assert (tmp_path / run).resolve() == Path(trial.user_attrs["run"]).resolve()
     # The report: the table, best.yaml, the plots as PNGs and in TensorBoard.
-    assert "trial  state     val/rmse  model.optimizer.lr  data.batch_size  run" in result.stdout
+    assert f"trial  state     val/rmse  {LR}  {BATCH}  run" in result.stdout
     report = tmp_path / "lightning_logs/boston_housing/sweeps/boston"
     rows = (report / "trials.csv").read_text().splitlines()
-    assert rows[0] == "trial,state,val/rmse,model.optimizer.lr,data.batch_size,run,seconds" and len(rows) == 7
+    assert rows[0] == f"trial,state,val/rmse,{LR},{BATCH},run,seconds" and len(rows) == 7
     for name in ("optimization_history", "param_importances"):
         assert (report / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     images = EventAccumulator(str(report)).Reload().Tags()["images"]
     assert sorted(images) == ["sweep/optimization_history", "sweep/param_importances"]
     best = report / "best.yaml"
     assert f"trial {study.best_trial.number}" in best.read_text().splitlines()[0]
+    assert best.read_text().endswith(configs[study.best_trial.number])  # the artifact, under a header
     # The best config, run with fit, trains the best trial again: the same best val/rmse.
     rerun = run_experiments(["fit", "--config", str(best)], cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -368,7 +427,7 @@ def check_shared_study(study: optuna.Study, outputs: list[str], n_trials: int) -
     assert [t.number for t in trials] == list(range(n_trials))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
     assert len({t.user_attrs["run"] for t in trials}) == n_trials
-    taken = [re.findall(r"^sweep: trial (\d+): ", out, re.M) for out in outputs]
+    taken = [re.findall(r"^sweep: trial (\d+) (?:finished|pruned)", out, re.M) for out in outputs]
     assert all(taken), "each worker took at least one trial"
     numbers = sorted(int(n) for worker in taken for n in worker)
     assert numbers == list(range(n_trials)), taken  # none twice, none lost

@@ -257,9 +257,8 @@ def best_yaml(in_tmp: Path) -> Path:
     from experiments.sweep.report import best_config
 
     cli = SweepCLI(["--config", config(LR), "--trainer.max_epochs=1", "--sweep.metric=val/loss"])
-    trial = SimpleNamespace(
-        number=3, value=0.25, user_attrs={"config": cli.trial_config(["--data.batch_size=16"])}
-    )
+    config_text = cli.trial_config(["--data.batch_size=16"])
+    trial = SimpleNamespace(number=3, value=0.25, system_attrs={"config": config_text}, user_attrs={})
     study = SimpleNamespace(study_name="lr", best_trial=trial)
     path = in_tmp / "best.yaml"
     path.write_text(best_config(study, "val/loss"))
