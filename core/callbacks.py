@@ -85,28 +85,40 @@ class PredictionWriter(BasePredictionWriter):
         return True
 
 
+def _joined(parts: tuple[Tensor | list[Any], ...]) -> Tensor | list[Any]:
+    """One column of kept samples from its per-batch parts: tensors concatenated, lists joined."""
+    if isinstance(parts[0], Tensor):
+        return torch.cat(parts)  # type: ignore[arg-type]
+    return [item for part in parts for item in part]
+
+
 class ValidationSamples(Callback):
     """Keeps the first ``num_images`` validation samples of an epoch, with what the module returned for
     them, for a figure drawn at the epoch's end, when TensorBoard images are logged. On several processes
     every rank keeps the first of its shard and rank 0 gets the first ``num_images`` of the whole split
     (``take``), the samples one process would have kept.
 
-    Subclasses say what to keep of a batch (``sample``) and draw in ``on_validation_epoch_end`` from
-    ``take()``, which every rank calls and rank 0 alone gets samples from; ``subplots`` lays out one panel
-    per sample. ``num_images`` and ``columns`` are counts >= 1.
+    Subclasses say what to keep of a batch (``sample``: tensors, or lists such as captions, one entry per
+    sample) and draw in ``on_validation_epoch_end`` from ``take()``, which every rank calls and rank 0
+    alone gets samples from; ``subplots`` lays out one panel per sample. The module's validation outputs
+    are a tensor by default (``keeps`` says otherwise). ``num_images`` and ``columns`` are counts >= 1.
     """
 
     def __init__(self, num_images: PositiveInt, columns: PositiveInt) -> None:
         self.num_images = num_images
         self.columns = columns
-        self._kept: list[tuple[Tensor, ...]] = []
+        self._kept: list[tuple[Tensor | list[Any], ...]] = []
         self._positions: Tensor | None = None  # of this rank's validation samples, under several processes
         self._seen = 0  # validation samples of this rank so far in the epoch
         self._kept_positions: list[Tensor] = []
 
-    def sample(self, batch: Any, outputs: Tensor) -> tuple[Tensor, ...]:
-        """Per-sample tensors to keep of one batch (first dimension: the batch's samples)."""
+    def sample(self, batch: Any, outputs: Any) -> tuple[Tensor | list[Any], ...]:
+        """Per-sample tensors (first dimension: the batch's samples) or lists to keep of one batch."""
         raise NotImplementedError
+
+    def keeps(self, outputs: Any) -> bool:
+        """Whether a validation batch's ``outputs`` are what ``sample`` reads: a tensor by default."""
+        return isinstance(outputs, Tensor)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._kept, self._kept_positions, self._seen = [], [], 0
@@ -124,17 +136,20 @@ class ValidationSamples(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if dataloader_idx != 0 or not isinstance(outputs, Tensor) or not draws_this_validation(trainer):
+        if dataloader_idx != 0 or not self.keeps(outputs) or not draws_this_validation(trainer):
             return
         first, self._seen = self._seen, self._seen + len(outputs)
         room = self.num_images - sum(len(part[0]) for part in self._kept)
         if room > 0:
-            kept = tuple(t[:room].detach().cpu() for t in self.sample(batch, outputs))
+            kept = tuple(
+                t[:room].detach().cpu() if isinstance(t, Tensor) else list(t[:room])
+                for t in self.sample(batch, outputs)
+            )
             self._kept.append(kept)
             if self._positions is not None:
                 self._kept_positions.append(self._positions[first : first + len(kept[0])])
 
-    def take(self, trainer: Trainer) -> tuple[Tensor, ...] | None:
+    def take(self, trainer: Trainer) -> tuple[Tensor | list[Any], ...] | None:
         """The kept samples, concatenated, on global rank 0; None on the other ranks, when there are none,
         or when no figure is wanted. Emptied. Every rank must call it (it gathers)."""
         parts, self._kept = self._kept, []
@@ -143,7 +158,7 @@ class ValidationSamples(Callback):
             return None
         columns: Columns = {}
         if parts:
-            columns = {str(i): torch.cat(tensors) for i, tensors in enumerate(zip(*parts, strict=True))}
+            columns = {str(i): _joined(kept) for i, kept in enumerate(zip(*parts, strict=True))}
         known = self._positions is not None and bool(positions)
         whole = gather_samples(trainer, columns, torch.cat(positions) if known else None)
         if not whole:

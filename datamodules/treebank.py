@@ -46,6 +46,7 @@ IGNORE = -1
 NEUTRAL = 2
 #: SST's sentiment labels, 0 (very negative) to 4 (very positive): the fine-grained lesson's 5 classes
 LABELS = 5
+CLASS_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")
 # "(", ")" or a run of anything but an ASCII space and brackets: a non-breaking space stays in its token.
 _TOKEN = re.compile(r"[()]|[^ ()]+")
 
@@ -397,6 +398,11 @@ class TreebankDataModule(LightningDataModule):
     @property
     def num_classes(self) -> int:
         return 5 if self.mode == "fine_grained" else 2
+
+    @property
+    def classes(self) -> list[str]:
+        """The classes' names by index, for figures: SST's five, or negative and positive (binary)."""
+        return list(CLASS_NAMES) if self.mode == "fine_grained" else ["negative", "positive"]
 
     # --- stages and loaders ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -8,7 +8,8 @@ The encoder (a small CNN, or a torchvision classification backbone without its h
 one feature vector, which sets the decoder's initial state (GRU or LSTM). Training feeds the reference
 caption in (teacher forcing) and scores each next word with cross-entropy; validation and test also
 caption each image greedily and score it with BLEU-4 (torchmetrics) against all of its reference
-captions. ``predict`` returns the greedy caption of each image, as strings.
+captions. ``predict`` returns the greedy caption of each image, as strings. The ``CaptionSamples`` callback
+draws a few validation images with their captions.
 
 Batches are the dicts of ``CocoCaptionsDataModule`` (``images``, ``captions``, ``caption_image``,
 ``references``). The vocabulary (words by index, holding ``<pad> <bos> <eos> <unk>``) comes from the
@@ -25,6 +26,8 @@ that shows the data at work.
 
 from __future__ import annotations
 
+import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 from urllib.error import URLError
@@ -32,14 +35,17 @@ from urllib.error import URLError
 import torch
 import torch.nn.functional as F
 import torchvision
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics.text import BLEUScore
 
+from core.callbacks import ValidationSamples
 from core.domains import Fraction, PositiveInt
 from core.errors import ExperimentError
+from core.figures import log_figure, new_figure
 from core.metrics import EpochMean, log_phase, phase_metrics
 from core.optim import LRSchedulerCallable, OptimizerCallable, optimizer_config
+from modules.visualize import unnormalize
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
@@ -310,3 +316,65 @@ class CaptionModel(LightningModule):
 
     def configure_optimizers(self) -> Any:
         return optimizer_config(self.parameters(), self.optimizer, self.lr_scheduler)
+
+
+class CaptionSamples(ValidationSamples):
+    """The first validation images with the caption the model wrote (greedy) and their first reference
+    caption, after each validation epoch: ``val/captions`` and ``figures/val_captions.png`` (the last
+    epoch's kept). On several processes each rank keeps the first of its shard and rank 0 draws the
+    first ``num_images`` of the split, as one process would.
+
+    Needs ``CaptionModel`` (its ``validation_step`` returns the captions) and batches of
+    ``CocoCaptionsDataModule`` (whose ``mean_std`` undoes the images' normalisation).
+
+    Args:
+        num_images: Validation images to show (a count >= 1).
+        columns: Images per row (a count >= 1).
+    """
+
+    def __init__(self, num_images: PositiveInt = 4, columns: PositiveInt = 2) -> None:
+        super().__init__(num_images, columns)
+
+    def keeps(self, outputs: Any) -> bool:
+        return isinstance(outputs, list)  # CaptionModel's validation_step returns the captions
+
+    def sample(self, batch: Any, outputs: Any) -> tuple[Tensor | list[Any], ...]:
+        references = [refs[0] if refs else "" for refs in batch["references"]]
+        return batch["images"], list(outputs), references
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        whole = self.take(trainer)  # every rank takes part
+        if whole is None:
+            return
+        kept_images, kept_captions, kept_references = whole
+        mean_std = getattr(getattr(trainer, "datamodule", None), "mean_std", None)
+        images = unnormalize(kept_images.float(), mean_std)  # type: ignore[union-attr]
+        captions, references = list(kept_captions), list(kept_references)
+        # validate restores a checkpoint without its epoch count: only fit names one.
+        when = f", epoch {trainer.current_epoch}" if trainer.state.fn == "fit" else ""
+        columns_wanted = self.columns
+
+        def draw() -> Any:
+            count = len(images)
+            cols = min(columns_wanted, count)
+            rows = math.ceil(count / cols)
+            figure = new_figure((2.9 * cols, 3.8 * rows + 0.4), layout="constrained")
+            axes = figure.subplots(rows, cols, squeeze=False)
+            for i, ax in enumerate(axes.flat):
+                if i >= count:
+                    ax.axis("off")
+                    continue
+                ax.imshow(images[i].permute(1, 2, 0).numpy())
+                # Ticks and frame off, not axis("off"), which would hide the reference in the x label:
+                # constrained layout makes room for labels, not for free text.
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                ax.set_title(textwrap.fill(f"model: {captions[i] or '(empty)'}", 36), fontsize=9, loc="left")
+                reference = textwrap.fill(f"reference: {references[i]}", 36)
+                ax.set_xlabel(reference, fontsize=9, color="dimgray", loc="left")
+            figure.suptitle(f"validation images{when}: greedy caption and a reference")
+            return figure
+
+        log_figure(trainer, draw, "val/captions", png_name="val_captions")

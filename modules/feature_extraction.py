@@ -5,7 +5,7 @@
 ``FeatureWriter`` builds a torchvision feature extractor (``create_feature_extractor``: the network traced
 by torch.fx, its graph cut after the requested layers) over the module's network, runs it on every
 predict batch and saves ``{"features": {layer: (N, ...)}, "labels": (N,), "layers": [...]}`` as one file
-in the run folder, in dataset order.
+in the run folder, in dataset order, and draws the first image's features (``figures/features.png``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor
+from torchvision.utils import make_grid
 
 from core.distributed import Columns, gather_samples, run_dir, sample_positions
 from core.domains import FileName, NonEmptyText
 from core.errors import ExperimentError
+from core.figures import log_figure, logs_images, new_figure
 
 # The tracer settings torchvision's get_graph_node_names and create_feature_extractor use, so the names
 # found here are theirs: torchvision.ops modules stay whole nodes instead of being traced through.
@@ -105,6 +107,7 @@ class FeatureWriter(Callback):
         self.extractor: nn.Module | None = None
         self._features: dict[str, list[Tensor]] = {}
         self._labels: list[Tensor] = []
+        self._first_image: Tensor | None = None
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         network = getattr(pl_module, self.module, None)
@@ -131,6 +134,7 @@ class FeatureWriter(Callback):
         self.extractor = create_feature_extractor(network, return_nodes=return_nodes)
         self._features = {layer: [] for layer in self.layers}
         self._labels = []
+        self._first_image = None
 
     def on_predict_batch_end(
         self,
@@ -152,6 +156,9 @@ class FeatureWriter(Callback):
         for layer in self.layers:
             self._features[layer].append(activations[layer].to(device="cpu", dtype=self.dtype))
         self._labels.append(labels.cpu())
+        if batch_idx == 0 and dataloader_idx == 0 and trainer.is_global_zero:
+            # For the figure: the first image of the set (rank 0's first under a sharding loader).
+            self._first_image = images[0].detach().float().cpu()
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.extractor is None:
@@ -184,3 +191,63 @@ class FeatureWriter(Callback):
         shapes = ", ".join(f"{layer} {tuple(f.shape)}" for layer, f in features.items())
         labels_shape = tuple(gathered["labels"].shape)
         rank_zero_info(f"Features written to {path}: {shapes}, labels {labels_shape}, {self.dtype}")
+        if logs_images(trainer):
+            self._draw(trainer, {layer: f[0] for layer, f in features.items()}, int(gathered["labels"][0]))
+
+    def _draw(self, trainer: Trainer, features: dict[str, Tensor], label: int) -> None:
+        """The first predicted image and its features, one map per channel: ``predict/features`` and
+        ``figures/features.png``."""
+        image, self._first_image = self._first_image, None
+        grids = {layer: feature_grid(f) for layer, f in features.items()}
+        panels = ([("input", picture(image))] if image is not None else []) + list(grids.items())
+
+        def draw() -> Any:
+            from matplotlib import colormaps
+
+            # Each panel as wide as its grid is tall, in one row.
+            ratios = [grid.shape[1] / grid.shape[0] for _, grid in panels]
+            figure = new_figure((min(12.0, 1.0 + 3.0 * sum(ratios)), 3.6), layout="constrained")
+            axes = figure.subplots(1, len(panels), width_ratios=ratios, squeeze=False)[0]
+            for ax, (name, grid) in zip(axes, panels, strict=True):
+                # NaN (the grid's padding) is drawn in the background's colour.
+                cmap = colormaps["gray" if name == "input" else "viridis"].with_extremes(bad="white")
+                ax.imshow(grid.numpy(), cmap=cmap, interpolation="nearest")
+                size = "" if name == "input" else f": {features[name].shape[0]} maps"
+                ax.set_title(f"{name}{size}")
+                ax.axis("off")
+            figure.suptitle(f"features of the first image (label {label}), each map scaled to its own range")
+            return figure
+
+        log_figure(trainer, draw, "predict/features", png_name="features")
+
+
+def picture(image: Tensor) -> Tensor:
+    """An input image ``(C, H, W)`` to show, scaled to [0, 1] by its min and max: ``(H, W, 3)`` in colour
+    for three channels, else the first channel ``(H, W)``."""
+    image = image.float()
+    image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
+    return image.permute(1, 2, 0) if image.shape[0] == 3 else image[0]
+
+
+def grid_columns(count: int) -> int:
+    """Columns for ``count`` maps: the smallest divisor of ``count`` from its square root up to twice it
+    (a full rectangle, 32 as 8 x 4), else the square root rounded up."""
+    low = math.ceil(math.sqrt(count))
+    return next((c for c in range(low, 2 * low + 1) if count % c == 0), low)
+
+
+def feature_grid(activation: Tensor) -> Tensor:
+    """One sample's activation as a 2-D image to show: ``(C, H, W)`` maps tiled in a grid
+    (``grid_columns``), each scaled to [0, 1] by its own min and max, with 1 pixel of NaN (drawn as the
+    background) around each; ``(N,)`` values (a dense layer) as a near-square block scaled together, NaN
+    after the last; other shapes flattened as those."""
+    activation = activation.detach().float().cpu()
+    if activation.ndim == 3:
+        low = activation.amin(dim=(1, 2), keepdim=True)
+        high = activation.amax(dim=(1, 2), keepdim=True)
+        maps = ((activation - low) / (high - low).clamp_min(1e-12)).unsqueeze(1)
+        return make_grid(maps, nrow=grid_columns(len(maps)), padding=1, pad_value=math.nan)[0]
+    values = activation.flatten()
+    side = math.ceil(math.sqrt(len(values)))
+    scaled = (values - values.min()) / (values.max() - values.min()).clamp_min(1e-12)
+    return torch.cat([scaled, scaled.new_full((side * side - len(values),), math.nan)]).view(side, side)

@@ -13,7 +13,9 @@ Two compositions, chosen by ``cell`` (the rest of the module is shared, hence on
   ``h = tanh(W_x x + b)``, an inner node ``h = tanh(W [h_left; h_right] + b)``.
 
 Every node's ``h`` goes through dropout and a linear layer to sentiment logits; the loss is the
-cross-entropy summed over a tree's counted nodes, averaged over trees (Tai et al.'s objective).
+cross-entropy summed over a tree's counted nodes, averaged over trees (Tai et al.'s objective). The
+``RootConfusionMatrix`` callback draws the sentences' true against predicted sentiment after each
+validation.
 
 The batch comes from ``datamodules.treebank``: nodes sorted by height, so each level of all the batch's
 trees is one batched composition; the chapter's "nodes traversed in topological order" becomes "levels
@@ -34,6 +36,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
@@ -44,6 +47,7 @@ from core.errors import ExperimentError
 from core.metrics import EpochMean
 from core.optim import OptimizerCallable, build_optimizer
 from modules.classifier import PhaseAccuracy, check_num_classes
+from modules.visualize import ConfusionMatrix
 
 #: the label of nodes that do not count (the datamodule's neutral nodes in binary mode)
 IGNORE = -1
@@ -292,21 +296,24 @@ class TreeLSTM(PhaseAccuracy):
             self.load_vectors(list(words))
 
     # --- steps ----------------------------------------------------------------------------------------
-    def _step(self, batch: Any, phase: str) -> Tensor:
+    def _step(self, batch: Any, phase: str) -> tuple[Tensor, Tensor]:
+        """The batch's loss and its trees' root logits ``(trees, num_classes)``, detached."""
         logits = self(batch)
         labels = batch.labels
         trees = len(batch.roots)
         loss = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum") / trees
+        roots = logits.detach()[batch.roots]
         getattr(self, f"{phase}_loss").update(loss.detach(), weight=trees)
-        getattr(self, f"{phase}_acc").update(logits.detach()[batch.roots], labels[batch.roots])
+        getattr(self, f"{phase}_acc").update(roots, labels[batch.roots])
         getattr(self, f"{phase}_node_acc").update(logits.detach(), labels)
-        return loss
+        return loss, roots
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """The root logits, for callbacks (``RootConfusionMatrix``)."""
+        return self._step(batch, "val")[1]
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test")
@@ -325,3 +332,25 @@ class TreeLSTM(PhaseAccuracy):
             # check their invariants. Its default (no checks) is kept, explicitly.
             torch.sparse.check_sparse_tensor_invariants.disable()
         return build_optimizer(self.optimizer, groups)
+
+
+class RootConfusionMatrix(ConfusionMatrix):
+    """The validation epoch's confusion matrix of the trees' root sentiment (the sentence, the figure the
+    papers report), true classes down and predicted across: ``val/confusion_matrix`` and
+    ``figures/confusion_matrix.png``. Class names come from the datamodule's ``classes`` (very negative
+    ... very positive). Needs ``TreeLSTM``, whose ``validation_step`` returns the root logits.
+    """
+
+    samples = "sentences"
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        roots = (None, batch.labels[batch.roots])  # the (inputs, labels) pair ConfusionMatrix reads
+        super().on_validation_batch_end(trainer, pl_module, outputs, roots, batch_idx, dataloader_idx)

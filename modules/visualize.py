@@ -194,6 +194,9 @@ class ConfusionMatrix(Callback):
     number of classes is the logits' width.
     """
 
+    #: What the counted samples are, for the title.
+    samples = "images"
+
     def __init__(self) -> None:
         self.metric: MulticlassConfusionMatrix | None = None
 
@@ -224,7 +227,7 @@ class ConfusionMatrix(Callback):
     def _draw(self, trainer: Trainer, counts: Tensor) -> None:
         n = len(counts)
         names = class_names(trainer, n)
-        epoch = trainer.current_epoch
+        epoch, samples = trainer.current_epoch, self.samples
 
         def draw() -> Any:
             side = max(4.0, 0.45 * n + 2)
@@ -235,7 +238,7 @@ class ConfusionMatrix(Callback):
             ax.set_yticks(range(n), names)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
-            ax.set_title(f"epoch {epoch}, {int(counts.sum())} images")
+            ax.set_title(f"epoch {epoch}, {int(counts.sum())} {samples}")
             # Beyond ~30 classes the numbers no longer fit their cells; the colours still read.
             if n <= 30:
                 threshold = counts.max().item() / 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from datamodules import BostonHousingDataModule
 from experiments.main import main
@@ -40,6 +41,10 @@ def test_boston_fit_then_test_and_predict_from_the_checkpoint(cli, in_tmp):
     test = cli("test", "--config", config("boston_housing"), "--ckpt_path=last")
     rmse = test.trainer.callback_metrics["test/rmse"].item()
     assert 0 < rmse < 30  # MEDV spans 5 to 50 ($1000s)
+    # Predicted against actual prices: the last validation's in the run, the test's in its folder.
+    for png in ("figures/val_predicted_vs_actual.png", "test/figures/test_predicted_vs_actual.png"):
+        with Image.open(run / "version_0" / png) as figure:
+            assert figure.size == (500, 480), png
     cli("predict", "--config", config("boston_housing"), "--ckpt_path=last")
     predictions = torch.load(run / "version_0" / "predict" / "predictions.pt")
     # predict serves the test split's houses, in order: their RMSE is the test's.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from experiments.main import main
+from modules import captioning
 from tests.coco_data import write_coco_captions
 from tests.conftest import QUIET, config
 
@@ -37,7 +40,19 @@ def test_coco_captions_fast_dev_run(cli, coco_dir, subcommand):
     assert run.datamodule.image_counts[str(coco_dir / "annotations/captions_train2017.json")] == (5, 1)
 
 
-def test_fit_then_predict_writes_one_caption_string_per_image(cli, coco_dir, in_tmp):
+def test_fit_then_predict_writes_one_caption_string_per_image(cli, coco_dir, in_tmp, monkeypatch):
+    drawn: list[str] = []
+    real_log_figure = captioning.log_figure
+
+    def recording_log_figure(trainer, draw, tag, png_name=None):
+        def draw_and_record():
+            figure = draw()
+            drawn[:] = [ax.get_title(loc="left") for ax in figure.axes if ax.get_title(loc="left")]
+            return figure
+
+        real_log_figure(trainer, draw_and_record, tag, png_name)
+
+    monkeypatch.setattr(captioning, "log_figure", recording_log_figure)
     small = ["--data.image_size=32", "--model.embed_dim=32", "--model.hidden_dim=64"]
     args = ["--config", config("coco_captions"), *data_args(coco_dir), *small]
     fit = cli("fit", *args, "--trainer.max_epochs=1")
@@ -46,6 +61,11 @@ def test_fit_then_predict_writes_one_caption_string_per_image(cli, coco_dir, in_
     # One caption per image, in the order of the files (what each batch returned, joined).
     captions = torch.load(in_tmp / "lightning_logs/coco_captions/version_0/predict/predictions.pt")
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
+    # The figure of the last validation showed the 3 validation images with what the same weights
+    # caption them with (predict serves the validation images).
+    assert drawn == [textwrap.fill(f"model: {c or '(empty)'}", 36) for c in captions]
+    with Image.open(in_tmp / "lightning_logs/coco_captions/version_0/figures/val_captions.png") as figure:
+        assert figure.size == (580, 800)  # 2 columns, 2 rows
 
 
 def test_a_partial_image_folder_is_one_error_line(in_tmp, coco_dir, capsys, monkeypatch):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torchvision import datasets
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -52,6 +53,9 @@ def test_predict_writes_the_named_features_of_the_checkpoint(cli, in_tmp, mnist_
     conv_1, conv_2 = saved["features"]["conv_1"], saved["features"]["conv_2"]
     assert conv_1.shape == (32, 32, 26, 26) and conv_2.shape == (32, 64, 24, 24)
     assert conv_1.dtype == conv_2.dtype == torch.float32
+    # The first image's features as a figure beside the file: the input, conv_1 and conv_2 panels.
+    with Image.open(runs / "version_0" / "predict_feature_extraction" / "figures" / "features.png") as figure:
+        assert figure.size == (1200, 360)  # 3 panels, conv_1 8 maps wide: the 12-inch cap
     # The 32 test images in file order, not shuffled, none dropped.
     test = datasets.MNIST(mnist_dir, train=False)
     assert saved["labels"].shape == (32,)

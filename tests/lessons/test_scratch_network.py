@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import config
 
@@ -19,6 +20,9 @@ def test_fast_dev_run(cli, subcommand):
 def test_scratch_network_predicts_the_tutorials_student(cli, in_tmp):
     short = ["--trainer.max_epochs=5", "--trainer.check_val_every_n_epoch=5"]
     cli("fit", "--config", config("scratch_network"), *short)
+    run = in_tmp / "lightning_logs" / "scratch_network" / "version_0"
+    with Image.open(run / "figures" / "loss_curve.png") as figure:  # drawn when training ends
+        assert figure.size == (600, 400)
     cli("predict", "--config", config("scratch_network"), "--ckpt_path=last")
     predictions = torch.load(
         in_tmp / "lightning_logs" / "scratch_network" / "version_0" / "predict" / "predictions.pt"

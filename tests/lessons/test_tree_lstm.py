@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from datamodules import TreebankDataModule
 from experiments.main import main
@@ -60,6 +61,8 @@ def test_checkpoint_keeps_its_vocabulary(cli, sst_dir, in_tmp):
     cli("fit", *args, "--trainer.max_epochs=1")
     runs = in_tmp / "lightning_logs" / "tree_lstm"
     assert (runs / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    with Image.open(runs / "version_0" / "figures" / "confusion_matrix.png") as figure:
+        assert figure.size == (425, 425)  # the root confusion matrix of 5 classes, at 100 dpi
     cli("predict", *args, "--ckpt_path=last")
     before = torch.load(runs / "version_0" / "predict" / "predictions.pt")
     assert before.shape == (12, 5)

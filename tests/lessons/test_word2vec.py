@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from experiments.main import main
 from tests.conftest import QUIET, config
@@ -55,6 +56,8 @@ def test_fit_then_test_and_predict_from_the_checkpoint(cli, corpus, in_tmp):
     assert {"train/loss", "val/loss"} <= set(events.Tags()["scalars"])
     assert any(tag.startswith("embeddings/neighbours") for tag in events.Tags()["tensors"])
     assert (run / "projector_config.pbtxt").is_file()
+    with Image.open(run / "figures" / "neighbours.png") as figure:  # 7 x 5 inches at 100 dpi
+        assert figure.size == (700, 500)
 
     test = cli("test", *args, "--ckpt_path=best")
     assert 0 < test.trainer.callback_metrics["test/loss"] < 5
@@ -62,6 +65,7 @@ def test_fit_then_test_and_predict_from_the_checkpoint(cli, corpus, in_tmp):
     predicted = in_tmp / "lightning_logs" / "word2vec" / "version_0" / "predict"  # into the run it evaluates
     assert torch.equal(torch.load(predicted / "predictions.pt"), fit.model.embeddings())
     assert (predicted / "vectors.txt").read_text() == (run / "vectors.txt").read_text()
+    assert (predicted / "figures" / "neighbours.png").is_file()
 
 
 @pytest.mark.parametrize(

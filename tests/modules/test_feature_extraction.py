@@ -7,13 +7,14 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 from torch import nn
 from torchvision import datasets
 from torchvision.models.feature_extraction import get_graph_node_names
 
 from datamodules import MNISTDataModule
 from modules import MNISTConvNet
-from modules.feature_extraction import FeatureWriter, layer_nodes
+from modules.feature_extraction import FeatureWriter, feature_grid, grid_columns, layer_nodes, picture
 
 QUIET_TRAINER = {"enable_progress_bar": False, "enable_model_summary": False}
 
@@ -35,6 +36,36 @@ def test_float16_features_and_other_layers(in_tmp, mnist_dir):
     with torch.no_grad():
         expected = model.net[:8].eval()(images)  # conv_1 ... dense_1, dropout off
     torch.testing.assert_close(dense_1.float(), expected, rtol=1e-3, atol=1e-3)
+    # The figure of the first image's features: the input, then a panel per layer, 3.6 inches high.
+    with Image.open(in_tmp / "run" / "version_0" / "figures" / "features.png") as figure:
+        assert figure.size == (1000, 360)
+
+
+def test_feature_grid_tiles_each_map_scaled_to_its_own_range():
+    maps = torch.stack(
+        [torch.arange(4.0).view(2, 2), -5 * torch.ones(2, 2), torch.tensor([[0.0, 2], [4, 8]])]
+    )
+    grid = feature_grid(maps)
+    # 3 maps in one row (3 divides 3), 2x2 each with 1 pixel of NaN around: 4 x 10.
+    assert grid.shape == (4, 10)
+    torch.testing.assert_close(grid[1:3, 1:3], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]))
+    assert torch.equal(grid[1:3, 4:6], torch.zeros(2, 2))  # a flat map is 0, not a division by zero
+    torch.testing.assert_close(grid[1:3, 7:9], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+    assert grid[0].isnan().all() and grid[:, 3].isnan().all()  # the padding, drawn as background
+    # A dense layer's 5 values: a 3x3 block scaled together, the rest NaN.
+    block = feature_grid(torch.tensor([0.0, 1, 2, 3, 4]))
+    torch.testing.assert_close(block.flatten()[:5], torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    assert block.shape == (3, 3) and block.flatten()[5:].isnan().all()
+
+
+def test_grid_columns_make_full_rectangles_where_they_can():
+    assert [grid_columns(n) for n in (32, 64, 10, 7, 1)] == [8, 8, 5, 3, 1]
+
+
+def test_picture_shows_colour_images_in_colour_and_others_by_their_first_channel():
+    assert picture(torch.rand(3, 4, 5)).shape == (4, 5, 3)
+    grey = picture(torch.tensor([[[2.0, 4.0]]]))
+    assert torch.equal(grey, torch.tensor([[0.0, 1.0]]))
 
 
 def test_no_file_without_a_run_folder(in_tmp, mnist_dir):

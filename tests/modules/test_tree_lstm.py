@@ -3,16 +3,19 @@ learning a tiny treebank, predictions, the loss over counted nodes, pretrained w
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from core.errors import ExperimentError
 from datamodules import TreebankDataModule
 from datamodules.treebank import IGNORE, EncodedTrees, parse_trees
 from modules import TreeLSTM, WordVectorsError
-from modules.tree_lstm import read_word_vectors
+from modules.tree_lstm import RootConfusionMatrix, read_word_vectors
 from tests.conftest import EpochHistory
 from tests.tree_data import NBSP, treebank_lines, write_treebank
 
@@ -117,11 +120,31 @@ def test_loss_counts_only_labelled_nodes_and_predict_gives_root_probabilities():
     counted = batch.labels != IGNORE
     assert int(counted.sum()) == 6  # of 8 nodes: the two neutral leaves "the" do not count
     expected = F.cross_entropy(logits[counted], batch.labels[counted], reduction="sum") / 2
-    torch.testing.assert_close(model._step(batch, "val"), expected)
+    torch.testing.assert_close(model._step(batch, "val")[0], expected)
+    # validation_step returns the root logits, for RootConfusionMatrix.
+    torch.testing.assert_close(model.validation_step(batch, 0), logits[batch.roots])
     probabilities = model.predict_step(batch, 0)
     assert probabilities.shape == (2, 2)
     torch.testing.assert_close(probabilities, logits[batch.roots].softmax(dim=1))
     torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(2))
+
+
+def test_root_confusion_matrix_counts_the_sentences_roots_with_the_datas_class_names(tmp_path):
+    # Roots labelled 3 (positive) and 0 (very negative); logits predict 3 and 1.
+    bank = parse_trees(["(3 (2 the) (4 good))", "(0 (1 dull) (0 (2 the) (0 bad)))"])
+    batch = EncodedTrees(bank, {"<unk>": 0}, binary=False).batch(torch.tensor([0, 1]))
+    trainer = SimpleNamespace(
+        sanity_checking=False, fast_dev_run=False, loggers=[TensorBoardLogger(tmp_path)], is_global_zero=True
+    )
+    callback = RootConfusionMatrix()
+    roots = torch.eye(5)[[3, 1]] * 5
+    callback.on_validation_batch_end(trainer, SimpleNamespace(device=torch.device("cpu")), roots, batch, 0)
+    counts = callback.metric.compute()
+    assert counts.sum() == 2 and counts[3, 3] == 1 and counts[0, 1] == 1  # row: true root, column: predicted
+    assert callback.samples == "sentences"
+    names = TreebankDataModule(data_dir=str(tmp_path)).classes
+    assert names == ["very negative", "negative", "neutral", "positive", "very positive"]
+    assert TreebankDataModule(data_dir=str(tmp_path), mode="binary").classes == ["negative", "positive"]
 
 
 def write_vectors(path, rows: dict[str, list[float]], header: bool) -> None:
