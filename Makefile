@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-gpu lint bench bench-keras bench-startup tensorboard clean
+.PHONY: setup demo test test-fast test-gpu lint bench bench-keras bench-startup gallery tensorboard clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,13 @@ bench-keras: $(STAMP)
 ## bare LightningCLI script on the same config (and import and --help times); REPEATS=<n> (default 5)
 bench-startup: $(STAMP)
 	$(PY) benchmarks/startup.py --repeats $(or $(REPEATS),5)
+
+## gallery: the README's lesson pictures (docs/images/*.png, committed) from short real runs of each lesson.
+## DATA=<folder> in the layout of the project's offline data copy (MNIST/raw, cifar10_jpg.tar.gz, faces/,
+## sst/, text/, coco/); a lesson whose data is missing there is skipped. ONLY="<image> ..." makes only those
+gallery: $(STAMP)
+	@if [ -z "$(DATA)" ]; then echo "set DATA=<folder of the datasets>, e.g. make gallery DATA=../shared/data"; exit 2; fi
+	$(PY) scripts/gallery.py --data "$(DATA)" $(if $(ONLY),--only $(ONLY))
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir lightning_logs
