@@ -25,6 +25,7 @@ What every lesson inherits, and any config or flag can override:
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import random
 import sys
@@ -44,20 +45,28 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from core.distributed import run_dir
+from core.distributed import artifacts_elsewhere, run_dir
 from core.errors import ExperimentError
+from core.figures import figure_worker
 from experiments.checkpoint_io import use_atomic_checkpoints
 from experiments.ckpt_path import resolve_ckpt_path
 from experiments.domains import check_config
 from experiments.faults import FailedRun
 from experiments.links import DataAttributeError, DataToModel
+from experiments.manifest import RunManifest
 from experiments.messages import one_line
+from experiments.parameters import given_names, run_parameters
 from experiments.parts import add_parts, build_parts
 from experiments.preemption import slurm_topology
 from experiments.progress import (
+    TRIAL_VARIABLE,
     EpochLines,
     LayerSummary,
+    OutputPaths,
+    RichBar,
     RichLayerSummary,
+    in_sweep_trial,
+    round_printed_results,
     silence_known_warnings,
     stdout_is_terminal,
 )
@@ -67,10 +76,9 @@ from experiments.tensorboard import RunLogs
 # No abbreviated flags: --trainer.max_epoch would run as max_epochs; a typo gets "did you mean".
 PARSER_KWARGS: dict[str, Any] = {"exit_on_error": False, "allow_abbrev": False}
 
-#: The environment variable naming the sweep trial that a fit is (experiments/sweep/trial.py), and the
-#: callback with which such a fit reports to its trial. The callback is imported by name when a trial
-#: runs: the sweep command builds on this module, so this module does not import it.
-TRIAL_VARIABLE = "EXPERIMENTS_SWEEP_TRIAL"
+#: The callback with which a sweep trial's fit (``TRIAL_VARIABLE`` set, experiments/progress.py) reports to
+#: its trial. It is imported by name when a trial runs: the sweep command builds on this module, so this
+#: module does not import it.
 TRIAL_REPORT = "experiments.sweep.trial.TrialReport"
 
 
@@ -109,8 +117,10 @@ class ExperimentArgumentParser(LightningArgumentParser):
 
 class RunConfig(SaveConfigCallback):
     """Saves the run's ``config.yaml`` in its run folder whatever the logger (Lightning's saves it in
-    ``trainer.log_dir``, which for MLflow is the store shared by every run). Rank 0 writes; nothing here
-    communicates."""
+    ``trainer.log_dir``, which for MLflow is the store shared by every run): with MLflow the run's
+    artifact folder (experiments/runs.py). With an MLflow tracking server that keeps the artifacts
+    itself, the run folder (config, checkpoints, figures, predictions) is uploaded to the run at the end
+    of each stage that ends normally. Rank 0 writes; nothing here communicates."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
@@ -129,6 +139,16 @@ class RunConfig(SaveConfigCallback):
             self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile
         )
 
+    def teardown(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        logger = artifacts_elsewhere(trainer)
+        folder = run_dir(trainer)
+        if logger is None or folder is None or not folder.is_dir():
+            return
+        worker = figure_worker()
+        if worker is not None:  # the stage's last figures are still being drawn
+            worker.flush()
+        logger.experiment.log_artifacts(str(logger.run_id), str(folder))
+
 
 class ExperimentCLI(LightningCLI):
     """LightningCLI whose models and datamodules are any class of ``modules/`` and ``datamodules/``, with
@@ -141,6 +161,7 @@ class ExperimentCLI(LightningCLI):
         #: for an evaluation of a checkpoint, the step to log it at.
         self._existing_runs: set[Path] = set()
         self._evaluation_step: int | None = None
+        self._arguments: ArgsType = None  # the command line, for the parameters it sets
         kwargs.setdefault("seed_everything_default", 42)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", RunConfig)
@@ -182,6 +203,7 @@ class ExperimentCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         # --print_config prints after the names and folders are filled in, so that its output, given
         # back with --config, runs the same experiment (jsonargparse would print before).
+        self._arguments = sys.argv[1:] if args is None else args
         with _ActionPrintConfig.skip_print_config():
             super().parse_arguments(parser, args)
         config = self._run_config()
@@ -229,16 +251,21 @@ class ExperimentCLI(LightningCLI):
         use_atomic_checkpoints(trainer)
         # Not configurable: there is nothing to set, and a run must never go without them.
         trainer.callbacks.append(FailedRun(self._existing_runs))
-        trainer.callbacks.append(RunLogs(config, self._evaluation_step))
+        trainer.callbacks.append(RunLogs(self._run_parameters(config), self._evaluation_step))
+        trainer.callbacks.append(RunManifest(config))  # run.json (experiments/manifest.py)
         if os.environ.get(TRIAL_VARIABLE) and self.config.get("subcommand") == "fit":
             module, _, name = TRIAL_REPORT.rpartition(".")
             trainer.callbacks.append(getattr(importlib.import_module(module), name).from_environment())
         if not self._chosen_callback("ModelSummary"):
-            # Lightning's default summary also lists the lessons' metric objects as layers.
+            # Lightning's default summary also lists the lessons' metric objects as layers, and FLOPs it
+            # did not count; a sweep's trial shows none: every trial's would be the same table.
             swap = {ModelSummary: LayerSummary, RichModelSummary: RichLayerSummary}
+            trial = in_sweep_trial()
             callbacks = trainer.callbacks
             callbacks[:] = [
-                swap[type(c)](max_depth=c._max_depth) if type(c) in swap else c for c in callbacks
+                swap[type(c)](max_depth=c._max_depth) if type(c) in swap else c
+                for c in callbacks
+                if not (trial and type(c) in swap)
             ]
         if not stdout_is_terminal() and not self._chosen_callback("ProgressBar"):
             # Lightning's default bar (tqdm's, or rich's when rich is installed) redraws itself with
@@ -246,7 +273,23 @@ class ExperimentCLI(LightningCLI):
             bars = (TQDMProgressBar, RichProgressBar)
             callbacks = trainer.callbacks
             callbacks[:] = [EpochLines() if type(c) in bars else c for c in callbacks]
+        elif not self._chosen_callback("ProgressBar"):
+            # In a terminal, rich's bar with its metrics as the epoch lines give them.
+            callbacks = trainer.callbacks
+            callbacks[:] = [RichBar() if type(c) is RichProgressBar else c for c in callbacks]
+        # Results to 4 significant digits, and where the run went as its last lines (experiments/progress.py).
+        round_printed_results(trainer)
+        trainer.callbacks.append(OutputPaths())
         return trainer
+
+    def _run_parameters(self, config: Namespace) -> dict[str, Any]:
+        """The parameters every logger records (experiments/parameters.py); in a sweep's trial, the keys
+        the sweep varies are among them whatever their values."""
+        subcommand = self.config.get("subcommand")
+        trial = json.loads(os.environ.get(TRIAL_VARIABLE) or "{}")
+        given = given_names(self._arguments, subcommand)
+        defaults = self._parser(subcommand).get_defaults()
+        return run_parameters(config, defaults, given, trial.get("parameters") or [])
 
     def _chosen_callback(self, kind: str) -> bool:
         """Whether the config or command line names a callback whose class name contains ``kind``."""
