@@ -29,7 +29,7 @@ import shlex
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from jsonargparse import Namespace
@@ -141,6 +141,14 @@ def checkpoint_model(checkpoint: dict[str, Any]) -> str | None:
     return str(class_path) if class_path else None
 
 
+class EvaluationPoint(NamedTuple):
+    """Where an evaluation of a checkpoint is logged: the step and the epoch at which the checkpoint's
+    training logged its last epoch values (``checkpoint_step``; the checkpoint's ``epoch``)."""
+
+    step: int
+    epoch: int
+
+
 def checkpoint_step(checkpoint: dict[str, Any]) -> int:
     """The step at which a checkpoint's training logged its last epoch values: Lightning logs them at the
     count of batches that stepped, minus one (this differs from ``global_step`` when a step makes
@@ -187,10 +195,10 @@ def find_checkpoint(layout: RunLayout, which: str) -> Path | None:
     return None
 
 
-def resolve_ckpt_path(config: Namespace, layout: RunLayout, subcommand: str | None) -> int | None:
+def resolve_ckpt_path(config: Namespace, layout: RunLayout, subcommand: str | None) -> EvaluationPoint | None:
     """Check the run's ``ckpt_path`` and set ``config`` (the run's parsed config) to use it: the path of
     ``last``/``best``, and the logger and checkpoint folders of the run it belongs to. Returns, for an
-    evaluation of a checkpoint, the training step to log it at; else None."""
+    evaluation of a checkpoint, the training step and epoch to log it at; else None."""
     if config.get("weights_only") is False:
         raise ExperimentError(
             "--weights_only false: this command reads every checkpoint weights-only, as unpickling other "
@@ -244,7 +252,7 @@ def resolve_ckpt_path(config: Namespace, layout: RunLayout, subcommand: str | No
         recorded = [s["dirpath"] for s in states if isinstance(s, dict) and s.get("dirpath")]
         folder = recorded[0] if recorded else str(path.parent)
         config.checkpoint.dirpath = config.last_checkpoint.dirpath = folder
-        return checkpoint_step(checkpoint)
+        return EvaluationPoint(checkpoint_step(checkpoint), int(checkpoint.get("epoch") or 0))
     if run is not None:
         config.checkpoint.dirpath = config.last_checkpoint.dirpath = str(path.parent)
         # Resuming in the run means its checkpoints folder is not empty, which Lightning warns of.

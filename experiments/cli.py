@@ -49,7 +49,7 @@ from core.distributed import artifacts_elsewhere, run_dir
 from core.errors import ExperimentError
 from core.figures import figure_worker
 from experiments.checkpoint_io import use_atomic_checkpoints
-from experiments.ckpt_path import resolve_ckpt_path
+from experiments.ckpt_path import EvaluationPoint, resolve_ckpt_path
 from experiments.domains import check_config
 from experiments.faults import FailedRun
 from experiments.links import DataAttributeError, DataToModel
@@ -160,7 +160,7 @@ class ExperimentCLI(LightningCLI):
         #: The folders there were before this run (a run that fails early removes only what it made), and
         #: for an evaluation of a checkpoint, the step to log it at.
         self._existing_runs: set[Path] = set()
-        self._evaluation_step: int | None = None
+        self._evaluation: EvaluationPoint | None = None
         self._arguments: ArgsType = None  # the command line, for the parameters it sets
         kwargs.setdefault("seed_everything_default", 42)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -217,7 +217,7 @@ class ExperimentCLI(LightningCLI):
         if layout.kind == "folders" and layout.root is not None:
             made_before = [layout.root.parent, layout.root, *layout.runs()]
             self._existing_runs = {folder for folder in made_before if folder.exists()}
-        self._evaluation_step = resolve_ckpt_path(config, layout, self.config.get("subcommand"))
+        self._evaluation = resolve_ckpt_path(config, layout, self.config.get("subcommand"))
 
     def complete_config(self, config: Namespace, layout: RunLayout) -> None:
         """Fill in what the parsed ``config`` leaves to the command, before ``--print_config`` shows it
@@ -251,7 +251,7 @@ class ExperimentCLI(LightningCLI):
         use_atomic_checkpoints(trainer)
         # Not configurable: there is nothing to set, and a run must never go without them.
         trainer.callbacks.append(FailedRun(self._existing_runs))
-        trainer.callbacks.append(RunLogs(self._run_parameters(config), self._evaluation_step))
+        trainer.callbacks.append(RunLogs(self._run_parameters(config), self._evaluation))
         trainer.callbacks.append(RunManifest(config))  # run.json (experiments/manifest.py)
         if os.environ.get(TRIAL_VARIABLE) and self.config.get("subcommand") == "fit":
             module, _, name = TRIAL_REPORT.rpartition(".")

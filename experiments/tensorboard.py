@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -42,6 +42,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+if TYPE_CHECKING:  # experiments/ckpt_path.py reads checkpoints; only its type is needed here
+    from experiments.ckpt_path import EvaluationPoint
 
 PHASES = ("train", "val", "test")
 
@@ -141,13 +144,13 @@ class RunLogs(Callback):
 
     Args:
         parameters: The run's parameters, flat names to values (``experiments.parameters.run_parameters``).
-        evaluation_step: For an evaluation of a checkpoint, the step the checkpoint's training logged its
-            last values at (``experiments.ckpt_path.checkpoint_step``); None otherwise.
+        evaluation: For an evaluation of a checkpoint, the step and epoch at which the checkpoint's
+            training logged its last values (``experiments.ckpt_path.EvaluationPoint``); None otherwise.
     """
 
-    def __init__(self, parameters: Mapping[str, Any], evaluation_step: int | None = None) -> None:
+    def __init__(self, parameters: Mapping[str, Any], evaluation: EvaluationPoint | None = None) -> None:
         self.parameters: dict[str, Any] = dict(parameters)
-        self.evaluation_step = evaluation_step
+        self.evaluation = evaluation
         self._written: frozenset[str] = frozenset()
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -237,7 +240,10 @@ class RunLogs(Callback):
         logger.experiment.flush()
 
     def _at_evaluation_step(self, trainer: Trainer) -> None:
-        # Lightning logs evaluation metrics at the fit loop's count of batches that stepped, which an
-        # evaluation never restores from the checkpoint. A fit's own validation has no evaluation step.
-        if self.evaluation_step is not None:
-            trainer.fit_loop.epoch_loop._batches_that_stepped = self.evaluation_step
+        # Lightning logs evaluation metrics at the fit loop's count of batches that stepped, with an
+        # "epoch" value of the fit loop's epoch, neither of which an evaluation restores from the
+        # checkpoint: without them every logger but our TensorBoard would get a point at step 0 and an
+        # "epoch" of 0 (MLflow's run page showed epoch 0). A fit's own validation has no evaluation point.
+        if self.evaluation is not None:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self.evaluation.step
+            trainer.fit_loop.epoch_progress.current.completed = self.evaluation.epoch

@@ -94,6 +94,10 @@ def test_every_metric_is_in_the_training_run_the_test_loss_at_the_checkpoints_st
     [test_loss] = client.get_metric_history(run_id, "test/loss")
     assert test_loss.step == val_steps[-1]
     assert test_loss.value == pytest.approx(float(runs["tested"].trainer.callback_metrics["test/loss"]))
+    # The evaluations (test, predict) log "epoch" as the checkpoint's last epoch, not 0: the run's epoch
+    # stays the training's.
+    assert run.data.metrics["epoch"] == 1
+    assert {m.value for m in client.get_metric_history(run_id, "epoch") if m.step == test_loss.step} == {1}
 
 
 def test_the_parameters_are_the_runs_settings_under_their_flat_names(run):
