@@ -173,6 +173,8 @@ class GitState:
             if process.poll() is None:
                 process.kill()
             process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
         self._processes = []
 
     def result(self) -> tuple[dict[str, Any], str]:
@@ -301,11 +303,9 @@ class RunManifest(Callback):
         self._manifest: dict[str, Any] | None = None
         self._folder: Path | None = None
         self._started = 0.0
+        # Started in setup, on the rank that writes, and only for a fit: a run that fails before it
+        # (a compiler refusal, a bad config) leaves no git process behind.
         self._git: list[tuple[str, GitState]] = []
-        project = project_repository()
-        if project is not None and int(os.environ.get("LOCAL_RANK", "0")) == 0:
-            # Started now, read when the fit starts: the model and data are set up meanwhile.
-            self._git.append(("code", GitState(project)))
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING or not trainer.is_global_zero:
@@ -323,6 +323,9 @@ class RunManifest(Callback):
             rank_zero_warn(f"{folder / MANIFEST} not written: {error}")
             self._stop_git()
             return
+        project = project_repository()
+        if project is not None:
+            self._git.append(("code", GitState(project)))
         # The model class's file (none for a class made in a notebook), for the repository it lives in.
         model_file = getattr(sys.modules.get(type(pl_module).__module__), "__file__", None)
         model_repo = repository_of(Path(model_file).resolve().parent) if model_file else None
