@@ -24,8 +24,8 @@ A resumed fit (``fit --ckpt_path last``, which continues in the same run folder)
 there (``resumed_from``: the checkpoint) and keeps each earlier attempt's summary, with the evaluations
 of its checkpoints, under ``attempts``.
 
-Git runs in the background from the callback's creation (a few ms; ``--no-optional-locks``, so a
-manifest never writes to a repository); a repository git takes longer than ``GIT_TIMEOUT`` to read is
+Git runs when a fit is set up, on the rank that writes (tens of ms on a 2-core CPU; ``--no-optional-locks``,
+so a manifest never writes to a repository); a repository git takes longer than ``GIT_TIMEOUT`` to read is
 recorded as unknown. A run that failed before training (experiments/faults.py ``FailedRun`` removes its
 folder) gets no manifest: the end is written only into a folder that still exists.
 """
