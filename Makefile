@@ -76,8 +76,10 @@ gallery: $(STAMP)
 	@if [ -z "$(DATA)" ]; then echo "set DATA=<folder of the datasets>, e.g. make gallery DATA=../shared/data"; exit 2; fi
 	$(PY) scripts/gallery.py --data "$(DATA)" $(if $(ONLY),--only $(ONLY))
 
+## tensorboard: every experiment's runs; EXPERIMENT=<name> (e.g. boston_housing) opens one, whose HPARAMS
+## tab then ticks by default what its runs vary
 tensorboard: $(STAMP)
-	$(VENV)/bin/tensorboard --logdir lightning_logs
+	$(VENV)/bin/tensorboard --logdir lightning_logs/$(EXPERIMENT)
 
 clean:
 	rm -rf lightning_logs
