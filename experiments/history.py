@@ -48,6 +48,7 @@ import yaml
 
 from core.errors import ExperimentError
 from experiments.manifest import MANIFEST, pid_alive, read_manifest
+from experiments.progress import significant
 from experiments.runs import LOG_ROOT
 
 #: Values longer than this are printed one per line in ``diff``, not side by side.
@@ -172,7 +173,7 @@ def number(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
+        return significant(value) if math.isfinite(value) else str(value)
     return str(value)
 
 

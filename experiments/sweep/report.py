@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.checkpoint_io import write_atomic
+from experiments.progress import significant
 from experiments.sweep.space import Parameter
 from experiments.sweep.trial import HOST, RUN
 
@@ -37,14 +39,7 @@ CONFIG = "config"
 
 def shown_value(value: Any) -> str:
     """A parameter's or metric's value for people: a float to 4 significant digits, others as they are."""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _write(path: Path, text: str) -> None:
-    """Whole or not at all: another worker may be reading it."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text)
-    os.replace(partial, path)
+    return significant(value) if isinstance(value, float) else str(value)
 
 
 def run_folder(trial: Any) -> str:
@@ -151,10 +146,10 @@ def write_report(study: Any, parameters: Sequence[Parameter], metric: str, folde
         writer = csv.DictWriter(text, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        _write(folder / "trials.csv", text.getvalue())
+        write_atomic(folder / "trials.csv", text.getvalue())
     config = best_config(study, metric)
     if config is not None:
-        _write(folder / "best.yaml", config)
+        write_atomic(folder / "best.yaml", config)
         print(f"sweep: best trial {study.best_trial.number}, {metric} {shown_value(study.best_value)}; "
               f"its config: {folder / 'best.yaml'}", flush=True)  # fmt: skip
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
