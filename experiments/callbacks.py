@@ -1,5 +1,5 @@
-"""The callbacks every run carries (the command adds them): the best and the latest checkpoint, and the
-learning rate in TensorBoard."""
+"""The callbacks every run carries (the command adds them): the best and the latest checkpoint, the
+learning rate in TensorBoard, and early stopping when it is switched on."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import os
 import re
 from pathlib import Path
 from time import monotonic
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from core.distributed import run_dir
-from core.domains import FolderPath, NonEmptyText, NonNegativeFloat, PositiveInt
+from core.domains import FolderPath, NonEmptyText, NonNegativeFloat, NonNegativeInt, PositiveInt
+from core.errors import ExperimentError
 
 
 class Checkpoint(ModelCheckpoint):
@@ -183,3 +186,112 @@ class LastCheckpoint(Checkpoint):
         path = Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
         trainer.save_checkpoint(path, weights_only=False)
         self._last_global_step_saved = trainer.global_step
+
+
+class EarlyStop(EarlyStopping):
+    """Lightning's ``EarlyStopping`` that watches the checkpoint's metric unless told otherwise, says in one
+    line why it stopped, and names a metric the lesson never logs in one line.
+
+    A fit stops when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` validations
+    in a row. On several processes every rank reads the same synchronised metric, and Lightning's
+    ``reduce_boolean_decision`` stops them all at the same epoch when any rank would stop.
+
+    Args:
+        monitor: The logged metric to watch (``val/loss``...); null: the best checkpoint's
+            (``--checkpoint.monitor``), in its mode.
+        mode: min: lower is better; max: higher is better; null: the checkpoint's mode, for its metric.
+        patience: Validations without improvement before the fit stops (>= 0).
+        min_delta: The least change that counts as an improvement (>= 0).
+        stopping_threshold: Stop as soon as the metric reaches this value; null: no such stop.
+        divergence_threshold: Stop as soon as the metric is worse than this value; null: no such stop.
+        check_finite: Stop when the metric is NaN or infinite.
+    """
+
+    def __init__(
+        self,
+        monitor: NonEmptyText | None = None,
+        mode: Literal["min", "max"] | None = None,
+        patience: NonNegativeInt = 3,
+        min_delta: NonNegativeFloat = 0.0,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        self._given = {"monitor": monitor, "mode": mode}
+        settings = {
+            "patience": patience,
+            "min_delta": min_delta,
+            "stopping_threshold": stopping_threshold,
+            "divergence_threshold": divergence_threshold,
+            "check_finite": check_finite,
+        }
+        self._settings = settings
+        # A placeholder until setup: the checkpoint callback the metric may come from is the trainer's.
+        super().__init__(monitor=monitor or "", mode=mode or "min", **settings)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            monitor, mode = self._resolved(trainer)
+            # The mode decides the sign of min_delta and the starting best score: set both again.
+            EarlyStopping.__init__(self, monitor=monitor, mode=mode, **self._settings)
+        super().setup(trainer, pl_module, stage)
+
+    def _resolved(self, trainer: Trainer) -> tuple[str, str]:
+        """The metric and mode to watch: as given, else the best checkpoint's."""
+        checkpoint = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+        monitor, mode = self._given["monitor"], self._given["mode"]
+        if monitor is None:
+            if checkpoint is None:
+                raise ExperimentError(
+                    "--early_stopping.monitor: no checkpoint monitors a metric to follow; name the metric "
+                    "to watch (e.g. --early_stopping.monitor val/loss)"
+                )
+            monitor = str(checkpoint.monitor)
+        if mode is None:
+            if checkpoint is None or checkpoint.monitor != monitor:
+                raise ExperimentError(
+                    f"--early_stopping.mode: give min or max for {monitor} (only the checkpoint's metric "
+                    "has a known mode)"
+                )
+            mode = str(checkpoint.mode)
+        return monitor, mode
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._check_on_train_epoch_end and not self._should_skip_check(trainer):
+            self._require_metric(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._check_on_train_epoch_end and not self._should_skip_check(trainer):
+            self._require_metric(trainer)
+        super().on_validation_end(trainer, pl_module)
+
+    def _require_metric(self, trainer: Trainer) -> None:
+        # Lightning's own message is a multi-line RuntimeError; the same on every rank (the metrics are).
+        if trainer.fast_dev_run or self.monitor in trainer.callback_metrics:
+            return
+        logged = sorted(k for k in trainer.callback_metrics if not k.startswith("train/lr"))
+        raise ExperimentError(
+            f"--early_stopping.monitor {self.monitor}: the lesson logs no such metric; it logs "
+            f"{', '.join(logged) or 'none'}"
+        )
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.stopping_reason is EarlyStoppingReason.NOT_STOPPED:
+            return
+        best = float(self.best_score)
+        # Epochs counted from 1, as the epoch lines count them.
+        rank_zero_info(
+            f"Stopped early after epoch {self.stopped_epoch + 1}: {self.monitor} {self._why()}; "
+            f"best {best:.4g}"
+        )
+
+    def _why(self) -> str:
+        reason = self.stopping_reason
+        if reason is EarlyStoppingReason.PATIENCE_EXHAUSTED:
+            return f"did not improve by more than {abs(self.min_delta):g} in {self.patience} validations"
+        if reason is EarlyStoppingReason.STOPPING_THRESHOLD:
+            return f"reached --early_stopping.stopping_threshold {self.stopping_threshold:g}"
+        if reason is EarlyStoppingReason.DIVERGENCE_THRESHOLD:
+            return f"passed --early_stopping.divergence_threshold {self.divergence_threshold:g}"
+        return "is not finite"

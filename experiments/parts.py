@@ -9,11 +9,11 @@ Each flag has a stated domain, enforced by the parser in one line naming the fla
 hints (core/domains.py), or, for the arguments a class takes from Lightning (the checkpoint part's
 ``ModelCheckpoint`` arguments), the part's ``domains`` here (the flag's type and its ``--help`` text).
 
-Every part can be left out of a run with ``--<name>.enabled false`` (``compile`` is off unless
-``--compile.enabled true``). The checkpoint parts are also left out when the run has nowhere to keep
-checkpoints: ``--trainer.enable_checkpointing false``, or ``--trainer.logger false`` without a
-``--trainer.default_root_dir`` to write them under (no run folder: nothing is written in the working
-folder).
+Every part can be left out of a run with ``--<name>.enabled false`` (``compile`` and
+``early_stopping`` are off unless ``--<name>.enabled true``). The checkpoint parts are also left out when
+the run has nowhere to keep checkpoints: ``--trainer.enable_checkpointing false``, or
+``--trainer.logger false`` without a ``--trainer.default_root_dir`` to write them under (no run folder:
+nothing is written in the working folder).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from core.domains import (
     PositiveDuration,
 )
 from core.figures import FigureThread
-from experiments.callbacks import Checkpoint, LastCheckpoint, LearningRateLogger
+from experiments.callbacks import Checkpoint, EarlyStop, LastCheckpoint, LearningRateLogger
 from experiments.compile import Compile
 from experiments.faults import ExactResume, FiniteLossGuard
 from experiments.preemption import Preemption
@@ -71,6 +71,13 @@ class Part:
     def takes_enabled(self) -> bool:
         """Whether the class itself takes ``enabled`` (else the command adds the flag)."""
         return ENABLED in inspect.signature(self.cls).parameters
+
+    def on_by_default(self) -> bool:
+        """Whether a run carries the part unless told otherwise (``compile`` and ``early_stopping`` not)."""
+        if ENABLED in self.defaults:
+            return bool(self.defaults[ENABLED])
+        default = inspect.signature(self.cls).parameters.get(ENABLED)
+        return True if default is None else bool(default.default)
 
     def keys(self) -> list[str]:
         """The keys of the part's flags: its class's arguments, and ``enabled``."""
@@ -138,6 +145,14 @@ PARTS = (
         # Once per epoch: the lessons' schedulers step per epoch, and a write per step costs more than a
         # step of the small lessons. --lr_monitor.logging_interval step for per-step schedules.
         {"logging_interval": "epoch"},
+    ),
+    Part(
+        "early_stopping",
+        EarlyStop,
+        "stop a fit when --early_stopping.monitor (the checkpoint's metric unless given) has not improved "
+        "by more than --early_stopping.min_delta for --early_stopping.patience validations (off unless "
+        "--early_stopping.enabled true, or the preset configs/trainer/early_stopping.yaml)",
+        {ENABLED: False},
     ),
     Part("prediction_writer", PredictionWriter, "what predict returns, saved in the run folder"),
     Part(

@@ -8,7 +8,8 @@ folder}``. Each command goes through ``experiments.main.main`` as a user's would
 prints ``ddp-step <name>``; a command that has not returned after ``step_timeout`` seconds dumps every
 thread's stack and ends the process (a deadlock becomes a failure naming its step, and torchrun stops
 the other rank). After each, ``<results>/rank<N>.json`` gets the step's exit status, the metrics its
-Trainer ended with and its run folder.
+Trainer ended with, its run folder, its epoch count and the epoch early stopping stopped it at (None when
+it did not).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from lightning.pytorch.callbacks import EarlyStopping
 
 import experiments.cli
 import experiments.main
@@ -43,7 +46,10 @@ def outcome(code: int | str | None) -> dict[str, Any]:
     # The logger's own folder, not trainer.log_dir: that one broadcasts, and the run is over.
     folder = loggers[0].log_dir if loggers and getattr(loggers[0], "log_dir", None) else None
     folder = None if folder is None else str(Path(folder).resolve())
-    return {"code": code, "metrics": metrics, "run": folder}
+    epoch = None if trainer is None else trainer.current_epoch
+    stops = [] if trainer is None else [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
+    stopped = stops[0].stopped_epoch if stops and stops[0].stopping_reason.value else None
+    return {"code": code, "metrics": metrics, "run": folder, "epoch": epoch, "stopped_epoch": stopped}
 
 
 def main() -> None:

@@ -172,7 +172,7 @@ def test_no_checkpoints_when_checkpointing_is_off(cli, in_tmp):
 
 @pytest.mark.parametrize("part", PARTS, ids=[part.name for part in PARTS])
 def test_each_part_is_left_out_by_its_enabled_flag(part):
-    on = "true" if part.name == "compile" else "false"  # compile is the one part off by default
+    on = "false" if part.on_by_default() else "true"  # compile and early_stopping are off by default
     default = {type(c) for c in built("--config", config("linear_regression")).trainer.callbacks}
     switched = built("--config", config("linear_regression"), f"--{part.name}.enabled={on}")
     assert (part.cls in default) != (part.cls in {type(c) for c in switched.trainer.callbacks})
@@ -190,7 +190,8 @@ def test_callbacks_of_a_run(in_tmp):
     run = built("--config", config("mnist_convnet"))
     names = [type(c).__name__ for c in run.trainer.callbacks]
     lesson = ["InputGrid", "PredictionGrid", "FilterGrid", "ConfusionMatrix"]  # the config's own
-    parts = [part.cls.__name__ for part in PARTS if part.name != "compile"]  # compile: off
+    parts = [part.cls.__name__ for part in PARTS if part.on_by_default()]
+    assert sorted(p.name for p in PARTS if not p.on_by_default()) == ["compile", "early_stopping"]
     # QUIET: no progress bar, no model summary
     always = ["RunConfig", "FailedRun", "RunLogs", "RunManifest", "OutputPaths"]
     assert sorted(names) == sorted([*lesson, *parts, *always])

@@ -65,6 +65,14 @@ EVALUATIONS = ("test", "predict")
 #: The last validation's metrics of a fit: val/acc as the lessons name them, val_acc as Lightning's docs do.
 VALIDATION = re.compile(r"val[/_]")
 PROCESSES = 2
+#: A fit that stops early: linear_regression's val/loss reaches its noise floor within a few epochs.
+EARLY_STOPPING = [
+    "--config", config("linear_regression"),
+    "--config", str(REPO / "configs" / "trainer" / "early_stopping.yaml"),
+    "--early_stopping.min_delta=0.001",
+    "--trainer.max_epochs=300",
+    "--trainer.logger.init_args.name=early_stopping",  # not among the lesson's runs
+]  # fmt: skip
 
 LESSONS = lesson_configs()
 #: Lessons that train here under DDP: all but the evaluations of another experiment's checkpoints and
@@ -107,15 +115,17 @@ class Plan:
     fitted: list[str]
     evaluating: list[str]
     single: list[str]
+    #: Whether the early-stopping fit runs too (its test is selected).
+    early_stopping: bool = False
 
     @classmethod
-    def of(cls, selected: set[str]) -> Plan:
+    def of(cls, selected: set[str], early_stopping: bool = False) -> Plan:
         evaluating = sorted(name for name in selected if load_lesson(name).evaluates is not None)
         targets = {load_lesson(name).evaluates for name in evaluating}
         unknown = sorted(str(target) for target in targets if target not in FITTED)
         assert not unknown, f"{evaluating} evaluate {unknown}, which no config trains here"
         fitted = sorted((selected & set(FITTED)) | targets)  # type: ignore[arg-type]
-        return cls(fitted, evaluating, sorted(selected & set(SINGLE_PROCESS)))
+        return cls(fitted, evaluating, sorted(selected & set(SINGLE_PROCESS)), early_stopping)
 
     @property
     def lessons(self) -> list[str]:
@@ -246,6 +256,8 @@ def plan_steps(launch: Launch) -> list[dict[str, Any]]:
         evaluate(name, "--ckpt_path=last")  # the newest run of the experiment its logger names
     for name in launch.plan.single:
         evaluate(name, f"--ckpt_path={launch.single_checkpoints[name]}")
+    if launch.plan.early_stopping:
+        steps.append({"name": "early_stopping/fit", "args": ["fit", *EARLY_STOPPING, *DDP, *QUIET]})
     # Last: a command that fails leaves nothing pending between the ranks, but nothing runs after it.
     for name in launch.plan.single:
         steps.append({"name": f"{name}/fit", "args": ["fit", *launch.lesson(name), *DDP, *QUIET]})
@@ -267,16 +279,23 @@ def failure_report(output: str) -> str:
     return own[-4000:] + "\n...\n" + "\n".join(flagged[-30:])
 
 
+def selected_tests(request: pytest.FixtureRequest) -> list[pytest.Item]:
+    return [item for item in request.session.items if getattr(item, "module", None) is request.module]
+
+
 def selected_lessons(request: pytest.FixtureRequest) -> set[str]:
     """The lessons of this file's selected tests (after ``-k`` and ``-m``), from their parameters."""
-    items = [item for item in request.session.items if getattr(item, "module", None) is request.module]
-    params = [getattr(item, "callspec", None) for item in items]
+    params = [getattr(item, "callspec", None) for item in selected_tests(request)]
     return {spec.params["lesson"] for spec in params if spec is not None and "lesson" in spec.params}
 
 
 @pytest.fixture(scope="module")
 def launch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Launch:
-    plan = Plan.of(selected_lessons(request))
+    early = any(
+        item.name == test_early_stopping_stops_every_rank_at_the_same_epoch.__name__
+        for item in selected_tests(request)
+    )
+    plan = Plan.of(selected_lessons(request), early)
     root = tmp_path_factory.mktemp("ddp_lessons")
     data_args = {name: lesson_args(name, root / "data" / name) for name in plan.lessons}
     partial = Launch(root, plan, data_args)
@@ -441,3 +460,16 @@ def test_a_single_process_lesson_refuses_to_fit_on_several_processes_in_one_line
     assert any(reason and reason in line for line in errors), errors
     assert all(any(r in line for r in reasons) for line in errors), errors
     assert "Traceback" not in launch.output
+
+
+def test_early_stopping_stops_every_rank_at_the_same_epoch(launch: Launch) -> None:
+    outcomes = [launch.outcome("early_stopping/fit", rank) for rank in (0, 1)]
+    assert [o["code"] for o in outcomes] == [0, 0]
+    # Each rank reads the synchronised val/loss and Lightning reduces the decision: one epoch for all.
+    epochs = {o["epoch"] for o in outcomes}
+    stopped = {o["stopped_epoch"] for o in outcomes}
+    assert len(epochs) == 1 and len(stopped) == 1, outcomes
+    (epoch,), (stop,) = epochs, stopped
+    assert stop is not None and 3 <= epoch < 300 and stop == epoch - 1
+    assert "Stopped early after epoch" in launch.output
+    print(f"\nearly stopping under DDP: both ranks stopped after epoch {epoch} of 300")
