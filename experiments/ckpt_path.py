@@ -195,6 +195,15 @@ def find_checkpoint(layout: RunLayout, which: str) -> Path | None:
     return None
 
 
+def written_by_runs(config: Namespace, layout: RunLayout) -> bool:
+    """Whether the first config file is one the experiment's own runs wrote (a run's ``config.yaml``, a
+    tune's ``tuned.yaml``): its evaluations are the experiment's, not those of a config of another name."""
+    files = config.get("config") or []
+    if not files or layout.kind != "folders" or layout.root is None:
+        return False
+    return Path(str(files[0])).resolve().is_relative_to(layout.root.resolve())
+
+
 def resolve_ckpt_path(config: Namespace, layout: RunLayout, subcommand: str | None) -> EvaluationPoint | None:
     """Check the run's ``ckpt_path`` and set ``config`` (the run's parsed config) to use it: the path of
     ``last``/``best``, and the logger and checkpoint folders of the run it belongs to. Returns, for an
@@ -242,7 +251,8 @@ def resolve_ckpt_path(config: Namespace, layout: RunLayout, subcommand: str | No
         # A config of another name evaluating this experiment's checkpoint (feature_extraction.yaml
         # of mnist_convnet's) gets a folder of its own beside the experiment's own evaluations.
         config_name = experiment_name(config)
-        label = subcommand if config_name == layout.experiment else f"{subcommand}_{config_name}"
+        own = config_name == layout.experiment or written_by_runs(config, layout)
+        label = subcommand if own else f"{subcommand}_{config_name}"
         layout.log_into(config.trainer, run, label)
     # The checkpoint callbacks pointed at the folder the checkpoint was written in reload their state
     # as saved instead of warning that "the dirpath has changed": a resumed fit writes on there; an

@@ -49,6 +49,19 @@ def test_evaluation_writes_into_the_run_of_its_checkpoint_at_its_step(cli, in_tm
     assert (run / "predict" / "predictions.pt").is_file()
 
 
+def test_a_runs_own_config_evaluates_into_the_runs_own_folders(cli, in_tmp):
+    # The config.yaml a run saved (or a tune's tuned.yaml) is the experiment's own config, not another
+    # config evaluating its checkpoints, as feature_extraction.yaml does mnist_convnet's.
+    cli("fit", *LESSON, *SHORT)
+    run = in_tmp / "lightning_logs" / "linear_regression" / "version_0"
+    cli("test", "--config", str(run / "config.yaml"), "--ckpt_path=last")
+    assert (run / "test").is_dir() and not (run / "test_config").exists()
+    copied = in_tmp / "config.yaml"
+    copied.write_text((run / "config.yaml").read_text())
+    cli("test", "--config", str(copied), "--ckpt_path=last")
+    assert (run / "test_config").is_dir()  # a config from elsewhere, named config, is another's
+
+
 def test_a_checkpoint_from_elsewhere_still_evaluates_in_a_run_of_its_own(cli, in_tmp):
     cli("fit", *LESSON, *SHORT)
     outside = in_tmp / "elsewhere" / "model.ckpt"
