@@ -6,6 +6,7 @@ seen (``core.distributed``); global rank 0 draws or writes it.
 from __future__ import annotations
 
 import copy
+import csv
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,13 +52,25 @@ class PredictionWriter(BasePredictionWriter):
     one list (batch outputs that are lists, one item per sample); other batch outputs are saved as the
     list of them. With several predict loaders, a list of those, one per loader.
 
+    Beside it, ``<run folder>/<table>`` (``predictions.csv``) holds one row per input that a person reads
+    without decoding anything: first the input's name, from the datamodule's ``predict_names`` (a file, a
+    CSV file's line; numbered from 0 when it has none) under its ``predict_name_column`` (``input`` by
+    default), then the columns the module's ``prediction_table(predictions, datamodule)`` returns (a class
+    name and its probability, a value under the target's name, landmarks, a caption). A module without
+    that method, or one that returns None, gets ``filename`` only. Each file is written whole or not at all
+    (a temporary file renamed into place).
+
     Args:
         filename: File name inside the run folder (a name, not a path).
+        table: File name of the CSV table inside the run folder; null: no table.
     """
 
-    def __init__(self, filename: FileName = "predictions.pt") -> None:
+    def __init__(
+        self, filename: FileName = "predictions.pt", table: FileName | None = "predictions.csv"
+    ) -> None:
         super().__init__(write_interval="epoch")
         self.filename = filename
+        self.table = table
 
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Any, batch_indices: Any
@@ -77,12 +90,48 @@ class PredictionWriter(BasePredictionWriter):
         folder.mkdir(parents=True, exist_ok=True)
         if self.write(trainer, gathered if several else gathered[0], folder / self.filename):
             rank_zero_info(f"Predictions written to {folder / self.filename}")
+        if self.table is not None and not several and self.table != self.filename:
+            rows = prediction_rows(trainer.datamodule, pl_module, gathered[0])
+            if rows is not None:
+                write_csv(folder / self.table, rows)
+                rank_zero_info(f"Predictions, one row per input, written to {folder / self.table}")
 
     def write(self, trainer: Trainer, predictions: Any, path: Path) -> bool:
         """Write ``predictions`` (every sample's, in dataset order: see the class) to ``path``; False when
         there is nothing to write. Subclasses write other formats."""
-        torch.save(predictions, path)
+        temporary = path.with_name(f"{path.name}.tmp")
+        torch.save(predictions, temporary)
+        temporary.replace(path)
         return True
+
+
+def prediction_rows(datamodule: Any, module: Any, predictions: Any) -> list[list[Any]] | None:
+    """``predictions`` (every input's, in order) as CSV rows, header first: the input's name (the
+    datamodule's ``predict_names``, else its number), then the columns of the module's
+    ``prediction_table``. None when the module has no table for them. Plain Python on gathered values:
+    no collective, so rank 0 alone may call it."""
+    table = getattr(module, "prediction_table", None)
+    columns = table(predictions, datamodule) if callable(table) else None
+    if not columns:
+        return None
+    count = len(next(iter(columns.values())))
+    if any(len(values) != count for values in columns.values()):
+        lengths = {name: len(values) for name, values in columns.items()}
+        raise ValueError(f"prediction_table's columns differ in length: {lengths}")
+    names = list(getattr(datamodule, "predict_names", None) or [])
+    if len(names) != count:
+        names = list(range(count))
+    header = [getattr(datamodule, "predict_name_column", "input"), *columns]
+    rows = zip(*columns.values(), strict=True)
+    return [header, *([name, *row] for name, row in zip(names, rows, strict=True))]
+
+
+def write_csv(path: Path, rows: list[list[Any]]) -> None:
+    """``rows`` (header first) as a CSV file at ``path``, written whole or not at all."""
+    temporary = path.with_name(f"{path.name}.tmp")
+    with open(temporary, "w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows(rows)
+    temporary.replace(path)
 
 
 def _joined(parts: tuple[Tensor | list[Any], ...]) -> Tensor | list[Any]:

@@ -11,6 +11,8 @@ training images is held out instead, which is how one annotation file alone (say
 serves for both. COCO's test captions are not public, so ``test`` and ``predict`` read ``test_*`` when
 given, else the validation images. ``predict`` also takes images without captions (a JSON whose
 ``annotations`` are empty or absent, such as COCO's image_info_test2017.json): it only captions them.
+``predict_path`` captions the user's own image files instead (a file, a folder or a glob): each is
+resized as the validation images are, and ``predictions.csv`` gives each file's caption.
 
 A partial image folder (the usual state of a COCO download in progress) is an error that counts and
 names the missing images; ``skip_missing: true`` trains on the images present and reports the counts.
@@ -52,6 +54,7 @@ from core.domains import (
     CountOrFraction,
     FiniteFloat,
     FolderPath,
+    NonEmptyText,
     Pixels,
     PositiveFloat,
     PositiveInt,
@@ -61,7 +64,7 @@ from core.domains import (
 )
 from core.errors import DataConfigError, DataNotFoundError
 from datamodules.captions import CaptionBatch, Vocabulary
-from datamodules.images import count_or_fraction, held_out_count
+from datamodules.images import count_or_fraction, held_out_count, open_image, predict_files
 
 ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
 IMAGES_URL = "http://images.cocodataset.org/zips/{folder}.zip"
@@ -71,6 +74,20 @@ OFFICIAL_IMAGE_FOLDERS = ("train2017", "val2017")
 # ImageNet's statistics: what torchvision's pretrained encoders expect, and close enough for COCO.
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 MISSING_SHOWN = 5  # missing files named in the error message
+
+
+class ImageFiles(Dataset):
+    """The user's images for ``predict``, decoded and resized once: ``(uint8 image, no captions, index)``
+    samples, as ``CaptionedImages`` serves them."""
+
+    def __init__(self, images: list[Tensor]) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, list[str], int]:
+        return self.images[index], [], index
 
 
 def _is_caption(value: Any) -> bool:
@@ -127,6 +144,9 @@ class CocoCaptionsDataModule(LightningDataModule):
         download: Fetch the official 2017 annotations and image archives that are absent (needs the
             internet; ~1 GB for val2017 and the annotations, 18 GB for train2017).
         pin_memory: Pin host batches so copies to a GPU are asynchronous (only when CUDA is available).
+        predict_path: Images to caption in ``predict`` instead of the test (or validation) images: an
+            image file, a folder of images (every file in it must be one; hidden files are skipped) or
+            a glob such as ``'photos/*.jpg'``; any size and mode, resized as the validation images are.
     """
 
     @classmethod
@@ -159,6 +179,7 @@ class CocoCaptionsDataModule(LightningDataModule):
         ] = IMAGENET_MEAN_STD,
         download: bool = False,
         pin_memory: bool = True,
+        predict_path: NonEmptyText | None = None,
     ) -> None:
         super().__init__()
         # The parser enforces the domains for the command; these keep a plain-Python caller safe too.
@@ -185,7 +206,10 @@ class CocoCaptionsDataModule(LightningDataModule):
         self.mean_std = mean_std
         self.download = download
         self.pin_memory = pin_memory
-        self.splits: dict[str, CaptionedImages] = {}
+        self.predict_path = predict_path
+        #: each predicted image's file (the user's) or COCO file name, in order: predictions.csv's rows
+        self.predict_names: list[str] = []
+        self.splits: dict[str, CaptionedImages | ImageFiles] = {}
         #: per annotation file read: (images found, images skipped because missing)
         self.image_counts: dict[str, tuple[int, int]] = {}
         self._vocabulary: Vocabulary | None = None
@@ -237,7 +261,7 @@ class CocoCaptionsDataModule(LightningDataModule):
         if not folder.is_dir():
             official = folder.name if folder.name in OFFICIAL_IMAGE_FOLDERS else "{train2017,val2017}"
             raise self._missing(folder, "image folder", IMAGES_URL.format(folder=official), folder.parent)
-        transform = v2.Compose([v2.Resize((self.image_size, self.image_size)), v2.PILToTensor()])
+        transform = self.transform()
         try:
             # pycocotools prints its progress ("loading annotations into memory...") on stdout.
             with contextlib.redirect_stdout(io.StringIO()):
@@ -274,6 +298,20 @@ class CocoCaptionsDataModule(LightningDataModule):
             f"{len(missing)} skipped (missing)"
         )
         return CaptionedImages(coco, present)
+
+    def transform(self) -> v2.Transform:
+        """What a PIL image becomes before batching: squashed to ``image_size`` square, uint8 tensor."""
+        return v2.Compose([v2.Resize((self.image_size, self.image_size)), v2.PILToTensor()])
+
+    def read_predict_files(self) -> ImageFiles:
+        """The images of ``predict_path``, decoded once (a file that is not an image is an error naming
+        it before any batch) and transformed as COCO's are; ``predict_names`` their names."""
+        assert self.predict_path is not None
+        files = predict_files(self.predict_path)
+        transform = self.transform()
+        images = [transform(open_image(path, "RGB")) for path, _ in files]
+        self.predict_names = [name for _, name in files]
+        return ImageFiles(images)
 
     def check_data(self, annotations: Path, index: Any) -> None:
         """Raise ``DataConfigError`` naming the file, the entry and the value unless every annotation of
@@ -333,11 +371,16 @@ class CocoCaptionsDataModule(LightningDataModule):
         # Every stage needs the training split: the vocabulary is made of its captions.
         if "train" not in self.splits:
             self._load_train_val()
+        if stage == "predict" and self.predict_path is not None and "predict" not in self.splits:
+            self.splits["predict"] = self.read_predict_files()
         for split in ("test", "predict"):
             if stage == split and split not in self.splits:
                 source = self.sources["test"]
                 captioned_only = split == "test"  # BLEU needs references; captioning does not
                 self.splits[split] = self._read(source, captioned_only) if source else self.splits["val"]
+        if stage == "predict" and self.predict_path is None:
+            images = self.splits["predict"]
+            self.predict_names = [images.coco.coco.imgs[i]["file_name"] for i in images.ids]
 
     def _built_vocabulary(self) -> Vocabulary:
         if self._vocabulary is None:

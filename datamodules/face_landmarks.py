@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,6 +42,7 @@ from core.domains import (
     CountOrFraction,
     ExistingFolder,
     FolderPath,
+    NonEmptyText,
     NonNegativeFloat,
     Pixels,
     PositiveFloat,
@@ -49,8 +51,7 @@ from core.domains import (
     Seed,
 )
 from core.errors import DataConfigError, DataNotFoundError
-from datamodules.image_folder import EXTENSIONS
-from datamodules.images import count_or_fraction, held_out_count
+from datamodules.images import count_or_fraction, held_out_count, predict_files, read_image
 from datamodules.tensors import InMemoryDataModule
 
 NUM_POINTS = 68
@@ -223,7 +224,9 @@ class FaceLandmarksDataModule(InMemoryDataModule):
     """The face-landmarks CSV and its images, held in memory; images and landmarks transformed together.
 
     Validation, test and predict read the held-out faces (the tutorial has no test set); predict reads
-    every image of ``predict_dir`` instead when it is given, in file-name order (``predict_names``).
+    the images of ``predict_path`` instead when it is given (``predict_names``): photographs of any size
+    and mode, letterboxed and centre-cropped as the held-out faces are, their landmarks mapped back to
+    each file's pixels (``predictions.csv``: the training CSV's columns).
 
     The faces read are checked once, before the first split is served (``check_data``): every image
     the CSV names is there and decodes, and every landmark is finite and within its image, give or take
@@ -248,7 +251,9 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         batch_size: Faces per batch (>= 1).
         seed: Seeds the held-out split and the training shuffle (0 to 2**32 - 1).
         download: Fetch the tutorial's ``faces.zip`` into ``data_dir`` when the CSV is absent.
-        predict_dir: Optional folder of images (no landmarks needed) for ``predict``; it must exist.
+        predict_path: Images (no landmarks needed) for ``predict``: an image file, a folder of images
+            (every file in it must be one; hidden files are skipped) or a glob such as ``'photos/*.jpg'``.
+        predict_dir: The former name of ``predict_path`` for a folder, kept as an alias; give one of them.
     """
 
     #: The random crop has no off switch, and its offsets are drawn per process: a fit on two processes
@@ -257,6 +262,8 @@ class FaceLandmarksDataModule(InMemoryDataModule):
     #: Why the batch-transfer hooks read host values on purpose: torchvision draws each face's transform
     #: parameters (crop offsets, flips, angles) on the CPU, and reading those waits for no device.
     host_random_transfer: ClassVar[str | None] = "torchvision draws per-face transform parameters on the CPU"
+    #: the first column of predictions.csv, as in the training CSV, so the same reader reads both
+    predict_name_column: ClassVar[str] = "image_name"
 
     @classmethod
     def write_sample(cls, root: Path) -> dict[str, Any]:
@@ -281,6 +288,7 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         batch_size: PositiveInt = 16,
         seed: Seed = 42,
         download: bool = False,
+        predict_path: NonEmptyText | None = None,
         predict_dir: ExistingFolder | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
@@ -312,7 +320,13 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         self.horizontal_flip = horizontal_flip
         self.val_split = count_or_fraction(val_split, "--data.val_split")
         self.download = download
-        self.predict_dir = Path(predict_dir) if predict_dir else None
+        if predict_path is not None and predict_dir is not None:
+            raise DataConfigError(
+                f"--data.predict_dir={predict_dir} and --data.predict_path={predict_path}: predict_dir is "
+                "the former name of predict_path; give predict_path alone"
+            )
+        self.predict_path = predict_path if predict_path is not None else predict_dir
+        self._given_path = predict_path is not None  # which flag messages name
         self.predict_names: list[str] = []
         self._faces: Faces | None = None
         # Applied to each training face, in this order, on the rescaled square: the affine first, so the
@@ -394,7 +408,7 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         """Once, before a split is served: the landmarks read from the CSV (``check_landmarks``: finite,
         within their images), then ``InMemoryDataModule``'s check of the split's tensors. Every image the
         CSV names was found and decoded when the faces were read."""
-        if not (split == "predict" and self.predict_dir is not None):
+        if not (split == "predict" and self.predict_path is not None):
             faces = self.faces()
             if not faces.checked:
                 check_landmarks(self.csv_path, faces)
@@ -421,28 +435,23 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         maps[:, 1] += shift * to_original[:, 0]
         return images[..., offset:end, offset:end].contiguous(), points - shift, maps
 
-    def _predict_folder(self) -> tuple[Tensor, Tensor]:
-        assert self.predict_dir is not None
-        files = (
-            sorted(p for p in self.predict_dir.iterdir() if p.suffix.lower() in EXTENSIONS)
-            if self.predict_dir.is_dir()
-            else []
-        )
-        if not files:
-            raise DataNotFoundError(f"no images ({', '.join(EXTENSIONS)}) in predict_dir={self.predict_dir}")
-        self.predict_names = [p.name for p in files]
+    def _predict_files(self) -> tuple[Tensor, Tensor]:
+        assert self.predict_path is not None
+        flag = "--data.predict_path" if self._given_path else "--data.predict_dir"
+        files = predict_files(self.predict_path, flag)
+        self.predict_names = [name for _, name in files]
         no_points = torch.zeros(0, 2)
         squares, maps = [], []
-        for path in files:
-            square, _, to_original = letterbox(decode(path), no_points, self.image_size)
+        for path, _ in files:
+            square, _, to_original = letterbox(read_image(path, "RGB", flag), no_points, self.image_size)
             squares.append(square)
             maps.append(to_original)
         images, _, to_original = self.centre_crop(torch.stack(squares), no_points, torch.stack(maps))
         return images, to_original
 
     def make_split(self, split: str) -> tuple[Tensor, ...]:
-        if split == "predict" and self.predict_dir is not None:
-            return self._predict_folder()
+        if split == "predict" and self.predict_path is not None:
+            return self._predict_files()
         faces = self.faces()
         train, held_out = self.split_indices(len(faces.names))
         if split == "train":
@@ -450,7 +459,7 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         if len(held_out) == 0 and split != "val":  # fitting on every face, unvalidated, is allowed
             raise DataConfigError(
                 f"val_split={self.val_split:g} holds out no faces to {split} on: set --data.val_split "
-                "(e.g. 0.2)" + (" or --data.predict_dir" if split == "predict" else "")
+                "(e.g. 0.2)" + (" or --data.predict_path" if split == "predict" else "")
             )
         images, points, to_original = self.centre_crop(
             faces.images[held_out], faces.landmarks[held_out], faces.to_original[held_out]
@@ -479,3 +488,22 @@ class FaceLandmarksDataModule(InMemoryDataModule):
         if self.trainer is not None and self.trainer.training:
             images, second = self.augment(images, second)
         return images.float().div_(255), second
+
+    # --- for python -m experiments export -------------------------------------------------------------
+    def export_batch(self, count: int) -> Tensor:
+        """Up to ``count`` held-out faces as the exported model takes them: uint8 ``(N, 3, crop_size,
+        crop_size)``, each photo letterboxed to ``image_size`` and centre-cropped, before scaling."""
+        return self.split_tensors("test")[0][:count]
+
+    def export_preprocess(self) -> Callable[[Tensor], Tensor]:
+        """uint8 faces to the network's input, as ``on_after_batch_transfer`` makes evaluation batches."""
+        return lambda images: images.float().div(255)
+
+    def export_description(self) -> dict[str, Any]:
+        """The exported input's name, range and meaning (sidecar JSON)."""
+        meaning = (
+            f"RGB faces, uint8 (N, 3, {self.crop_size}, {self.crop_size}): a photo rescaled so its longer "
+            f"side is {self.image_size} pixels, padded square, then its central {self.crop_size}x"
+            f"{self.crop_size}"
+        )
+        return {"input": {"name": "images", "range": [0, 255], "meaning": meaning}}

@@ -8,6 +8,9 @@ times and by ``image_size``, so changed data is decoded again. What is read (dec
 is checked once (``check_data``): every image of the same size and channels (``image_size``,
 ``grayscale``), one label per image in the class range; a cache that fails the check is decoded again.
 
+``predict`` reads ``test/`` (else ``val/``), or the user's images with ``--data.predict_path``, resized to
+``image_size`` (and made grey with ``grayscale``) as the training images were.
+
 CIFAR-10 as JPEGs (``tar xzf cifar10_jpg.tar.gz -C data/``) trains with
 ``--data ImageFolderDataModule --data.data_dir data/cifar10_jpg``.
 """
@@ -239,6 +242,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             self.splits["train"] = self._load("train")
             self.splits["val"] = self._load("val")
         super().setup(stage)
+        if stage == "predict" and self.predict_path is None:
+            # The test split's rows of predictions.csv are named by their files, as the user's are.
+            split = self._test_split()
+            self.predict_names = [str(path.relative_to(self.data_dir)) for path, _ in self._files(split)]
 
     def per_sample_dataset(self, train: bool) -> Dataset:
         split = "train" if train else self._test_split()

@@ -13,10 +13,13 @@ Data that does not fit (``in_memory: false``) goes through the usual per-sample 
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
@@ -27,6 +30,7 @@ from torchvision.transforms import v2
 from core.domains import (
     CountOrFraction,
     FolderPath,
+    NonEmptyText,
     Padding,
     PositiveInt,
     Seed,
@@ -65,6 +69,74 @@ def _shape_text(shape: tuple[int | None, ...]) -> str:
 def sample_text(index: int, name_of: Callable[[int], str] | None = None) -> str:
     """Sample ``index`` for a message: its 0-based index, and its name (its file) where known."""
     return f"sample {index} (counting from 0{', ' + name_of(index) if name_of is not None else ''})"
+
+
+#: What ``--data.predict_path`` takes, for messages.
+PREDICT_PATH_TAKES = "an image file, a folder of images or a glob such as 'digits/*.png'"
+
+
+def predict_files(predict_path: str, flag: str = "--data.predict_path") -> list[tuple[Path, str]]:
+    """The files ``predict_path`` names, each with the name a prediction is listed under, in order: a
+    file (named as given); a folder's files, sorted, not its sub-folders (named by file name; hidden
+    files such as ``.DS_Store`` are skipped, every other file must be an image); or a glob (``*``, ``?``,
+    ``[...]``; ``**`` for any depth), its matches sorted (named as matched). One ``DataNotFoundError``
+    naming ``flag`` when there is no such file or folder, the folder is empty or the glob matches none."""
+    path = Path(predict_path).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise DataNotFoundError(f"{flag}={predict_path}: the folder holds no files; put images in it")
+        return [(p, p.name) for p in files]
+    if path.is_file():
+        return [(path, predict_path)]
+    if any(c in predict_path for c in "*?["):
+        matches = glob.glob(os.path.expanduser(predict_path), recursive=True)
+        files = sorted(Path(m) for m in matches if Path(m).is_file())
+        if not files:
+            raise DataNotFoundError(f"{flag}={predict_path}: the pattern matches no file")
+        return [(p, str(p)) for p in files]
+    raise DataNotFoundError(f"{flag}={predict_path}: no such file or folder; give {PREDICT_PATH_TAKES}")
+
+
+def read_image(path: Path, mode: Literal["L", "RGB"], flag: str = "--data.predict_path") -> Tensor:
+    """The image file ``path`` as a uint8 ``(C, H, W)`` tensor in ``mode`` (``L``: one grey channel;
+    ``RGB``: three): ``open_image``'s picture."""
+    return v2.functional.pil_to_tensor(open_image(path, mode, flag))
+
+
+def open_image(path: Path, mode: Literal["L", "RGB"], flag: str = "--data.predict_path") -> Any:
+    """The image file ``path`` as a PIL image in ``mode`` (``L``: grey; ``RGB``), whatever its format
+    (PNG, JPEG, GIF, BMP, WebP, TIFF...) and mode: turned upright as its EXIF orientation says (a phone's
+    photo), transparency laid over white paper, 16- and 32-bit grey scaled to 8 bits, palettes and CMYK
+    converted. A file that is not an image PIL can decode, or a
+    truncated one, is one ``DataConfigError`` naming it and ``flag``."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)  # loads the pixels: a truncated file fails here
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataConfigError(
+            f"{flag}: {path} is not an image that can be read ({reason}): remove it from the folder or the "
+            "glob, or replace it with a PNG or JPEG"
+        ) from None
+    if image.mode == "F" or image.mode.startswith("I"):
+        # PIL's own conversion of these to 8 bits clips at 255 instead of scaling.
+        values = torch.from_numpy(np.asarray(image, dtype=np.float64))
+        if image.mode.startswith("I;16"):
+            top = 65535.0
+        elif image.mode == "F":
+            top = 1.0 if values.max() <= 1 else 255.0
+        else:  # "I": 32-bit integers, which PIL also uses for 16-bit PNGs
+            top = 255.0 if values.max() <= 255 else 65535.0
+        grey = (values.clamp(0, top) * (255.0 / top)).round().to(torch.uint8)
+        image = Image.fromarray(grey.numpy())
+    if image.has_transparency_data:  # an alpha channel, or a palette's transparent colour
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert(mode)
 
 
 def random_crop_flip(images: Tensor, padding: int, flip: bool) -> Tensor:
@@ -113,6 +185,11 @@ class ImageClassificationDataModule(LightningDataModule):
             (>= 0; 0: none).
         horizontal_flip: Training augmentation: random horizontal flip.
         pin_memory: Pin host batches so copies to a GPU are asynchronous (only when CUDA is available).
+        predict_path: Images for ``predict`` instead of the test split: an image file, a folder of
+            images (every file in it must be one; hidden files are skipped) or a glob such as
+            ``'digits/*.png'``. Any size and mode (PNG, JPEG...): each is read as ``read_image`` says and
+            converted as the dataset's images were (``predict_image``), then normalised as test batches are.
+            ``predictions.csv`` lists them by file name with the predicted class and its probability.
     """
 
     #: per-channel mean and std of the training set in [0, 1], when known; else computed.
@@ -140,6 +217,7 @@ class ImageClassificationDataModule(LightningDataModule):
         random_crop_padding: Padding = 0,
         horizontal_flip: bool = False,
         pin_memory: bool = True,
+        predict_path: NonEmptyText | None = None,
     ) -> None:
         super().__init__()
         # The parser enforces the domains for the command; these keep a plain-Python caller safe too.
@@ -156,6 +234,10 @@ class ImageClassificationDataModule(LightningDataModule):
         self.random_crop_padding = random_crop_padding
         self.horizontal_flip = horizontal_flip
         self.pin_memory = pin_memory
+        self.predict_path = predict_path
+        #: what each predicted sample is, in order (a file name; ``test/<index>`` for the test split), the
+        #: first column of ``predictions.csv``
+        self.predict_names: list[str] = []
         self.splits: dict[str, Any] = {}
         self.mean: Tensor | None = None
         self.std: Tensor | None = None
@@ -175,6 +257,34 @@ class ImageClassificationDataModule(LightningDataModule):
     def corrupt_fix(self) -> str:
         """What to do about a data file that fails ``check_data``, for the end of its message."""
         return "the file is corrupt: replace it with a good copy"
+
+    def predict_image(self, image: Tensor) -> Tensor:
+        """One of the user's images, uint8 ``(C, H, W)`` with ``image_shape``'s channels, made like the
+        dataset's images: resized to ``image_shape``'s height and width, the whole picture, its aspect
+        not kept (CIFAR-10's images are whole photographs shrunk to 32x32; ``ImageFolderDataModule``
+        resizes its training images the same way). Kept as it is where the size is open."""
+        _, height, width = self.image_shape
+        if height is None or width is None:
+            return image
+        return v2.functional.resize(image, [height, width], antialias=True)
+
+    def read_predict_files(self) -> tuple[Tensor, Tensor]:
+        """The images of ``predict_path``, converted (``predict_image``), as ``(N, C, H, W)`` uint8 with
+        labels -1 (unknown); ``predict_names`` their names."""
+        assert self.predict_path is not None
+        files = predict_files(self.predict_path)
+        mode: Literal["L", "RGB"] = "L" if self.image_shape[0] == 1 else "RGB"
+        images = [self.predict_image(read_image(path, mode)) for path, _ in files]
+        sizes = {tuple(image.shape[1:]): name for image, (_, name) in zip(images, files, strict=True)}
+        if len(sizes) > 1:
+            (first, a), (second, b) = list(sizes.items())[:2]
+            raise DataConfigError(
+                f"--data.predict_path={self.predict_path}: {a} is {first[1]}x{first[0]} pixels and {b} "
+                f"{second[1]}x{second[0]}; set --data.image_size to the model's input size so that every "
+                "image is resized to it"
+            )
+        self.predict_names = [name for _, name in files]
+        return torch.stack(images).contiguous(), torch.full((len(images),), -1, dtype=torch.long)
 
     # --- the data read, checked once --------------------------------------------------------------------
     def check_data(
@@ -267,10 +377,17 @@ class ImageClassificationDataModule(LightningDataModule):
                 train_idx, val_idx = self._split_indices(len(dataset))
                 self.splits["train"] = torch.utils.data.Subset(dataset, train_idx.tolist())
                 self.splits["val"] = torch.utils.data.Subset(dataset, val_idx.tolist())
+        if stage == "predict" and self.predict_path is not None:
+            if "predict" not in self.splits:
+                self.splits["predict"] = self.read_predict_files()
+            return
         if stage in ("test", "predict") and "test" not in self.splits:
             self.splits["test"] = (
                 self.load_split(train=False) if self.in_memory else self.per_sample_dataset(False)
             )
+        if stage == "predict":
+            test = self.splits["test"]
+            self.predict_names = [f"test/{i}" for i in range(len(test[0] if self.in_memory else test))]
 
     def _normalisation(self, device: torch.device) -> tuple[Tensor, Tensor]:
         # Resolved on first use, not in setup: Lightning restores a datamodule's state (the statistics a
@@ -302,7 +419,7 @@ class ImageClassificationDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> Any:
         data = self.splits[split]
         pin = self.pin_memory and torch.cuda.is_available()
-        if self.in_memory:
+        if self.in_memory or split == "predict":  # the user's files are held in memory either way
             return TensorBatches(
                 *data,
                 batch_size=self.batch_size,
@@ -330,7 +447,7 @@ class ImageClassificationDataModule(LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> Any:
-        return self._loader("test", shuffle=False)
+        return self._loader("predict" if self.predict_path is not None else "test", shuffle=False)
 
     # --- on the device --------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -351,3 +468,29 @@ class ImageClassificationDataModule(LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("mean_std") is not None:
             self.mean_std = state_dict["mean_std"]
+
+    # --- for python -m experiments export -------------------------------------------------------------
+    def export_batch(self, count: int) -> Tensor:
+        """Up to ``count`` test images as a user hands them to an exported model: uint8 ``(N, C, H, W)``,
+        the files' pixels, before any scaling (the export is checked on them)."""
+        self.setup("test")
+        test = self.splits["test"]
+        if self.in_memory:
+            return test[0][:count]
+        return torch.stack([test[i][0] for i in range(min(count, len(test)))])
+
+    def export_preprocess(self) -> Callable[[Tensor], Tensor]:
+        """uint8 images to the network's input, as ``on_after_batch_transfer`` makes evaluation batches:
+        x / 255, then, with ``normalize``, this datamodule's statistics (a checkpoint's, once loaded)."""
+        if not self.normalize:
+            return lambda images: images.float().div(255)
+        mean, std = self._normalisation(torch.device("cpu"))
+        return lambda images: (images.float().div(255) - mean) / std
+
+    def export_description(self) -> dict[str, Any]:
+        """The exported input's name, range and meaning, and the output's class names (sidecar JSON)."""
+        meaning = f"{self.dataset_name} images as their pixels, uint8 (N, channels, height, width)"
+        return {
+            "input": {"name": "images", "range": [0, 255], "meaning": meaning},
+            "output": {"classes": [str(name) for name in self.classes]},
+        }

@@ -8,7 +8,7 @@ same line serves ``test`` and ``predict``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -32,6 +32,12 @@ class LineDataModule(InMemoryDataModule):
         batch_size: Samples per batch (>= 1).
         seed: Seeds the points, the split and the training shuffle (0 to 2**32 - 1).
     """
+
+    #: What ``predict`` runs on, for the message that answers ``--data.predict_path`` (this data is made
+    #: or named by its own arguments, not read from the user's files).
+    predicts_on: ClassVar[str] = (
+        "a fresh draw of --data.n_test points of its line (y = slope x + intercept + noise)"
+    )
 
     def __init__(
         self,

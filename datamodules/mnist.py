@@ -6,9 +6,11 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets
+from torchvision.transforms.v2 import functional as F
 
 from core.errors import DataConfigError
 from datamodules.images import ImageClassificationDataModule
@@ -46,6 +48,47 @@ def idx_problem(path: Path) -> str | None:
     return None
 
 
+#: MNIST's digits are size-normalised into a 20x20 box, aspect kept, and centred by their centre of mass
+#: in the 28x28 image (LeCun et al.'s description of the dataset).
+DIGIT_BOX, IMAGE_SIDE = 20, 28
+#: Ink darker than this share of the strongest stroke is background noise (JPEG ringing, paper grain)
+#: when finding the digit's bounding box.
+INK_THRESHOLD = 0.25
+
+
+def mnist_digit(image: Tensor) -> Tensor:
+    """A picture of one digit, uint8 ``(1, H, W)`` of any size, made the way MNIST's images were: light ink
+    on black, the digit's bounding box scaled so its longer side is 20 pixels (aspect kept, antialiased),
+    placed in a 28x28 black image with its centre of mass at the centre.
+
+    The background is the median of the picture's border; where it is light (a digit written or drawn dark
+    on white paper, the usual way) the picture is inverted first, since MNIST's digits are white on black.
+    The background level is then subtracted and the strongest stroke stretched to 255, as MNIST's
+    digits span 0..255. A picture with no ink is only resized."""
+    pixels = image[0].float()
+    border = torch.cat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = border.median()
+    if background > 127:
+        pixels, background = 255 - pixels, 255 - background
+    ink = (pixels - background).clamp_min(0)
+    if ink.max() <= 0:
+        return F.resize(image, [IMAGE_SIDE, IMAGE_SIDE], antialias=True)
+    ink = ink * (255 / ink.max())
+    rows = (ink > 255 * INK_THRESHOLD).any(dim=1).nonzero()[:, 0]
+    columns = (ink > 255 * INK_THRESHOLD).any(dim=0).nonzero()[:, 0]
+    box = ink[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+    digit = F.resize(box[None], size=None, max_size=DIGIT_BOX, antialias=True).clamp(0, 255)[0]
+    height, width = digit.shape
+    # The centre of mass, where MNIST puts the image's centre; the digit stays inside the image.
+    weights = digit / digit.sum()
+    y = float((weights.sum(dim=1) * torch.arange(height)).sum())
+    x = float((weights.sum(dim=0) * torch.arange(width)).sum())
+    top = min(max(round(IMAGE_SIDE / 2 - 0.5 - y), 0), IMAGE_SIDE - height)
+    left = min(max(round(IMAGE_SIDE / 2 - 0.5 - x), 0), IMAGE_SIDE - width)
+    padding = [left, top, IMAGE_SIDE - width - left, IMAGE_SIDE - height - top]
+    return F.pad(digit.round().to(torch.uint8)[None], padding)
+
+
 def _product(sizes: tuple[int, ...]) -> int:
     total = 1
     for size in sizes:
@@ -60,6 +103,7 @@ class MNISTDataModule(ImageClassificationDataModule):
     fetches them. Arguments are those of ``ImageClassificationDataModule``. The tensors torchvision
     parses from the IDX files are checked once (``check_data``): 28x28 single-channel uint8 images, one
     label in 0..9 per image (an IDX label byte can hold 0..255, and torchvision does not look).
+    ``predict_path`` takes pictures of single digits, of any size, made like MNIST's (``mnist_digit``).
     """
 
     mean_std = ((0.1307,), (0.3081,))  # of the 60,000 training images, the usual constants
@@ -85,6 +129,11 @@ class MNISTDataModule(ImageClassificationDataModule):
 
     def corrupt_fix(self) -> str:
         return "the file is corrupt: delete it and run again with --data.download true to download it"
+
+    def predict_image(self, image: Tensor) -> Tensor:
+        """A picture of a digit (grey, any size, dark on light or light on dark) as MNIST's images are:
+        ``mnist_digit``."""
+        return mnist_digit(image)
 
     def idx_files(self, train: bool) -> tuple[Path, Path]:
         """The images and labels IDX files of the training or test set."""

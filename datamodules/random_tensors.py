@@ -8,6 +8,7 @@ same data whatever else consumed the global random state, and the splits are ind
 from __future__ import annotations
 
 import zlib
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -27,6 +28,10 @@ class RandomTensorDataModule(InMemoryDataModule):
         batch_size: Samples per batch (>= 1); the tutorial's is 10, the whole training set.
         seed: Seeds the data and the training shuffle (0 to 2**32 - 1).
     """
+
+    #: What ``predict`` runs on, for the message that answers ``--data.predict_path`` (this data is made
+    #: or named by its own arguments, not read from the user's files).
+    predicts_on: ClassVar[str] = "the --data.n_test random inputs it draws (the tutorial's dummy data)"
 
     def __init__(
         self,

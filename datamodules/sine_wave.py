@@ -7,6 +7,8 @@ training step, so every split serves the same single batch ``(x, y)`` of shape `
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -23,6 +25,10 @@ class SineWaveDataModule(InMemoryDataModule):
         t_start: First time step (a finite number).
         t_end: Last time step (a finite number above ``t_start``).
     """
+
+    #: What ``predict`` runs on, for the message that answers ``--data.predict_path`` (this data is made
+    #: or named by its own arguments, not read from the user's files).
+    predicts_on: ClassVar[str] = "the sine wave it generates from --data.t_start to --data.t_end"
 
     shuffle_train = False  # the order of the points is what the network learns
     # One sequence, learnt point by point, cannot be split between processes: each trains on all of it
@@ -49,3 +55,14 @@ class SineWaveDataModule(InMemoryDataModule):
 
     def make_split(self, split: str) -> tuple[Tensor, Tensor]:
         return self.values[:-1], self.values[1:]
+
+    # --- for python -m experiments export -------------------------------------------------------------
+    def export_batch(self, count: int) -> Tensor:
+        """The wave's input sequence as the exported model takes it: a batch of one sequence, ``(1, T)``
+        (``SineRNN.export_forward`` takes ``(N, T)``)."""
+        return self.values[:-1].view(1, -1)
+
+    def export_description(self) -> dict[str, object]:
+        """The exported input's name and meaning (sidecar JSON)."""
+        meaning = f"sequences of {len(self.values) - 1} values of the wave, one row a sequence"
+        return {"input": {"name": "sequences", "meaning": meaning}}

@@ -16,6 +16,9 @@ training rows, so their loss measures the fit, not generalisation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -44,6 +47,10 @@ class StudyScoresDataModule(InMemoryDataModule):
         batch_size: Students per batch (>= 1); None for all of them (the tutorial's full-batch updates).
         seed: Seeds the training shuffle (0 to 2**32 - 1; it matters only with batches smaller than the data).
     """
+
+    #: What ``predict`` runs on, for the message that answers ``--data.predict_path`` (this data is made
+    #: or named by its own arguments, not read from the user's files).
+    predicts_on: ClassVar[str] = "the students of --data.predict_hours (hours studied, hours slept)"
 
     # Three students, one full batch per update: every process of a data-parallel run takes all of them
     # and makes the same update, which is the one-process update (a shard would pad 3 rows to 4).
@@ -120,3 +127,26 @@ class StudyScoresDataModule(InMemoryDataModule):
         if split == "predict":
             return (self.x_predict,)
         return self.x, self.y
+
+    # --- for python -m experiments export -------------------------------------------------------------
+    def export_batch(self, count: int) -> Tensor:
+        """Up to ``count`` students as a user gives them to an exported model: hours as typed (the
+        training rows; there is no held-out data), not scaled."""
+        return self.given["hours"][:count]
+
+    def export_preprocess(self) -> Callable[[Tensor], Tensor]:
+        """Hours to the network's input: divided by the training columns' maxima, as the splits are."""
+        hours_max = self.hours_max
+        return lambda hours: hours / hours_max
+
+    def export_postprocess(self) -> Callable[[Tensor], Tensor]:
+        """The network's sigmoid output, a fraction of ``max_score``, to a score."""
+        max_score = self.max_score
+        return lambda fraction: fraction * max_score
+
+    def export_description(self) -> dict[str, object]:
+        """The exported input's and output's names and meanings (sidecar JSON)."""
+        return {
+            "input": {"name": "hours", "meaning": "one row a student: hours studied, hours slept"},
+            "output": {"name": "score", "meaning": f"the predicted test score, 0..{self.max_score:g}"},
+        }

@@ -17,6 +17,7 @@ pandas too, and pandas would add a large dependency to every install and to the 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -123,7 +124,9 @@ class CSVRegressionDataModule(InMemoryDataModule):
     The rows are shuffled by ``seed`` and cut into test, val and train sets; ``split_rows`` records
     which 0-based data rows (not counting the header) went where. Columns not used as feature or target
     may hold anything (names, ids). ``predict`` serves the features of ``predict_path`` (a CSV with the
-    same feature columns, standardised with the training statistics) or, without one, of the test set.
+    same feature columns, read by name, standardised with the training statistics; a missing column is
+    an error naming it) or, without one, of the test set; ``predictions.csv`` names each row by its file
+    and line and gives the prediction under the target's name.
 
     Every cell used is checked once, when the file is read (``check_data``): a number, finite, in a row
     with as many fields as the header; an error names the file, the line and the column.
@@ -183,6 +186,13 @@ class CSVRegressionDataModule(InMemoryDataModule):
         self._table: tuple[Tensor, Tensor] | None = None
         #: the tables read, for check_data: the training file's, and the predict file's once read
         self.tables: dict[str, Table] = {}
+        #: each predicted row's file and line (``new.csv line 2``), in order: predictions.csv's first column
+        self.predict_names: list[str] = []
+
+    @property
+    def target_names(self) -> list[str]:
+        """The predicted column's name, which heads its column in ``predictions.csv``."""
+        return [self.target]
 
     @property
     def in_features(self) -> int:
@@ -274,13 +284,41 @@ class CSVRegressionDataModule(InMemoryDataModule):
         x, y = self._table
         if split == "predict":
             if self.predict_path is None:
-                return (self.scale(x[self.split_rows["test"]]),)
+                rows = self.split_rows["test"]
+                lines = self.tables["table"].lines[rows].tolist()
+                self.predict_names = [f"{self.path.name} line {n}" for n in lines]
+                return (self.scale(x[rows]),)
             # The training columns, whatever else the file holds (its target column, if any, is unused).
             _, new = self._read(self.predict_path, self.feature_names, None)
             self.tables["predict"] = new
+            self.predict_names = [f"{self.predict_path.name} line {n}" for n in new.lines.tolist()]
             return (self.scale(new.values),)
         rows = self.split_rows[split]
         return self.scale(x[rows]), y[rows].float()
+
+    # --- for python -m experiments export -------------------------------------------------------------
+    def export_batch(self, count: int) -> Tensor:
+        """Up to ``count`` test rows as a user hands them to an exported model: the feature columns' raw
+        values (``feature_names``, in that order), float32, not standardised."""
+        self.load()
+        x, _ = self._table
+        return x[self.split_rows["test"][:count]].float()
+
+    def export_preprocess(self) -> Callable[[Tensor], Tensor]:
+        """Raw feature rows to the model's input, as ``scale`` makes them: standardised with the training
+        rows' statistics, computed in float64 as the table is."""
+        self.load()
+        mean, std = self.feature_mean, self.feature_std
+        return lambda rows: ((rows.double() - mean) / std).float()
+
+    def export_description(self) -> dict[str, object]:
+        """The exported input's name, columns and meaning, and the output's target (sidecar JSON)."""
+        self.load()
+        meaning = "rows of the feature columns' raw values, float32 (N, features), in the CSV's units"
+        return {
+            "input": {"name": "features", "columns": list(self.feature_names), "meaning": meaning},
+            "output": {"targets": [self.target], "meaning": f"the predicted {self.target}, in its units"},
+        }
 
 
 class BostonHousingDataModule(CSVRegressionDataModule):

@@ -66,6 +66,10 @@ class TextCorpusDataModule(LightningDataModule):
         seed: Seeds subsampling, windows and negatives (0 to 2**32 - 1; a new draw each epoch).
     """
 
+    #: What ``predict`` runs on, for the message that answers ``--data.predict_path`` (this data is made
+    #: or named by its own arguments, not read from the user's files).
+    predicts_on: ClassVar[str] = "no input: predict writes the learnt word vectors (vectors.txt)"
+
     #: Why ``fit`` refuses several processes (``setup``'s one-line error says it); tests expect that
     #: refusal and evaluate a checkpoint trained in one process instead (docs/architecture.md).
     single_process_fit: ClassVar[str] = (

@@ -296,6 +296,10 @@ class TreebankDataModule(LightningDataModule):
         predict_split: The split ``predict`` reads: ``test`` (default), ``dev`` or ``train``.
     """
 
+    #: What ``predict`` runs on, for the message that answers ``--data.predict_path`` (this data is made
+    #: or named by its own arguments, not read from the user's files).
+    predicts_on: ClassVar[str] = "the SST trees of the split --data.predict_split names (test, dev or train)"
+
     #: Trees are served in a seeded order and not augmented: a fit is deterministic (docs/architecture.md).
     deterministic_args: ClassVar[dict[str, Any] | None] = {}
 

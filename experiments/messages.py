@@ -234,13 +234,18 @@ def _suggest(text: str, argv: Sequence[str]) -> str:
     )
     if option:
         key, class_path, name = option.groups()
-        known = parameters(import_path(class_path))
+        cls = import_path(class_path)
+        known = parameters(cls)
         match = closest(name, known)
         found = config_key(argv, f"{key}.{name}")
         flag = found[1] if found else f"--{key}.{name}"
         # The same key as the file writes it (init_args or not), or as a flag.
         guess = f"{flag.rpartition('.')[0]}.{match}" if match else None
         hint = f"did you mean {guess}?" if guess else f"it takes: {', '.join(known)}"
+        predicts_on = getattr(cls, "predicts_on", None)
+        if name == "predict_path" and isinstance(predicts_on, str):
+            # A lesson whose data is made or named by its own arguments says what predict runs on.
+            hint = f"its predict runs on {predicts_on}"
         message = f"{flag}: {class_path.rsplit('.', 1)[-1]} has no argument {name!r}; {hint}"
         return f"{found[0]}: {message}" if found else message
     return text

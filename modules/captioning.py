@@ -112,6 +112,12 @@ class CaptionModel(LightningModule):
 
     #: Arguments that make the model small enough for tests' few steps (docs/architecture.md).
     small_args: ClassVar[dict[str, Any]] = {"embed_dim": 32, "hidden_dim": 64}
+    #: Why ``python -m experiments export`` refuses it, and what it offers instead.
+    export_unsupported = (
+        "a caption is written by a greedy decoding loop whose length depends on the words it picks (up "
+        "to --model.max_caption_length), not a fixed graph; use predict on the checkpoint, which writes "
+        "the captions"
+    )
 
     def __init__(
         self,
@@ -313,6 +319,13 @@ class CaptionModel(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
         return self.caption(batch["images"])
+
+    def prediction_table(self, predictions: Any, datamodule: Any) -> dict[str, list[str]] | None:
+        """``predict``'s captions, one string per image, as the ``caption`` column of ``predictions.csv``
+        (``core.callbacks.PredictionWriter``)."""
+        if not isinstance(predictions, list) or not all(isinstance(c, str) for c in predictions):
+            return None
+        return {"caption": predictions}
 
     def configure_optimizers(self) -> Any:
         return optimizer_config(self.parameters(), self.optimizer, self.lr_scheduler)

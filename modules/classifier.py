@@ -5,7 +5,8 @@ evaluation (dropout on and off), computes the NLL loss of log-softmax outputs, c
 predictions and prints loss and accuracy per phase. Here Lightning runs the phases; this class owns the
 loss and one torchmetrics object per phase, logs ``train/loss``, ``train/acc``, ``val/loss``,
 ``val/acc``, ``val/acc_best``, ``test/loss`` and ``test/acc`` once per epoch (a ``self.log`` per step
-costs more than a step of a small network), and ``predict`` returns class probabilities. A lesson only
+costs more than a step of a small network), and ``predict`` returns class probabilities (``predictions.pt``),
+which ``prediction_table`` turns into class names and probabilities (``predictions.csv``). A lesson only
 builds ``self.net``, a network that returns logits. The first batch of each phase has its targets checked
 (``check_targets``: one class index per sample, below ``num_classes``), so labels in another form are one
 error line, not a traceback from inside the loss.
@@ -188,6 +189,39 @@ class ImageClassifier(PhaseAccuracy):
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         self.check_input(batch[0])
         return self(batch[0]).softmax(dim=1)
+
+    #: how many of the likeliest classes ``predictions.csv`` lists per input
+    table_top_k: int = 3
+
+    def prediction_table(self, predictions: Any, datamodule: Any) -> dict[str, list[str]] | None:
+        """``predict``'s probabilities ``(N, num_classes)`` as the columns of ``predictions.csv``
+        (``core.callbacks.PredictionWriter``): the likeliest class by name (the datamodule's ``classes``,
+        else its index) and its probability, then the next ``table_top_k - 1`` (``class_2``,
+        ``probability_2``, ...)."""
+        if not isinstance(predictions, Tensor) or predictions.dim() != 2:
+            return None
+        count = predictions.shape[1]
+        # A model with more outputs than the data has classes (num_classes above the class folders'
+        # count) names the extra ones by index.
+        names = [str(name) for name in getattr(datamodule, "classes", None) or []][:count]
+        names += [str(i) for i in range(len(names), count)]
+        probabilities, indices = predictions.detach().float().cpu().topk(min(self.table_top_k, count), dim=1)
+        columns: dict[str, list[str]] = {}
+        for place in range(indices.shape[1]):
+            suffix = "" if place == 0 else f"_{place + 1}"
+            columns[f"class{suffix}"] = [names[i] for i in indices[:, place].tolist()]
+            columns[f"probability{suffix}"] = [f"{p:.4f}" for p in probabilities[:, place].tolist()]
+        return columns
+
+    def export_forward(self, images: Tensor) -> Tensor:
+        """What ``python -m experiments export`` puts in the exported graph: class probabilities, as
+        ``predict`` returns them (the datamodule's ``classes`` name the columns)."""
+        return self(images).softmax(dim=1)
+
+    def export_description(self) -> dict[str, Any]:
+        """The exported output's name and meaning, for the export's sidecar JSON."""
+        meaning = "class probabilities (softmax), one column a class"
+        return {"output": {"name": "probabilities", "meaning": meaning}}
 
     def configure_optimizers(self) -> Any:
         return optimizer_config(self.parameters(), self.optimizer, self.lr_scheduler)

@@ -20,7 +20,6 @@ relabels left and right); this module adds what the data is for: a landmark regr
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +30,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics import Metric, MinMetric
 
-from core.callbacks import PredictionWriter, ValidationSamples
+from core.callbacks import PredictionWriter, ValidationSamples, prediction_rows, write_csv
 from core.domains import FileName, Fraction, NonNegativeInt, PositiveInt
 from core.errors import ExperimentError
 from core.figures import log_figure
@@ -272,6 +271,30 @@ class LandmarkRegressor(LightningModule):
         to_original = batch[-1].to(pixels.dtype)
         return pixels * to_original[:, None, 0] + to_original[:, None, 1]
 
+    def prediction_table(self, predictions: Any, datamodule: Any) -> dict[str, list[str]] | None:
+        """``predict``'s points ``(N, points, 2)`` as the columns of ``predictions.csv``
+        (``core.callbacks.PredictionWriter``): ``part_0_x, part_0_y, ...`` in pixels of each image file,
+        the columns of the lesson's own landmarks CSV."""
+        if not isinstance(predictions, Tensor) or predictions.dim() != 3 or predictions.shape[-1] != 2:
+            return None
+        points = predictions.detach().float().cpu()
+        return {
+            f"part_{i}_{axis}": [f"{v:.2f}" for v in points[:, i, a].tolist()]
+            for i in range(points.shape[1])
+            for a, axis in enumerate(("x", "y"))
+        }
+
+    def export_forward(self, images: Tensor) -> Tensor:
+        """What ``python -m experiments export`` puts in the exported graph: the points ``(N, num_points,
+        2)`` in the pixels of the images given, x then y (``predict`` without ``to_original``). ``forward``'s
+        ``len(images)`` would fix the batch size in the traced graph; ``reshape(-1, ...)`` leaves it open."""
+        return self.to_pixels(self.net(images).reshape(-1, self.num_points, 2), images)
+
+    def export_description(self) -> dict[str, Any]:
+        """The exported output's name and meaning, for the export's sidecar JSON."""
+        meaning = "landmarks (x, y) in the input image's pixels, 0-based iBUG order"
+        return {"output": {"name": "landmarks", "meaning": meaning}}
+
     def configure_optimizers(self) -> Any:
         return optimizer_config(self.parameters(), self.optimizer, self.lr_scheduler)
 
@@ -332,28 +355,21 @@ class LandmarkGrid(ValidationSamples):
 
 
 class LandmarkCSVWriter(PredictionWriter):
-    """Writes ``predict``'s points ``(N, points, 2)`` to ``<run folder>/<filename>``: a header
-    (``image_name, part_0_x, part_0_y, ...``), then one row per image, named by the datamodule's
-    ``predict_names`` (``FaceLandmarksDataModule`` sets them) or numbered when it has none.
+    """Writes ``predict``'s points to ``<run folder>/<filename>`` as a CSV in the landmarks CSV's format
+    (``image_name, part_0_x, part_0_y, ...``, one row per image), and nothing else. The command's
+    prediction writer already writes that table, as ``predictions.csv``, for every run; this callback
+    is kept for configs that name it (or to write the table under another name).
 
     Args:
         filename: File name inside the run folder (a name, not a path).
     """
 
     def __init__(self, filename: FileName = "predictions.csv") -> None:
-        super().__init__(filename)
+        super().__init__(filename, table=None)
 
     def write(self, trainer: Trainer, predictions: Any, path: Path) -> bool:
-        if not isinstance(predictions, Tensor) or not len(predictions):
+        rows = prediction_rows(trainer.datamodule, trainer.lightning_module, predictions)
+        if rows is None or len(rows) < 2:
             return False
-        points = predictions.detach().cpu()
-        names = list(getattr(trainer.datamodule, "predict_names", None) or [])
-        if len(names) != len(points):
-            names = [str(i) for i in range(len(points))]
-        header = ["image_name"] + [f"part_{i}_{axis}" for i in range(points.shape[1]) for axis in ("x", "y")]
-        with open(path, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(header)
-            for name, face in zip(names, points.flatten(1).tolist(), strict=True):
-                writer.writerow([name] + [f"{v:.2f}" for v in face])
+        write_csv(path, rows)
         return True

@@ -6,6 +6,8 @@ the rest. Subclasses only build ``self.net``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -99,6 +101,23 @@ class RegressionModule(LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         return self(batch[0])
+
+    def prediction_table(self, predictions: Any, datamodule: Any) -> dict[str, list[str]] | None:
+        """``predict``'s outputs ``(N, targets)`` as the columns of ``predictions.csv``
+        (``core.callbacks.PredictionWriter``), headed by the datamodule's ``target_names`` (Boston: MEDV),
+        else ``prediction`` (``prediction_0``, ... for several outputs)."""
+        if not isinstance(predictions, Tensor) or predictions.dim() not in (1, 2):
+            return None
+        values = predictions.detach().float().cpu().reshape(len(predictions), -1)
+        names = list(getattr(datamodule, "target_names", None) or [])
+        if len(names) != values.shape[1]:
+            count = values.shape[1]
+            names = ["prediction"] if count == 1 else [f"prediction_{i}" for i in range(count)]
+        return {name: [f"{v:.6g}" for v in values[:, i].tolist()] for i, name in enumerate(names)}
+
+    def export_description(self) -> dict[str, object]:
+        """The exported output's name and meaning (``python -m experiments export``'s sidecar JSON)."""
+        return {"output": {"name": "prediction", "meaning": "the predicted targets, one column a target"}}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer, self.parameters())

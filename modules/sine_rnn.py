@@ -169,6 +169,25 @@ class SineRNN(LightningModule):
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         return self(batch[0])
 
+    def export_forward(self, sequences: Tensor) -> Tensor:
+        """What ``python -m experiments export`` puts in the exported graph: a batch of sequences
+        ``(N, T)`` (``SineWaveDataModule.export_batch``) to each point's prediction of the next value,
+        ``(N, T)``, from a zero context, as ``forward`` computes for one sequence. The loop over the points
+        is unrolled when the graph is traced, so the exported file takes sequences of the traced length."""
+        # shape[0], not len(): len() would fix the batch size in the traced graph.
+        context = self.initial_context().expand(sequences.shape[0], -1)
+        outputs = []
+        for j in range(sequences.size(1)):
+            out, context = self.cell(sequences[:, j : j + 1], context)
+            outputs.append(out)
+        predictions = torch.stack(outputs, dim=1)  # (N, T, output_size)
+        return predictions.squeeze(-1) if predictions.shape[-1] == 1 else predictions
+
+    def export_description(self) -> dict[str, Any]:
+        """The exported output's name and meaning, for the export's sidecar JSON."""
+        meaning = "each point's prediction of the next value of its sequence"
+        return {"output": {"name": "next_values", "meaning": meaning}}
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer, self.parameters())
 

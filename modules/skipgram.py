@@ -102,6 +102,11 @@ class SkipGramModel(LightningModule):
 
     #: Why ``--compile.enabled`` refuses this module (experiments/compile.py).
     compile_unsupported = "its training updates run in a numba-compiled loop, not in forward"
+    #: Why ``python -m experiments export`` refuses it, and what it offers instead.
+    export_unsupported = (
+        "word2vec's product is its word vectors, not a network to run: fit writes them as vectors.txt "
+        "(word2vec text format, which gensim and most tools read) in the run folder"
+    )
     #: Arguments that make the model small enough for tests' few steps (docs/architecture.md).
     small_args: ClassVar[dict[str, Any]] = {"embedding_dim": 16}
 

@@ -188,6 +188,12 @@ class TreeLSTM(PhaseAccuracy):
     """
 
     phase_metrics = ("loss", "acc", "node_acc")
+    #: Why ``python -m experiments export`` refuses it, and what it offers instead.
+    export_unsupported = (
+        "its structure varies per input (each sentence's parse tree decides the order of the cell's "
+        "calls), so there is no fixed graph to export; use predict on the checkpoint (root class "
+        "probabilities per tree)"
+    )
     #: Arguments that make the model small enough for tests' few steps (docs/architecture.md).
     small_args: ClassVar[dict[str, Any]] = {"embedding_dim": 16, "hidden_size": 8}
     #: Without dropout a fit is deterministic: two processes compute what one does (docs/architecture.md).

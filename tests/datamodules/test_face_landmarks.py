@@ -201,13 +201,18 @@ def test_predict_maps_back_to_the_files_pixels(faces_dir):
     )
 
 
-def test_predict_dir_reads_unlabelled_images(faces_dir, tmp_path):
+@pytest.mark.parametrize("flag", ["predict_path", "predict_dir"])  # predict_dir: the former name
+def test_predict_path_reads_unlabelled_images(faces_dir, tmp_path, flag):
     folder = tmp_path / "new"
     folder.mkdir()
     for name in ("face_03.jpg", "face_00.jpg"):
         shutil.copy(faces_dir / name, folder / name)
+    (folder / ".hidden").write_text("skipped")
     (folder / "notes.txt").write_text("not an image")
-    dm = module(faces_dir, predict_dir=str(folder))
+    with pytest.raises(DataConfigError, match=rf"--data.{flag}: .*notes.txt is not an image that can be"):
+        module(faces_dir, **{flag: str(folder)}).setup("predict")
+    (folder / "notes.txt").unlink()
+    dm = module(faces_dir, **{flag: str(folder)})
     dm.setup("predict")
     images, to_original = dm.splits["predict"]
     assert dm.predict_names == ["face_00.jpg", "face_03.jpg"]
@@ -259,9 +264,15 @@ def test_missing_data_is_one_clear_error(tmp_path, faces_dir):
     (faces_dir / "face_02.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataNotFoundError, match=r"cannot decode image .*face_02.jpg"):
         module(faces_dir).faces()
-    with pytest.raises(DataNotFoundError, match=r"no images .* in predict_dir="):
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DataNotFoundError, match=r"--data.predict_dir=.*nothing: the folder holds no files"):
         dm = module(faces_dir, predict_dir=str(tmp_path / "nothing"))
         dm.setup("predict")
+    with pytest.raises(DataNotFoundError, match=r"--data.predict_path=.*\*.png: the pattern matches no file"):
+        dm = module(faces_dir, predict_path=str(tmp_path / "*.png"))
+        dm.setup("predict")
+    with pytest.raises(DataConfigError, match=r"predict_dir is the former name of predict_path"):
+        module(faces_dir, predict_dir=str(tmp_path), predict_path=str(tmp_path))
 
 
 def replace_line(path: Path, number: int, edit) -> None:

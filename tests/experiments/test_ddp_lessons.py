@@ -34,6 +34,8 @@ checkpoint), at about 3 s a lesson: it is left out.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -64,6 +66,8 @@ DDP = [
 EVALUATIONS = ("test", "predict")
 #: The last validation's metrics of a fit: val/acc as the lessons name them, val_acc as Lightning's docs do.
 VALIDATION = re.compile(r"val[/_]")
+#: A decimal fraction as predictions.csv prints it (whole numbers, such as MNIST's class names, are text).
+NUMBER = re.compile(r"-?\d+\.\d+(e[-+]?\d+)?")
 PROCESSES = 2
 #: A fit that stops early: linear_regression's val/loss reaches its noise floor within a few epochs.
 EARLY_STOPPING = [
@@ -414,6 +418,24 @@ def assert_same_predictions(ddp: Any, single: Any, name: str) -> None:
         assert ddp == single, name
 
 
+def assert_same_table(ddp: str, single: str, name: str) -> None:
+    """The same rows and columns; numbers equal to within one unit of their last printed digit (a
+    probability printed as 0.4999 on one process may print as 0.5000 on two: float sums in another
+    order), everything else equal."""
+    ddp_rows, single_rows = list(csv.reader(io.StringIO(ddp))), list(csv.reader(io.StringIO(single)))
+    assert len(ddp_rows) == len(single_rows) and ddp_rows[:1] == single_rows[:1], name
+    for line, (got, want) in enumerate(zip(ddp_rows, single_rows, strict=True)):
+        assert len(got) == len(want), f"{name} line {line + 1}"
+        for a, b in zip(got, want, strict=True):
+            if NUMBER.fullmatch(b) and NUMBER.fullmatch(a):
+                digits = len(b.partition(".")[2].partition("e")[0])
+                assert float(a) == pytest.approx(float(b), abs=1.01 * 10**-digits, rel=1e-4), (
+                    f"{name} line {line + 1}"
+                )
+            else:
+                assert a == b, f"{name} line {line + 1}"
+
+
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_ddp_evaluation_matches_one_process(launch: Launch, lesson: str) -> None:
     for evaluation in EVALUATIONS:
@@ -441,6 +463,10 @@ def test_ddp_evaluation_matches_one_process(launch: Launch, lesson: str) -> None
                 ddp = torch.load(ddp_run / file, weights_only=True)
                 assert_same_predictions(
                     ddp, torch.load(single_run / file, weights_only=True), f"{name} {file}"
+                )
+            elif file.endswith(".csv"):
+                assert_same_table(
+                    (ddp_run / file).read_text(), (single_run / file).read_text(), f"{name} {file}"
                 )
             else:
                 assert (ddp_run / file).read_text() == (single_run / file).read_text(), f"{name} {file}"

@@ -3,6 +3,7 @@ linear), a CSV of the user's own by class name, and the one-line errors a bad CS
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,14 @@ def test_boston_fit_then_test_and_predict_from_the_checkpoint(cli, in_tmp):
     assert predictions.shape == (76, 1)
     errors = predictions - data.splits["test"][1]
     assert torch.sqrt((errors**2).mean()).item() == pytest.approx(rmse, rel=1e-4)
+    # The readable copy: each house by its line of the shipped CSV, the price under the target's name.
+    with open(run / "version_0" / "predict" / "predictions.csv", newline="") as file:
+        header, *rows = list(csv.reader(file))
+    lines = data.tables["table"].lines[data.split_rows["test"]].tolist()
+    assert header == ["input", "MEDV"]
+    assert [row[0] for row in rows] == [f"boston_housing.csv line {n}" for n in lines]
+    written = torch.tensor([[float(row[1])] for row in rows])
+    torch.testing.assert_close(written, predictions, rtol=1e-5, atol=1e-4)
 
 
 def csv_args(path, *extra: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import textwrap
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def test_fit_then_predict_writes_one_caption_string_per_image(cli, coco_dir, in_
     # One caption per image, in the order of the files (what each batch returned, joined).
     captions = torch.load(in_tmp / "lightning_logs/coco_captions/version_0/predict/predictions.pt")
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
+    # The readable copy names each validation image by its file.
+    with open(in_tmp / "lightning_logs/coco_captions/version_0/predict/predictions.csv", newline="") as file:
+        assert list(csv.reader(file)) == [
+            ["input", "caption"],
+            *([f"{100 + i:012d}.jpg", caption] for i, caption in enumerate(captions)),
+        ]
     # The figure of the last validation showed the 3 validation images with what the same weights
     # caption them with (predict serves the validation images).
     assert drawn == [textwrap.fill(f"model: {c or '(empty)'}", 36) for c in captions]
