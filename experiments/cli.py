@@ -24,11 +24,13 @@ What every lesson inherits, and any config or flag can override:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,18 @@ class RunConfig(SaveConfigCallback):
         logger.experiment.log_artifacts(str(logger.run_id), str(folder))
 
 
+@contextlib.contextmanager
+def configuration_mistakes() -> Iterator[None]:
+    """Building the config's classes: a constructor that rejects its arguments (ValueError) is a
+    configuration mistake, not a bug, and so is a size the data cannot give (experiments/links.py)."""
+    try:
+        yield
+    except ValueError as error:
+        raise ExperimentError(one_line(error)) from error
+    except DataAttributeError as carrier:
+        raise carrier.error from None
+
+
 class ExperimentCLI(LightningCLI):
     """LightningCLI whose models and datamodules are any class of ``modules/`` and ``datamodules/``, with
     the parts, links, run layout and checkpoint handling every lesson shares (see the module)."""
@@ -229,14 +243,9 @@ class ExperimentCLI(LightningCLI):
         check_config(self._run_config())  # values outside their domain: one line naming the flag
 
     def instantiate_classes(self) -> None:
-        # A constructor that rejects its arguments (ValueError) is a configuration mistake, not a bug.
-        try:
+        with configuration_mistakes():
             super().instantiate_classes()
             self.links.drop_foreign(self.model)
-        except ValueError as error:
-            raise ExperimentError(one_line(error)) from error
-        except DataAttributeError as carrier:
-            raise carrier.error from None
         self.links.note()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
