@@ -6,6 +6,10 @@ user's mistake ends as one line.
 - ``sweep``: the hyperparameter search (experiments/sweep/), imported only for it (Optuna is an extra);
 - ``runs`` and ``diff``: the runs listed from their folders' manifests, and two runs compared
   (experiments/history.py; the manifest, ``run.json``, is experiments/manifest.py's);
+- ``export``: a trained checkpoint as an ONNX or ``torch.export`` file, checked against the eager model
+  (experiments/export.py; onnx and onnxruntime are an extra);
+- ``tune``: Lightning's learning-rate finder and batch-size scaler on a config, written as ``tuned.yaml``
+  (experiments/tune.py);
 - a mistake (missing file, unknown class or key, wrong type, a full disk, a compiler failure, a size that
   needs more memory than there is) ends with
   one ``error:`` line on stderr and exit status 2; ``EXPERIMENTS_DEBUG=1`` shows the traceback instead.
@@ -35,7 +39,9 @@ from experiments.progress import lightning_output_to_stdout
 DEBUG_VARIABLE = "EXPERIMENTS_DEBUG"
 DESCRIPTION = (
     "Train and evaluate the lessons' experiments (fit, validate, test, predict). `python -m experiments "
-    "sweep --help`: the hyperparameter search, with Optuna. `python -m experiments runs --help`: the runs, "
+    "sweep --help`: the hyperparameter search, with Optuna. `python -m experiments export --help`: a "
+    "trained model as ONNX or torch.export, verified; `python -m experiments tune --help`: the learning "
+    "rate and batch size found by Lightning's Tuner. `python -m experiments runs --help`: the runs, "
     "with their status, results and code version; `python -m experiments diff --help`: two runs compared."
 )
 
@@ -111,6 +117,14 @@ def main(args: ArgsType = None) -> None:
         check_config_files(given)
         if given[:1] == ["sweep"]:
             sweep(given[1:])
+        elif given[:1] == ["export"]:
+            from experiments import export  # only this command reads onnx and onnxruntime
+
+            export.main(given[1:])
+        elif given[:1] == ["tune"]:
+            from experiments import tune
+
+            tune.main(given[1:])
         elif given[:1] in (["runs"], ["diff"]):
             from experiments import history  # only these commands read runs
 
