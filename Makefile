@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m experiments fit --config configs/linear_regression.yaml
 
-## test: set up, then run the linter and the whole test suite
+## test: set up, then run the linter and the whole test suite, on JOBS pytest processes (default 2, this
+## project's CI machine's cores: most tests wait on subprocesses, a second process fills the idle core).
+## Each test file runs whole in one process (--dist loadfile), so a file's module fixtures run once
+JOBS ?= 2
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(JOBS) --dist loadfile
 
 ## test-fast: set up, then ruff, the unit tests, the README table's test and one lesson end to end: the
 ## checks to run while working, under 2 minutes on 2 CPU cores. Of tests/experiments only the files that
@@ -43,10 +46,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## bench: the benchmarks of benchmarks/RESULTS.md. DATA=<folder> holding MNIST/raw, sst/, text/ and coco/
+## bench: the benchmarks of benchmarks/RESULTS.md (the lesson overhead, the exported models' latency). DATA=<folder> holding MNIST/raw, sst/, text/ and coco/
 ## (the layout of the project's offline data copy) adds the data benchmarks
 bench: $(STAMP)
 	$(PY) benchmarks/lesson_overhead.py
+	$(PY) benchmarks/export_latency.py
 	@if [ -n "$(DATA)" ]; then \
 		$(PY) benchmarks/data_path.py --data-dir "$(DATA)" && \
 		$(PY) benchmarks/mnist_overhead.py --data-dir "$(DATA)" && \

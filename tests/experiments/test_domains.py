@@ -77,8 +77,11 @@ OUT_OF_DOMAIN = [
     # argument a subclass passes on through **kwargs, and for the injected optimizer itself
     ("data_seed_null", lesson("linear_regression", "--data.seed=null"), "--data.seed: null is not"),
     ("data_seed_past_2_32", lesson("first_network", "--data.seed=4294967296"), "--data.seed: expected"),
-    ("inherited_seed_null", model("LinearRegression", "--data", "CIFAR10DataModule", "--data.seed=null"),
-     "--data.seed: null is not"),
+    (
+        "inherited_seed_null",
+        model("LinearRegression", "--data", "CIFAR10DataModule", "--data.seed=null"),
+        "--data.seed: null is not",
+    ),
     ("optimizer_null", lesson("logistic_regression", "--model.optimizer=null"), "--model.optimizer: null"),
     ("caption_channels_0", model("CaptionModel", "--model.cnn_channels=[32,0]"), "--model.cnn_channels"),
     (
