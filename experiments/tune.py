@@ -126,6 +126,8 @@ class Change:
     why: str
 
     def line(self) -> str:
+        if self.old == self.new:  # the config's value is what the tuner found: nothing to change
+            return f"{self.flag}: {_short(self.new)}, unchanged: the config's value already ({self.why})"
         return f"{self.flag}: {_short(self.old)} -> {_short(self.new)} ({self.why})"
 
 

@@ -192,3 +192,12 @@ def test_what_cannot_be_tuned_is_one_line_and_leaves_nothing(in_tmp, capsys, mon
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
     assert not (in_tmp / "lightning_logs").exists()
+
+
+def test_a_value_the_tuner_confirms_is_said_unchanged():
+    from experiments.tune import Change
+
+    same = Change(("model",), "model.optimizer.init_args.lr", 0.01, 0.01, "lr_find: ...").line()
+    assert same == "model.optimizer.init_args.lr: 0.01, unchanged: the config's value already (lr_find: ...)"
+    moved = Change(("model",), "data.batch_size", 32, 354, "scale_batch_size").line()
+    assert moved == "data.batch_size: 32 -> 354 (scale_batch_size)"
