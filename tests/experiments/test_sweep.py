@@ -616,7 +616,9 @@ def test_a_killed_workers_trial_is_failed_and_the_same_command_continues(tmp_pat
     file = sweep_file(tmp_path, n_trials=3)
     command = sweep_command(file, "--trainer.max_epochs=30", "--sweep.heartbeat=1")
     worker = start_worker(command, tmp_path)
-    assert wait_for(lambda: reported(tmp_path) >= 2, timeout=400), "trial 0 never trained"
+    if not wait_for(lambda: reported(tmp_path) >= 2, timeout=400):
+        worker.kill()  # what the worker said, for the next time this happens (once, under pytest -n 2)
+        pytest.fail(f"trial 0 never reported twice; the worker's output:\n{worker.communicate()[0][-4000:]}")
     worker.kill()
     worker.wait()
     assert wait_for(lambda: no_trial_left(tmp_path)), "the trial outlived its worker"
