@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m experiments fit --config configs/linear_regression.yaml
 
 ## test: set up, then run the linter and the whole test suite. JOBS=2 runs it on two pytest processes
-## (pytest-xdist, a test file whole on each: 16-18 min instead of about 25 on 2 cores), which CI does not:
+## (pytest-xdist, a test file whole on each: 16-18 min instead of 22 on 2 cores), which CI does not:
 ## under that load a sweep test's trial once never reported within its 400 s wait
 JOBS ?= 1
 test: $(STAMP)
