@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import Tensor
 from core.distributed import Columns, gather_outputs, gather_samples, run_dir, sample_positions
 from core.domains import FileName, PositiveInt
 from core.figures import draws_this_validation, new_figure
+from core.files import write_atomic
 
 
 def peek(loader: Any) -> Iterator[Any]:
@@ -128,10 +130,9 @@ def prediction_rows(datamodule: Any, module: Any, predictions: Any) -> list[list
 
 def write_csv(path: Path, rows: list[list[Any]]) -> None:
     """``rows`` (header first) as a CSV file at ``path``, written whole or not at all."""
-    temporary = path.with_name(f"{path.name}.tmp")
-    with open(temporary, "w", newline="", encoding="utf-8") as file:
-        csv.writer(file).writerows(rows)
-    temporary.replace(path)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def _joined(parts: tuple[Tensor | list[Any], ...]) -> Tensor | list[Any]:

@@ -26,18 +26,6 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from core.errors import ExperimentError
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all, as checkpoints are: a reader (another sweep worker,
-    ``runs``) never sees half a file (a run's ``run.json``, a sweep's ``best.yaml`` and ``trials.csv``)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 class DiskFullError(ExperimentError, OSError):
     """A write found the disk full; the message names the file."""
 

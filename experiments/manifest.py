@@ -56,7 +56,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from core.distributed import run_dir
-from experiments.checkpoint_io import write_atomic
+from core.files import write_atomic
 from experiments.preemption import Preemption
 from experiments.runs import experiment_name
 
@@ -395,6 +395,13 @@ class RunManifest(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._end(trainer, "finished")
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # A fit that Lightning's tuner ends once it has its answer (``tune``: lr_find, scale_batch_size)
+        # exits without on_fit_end or on_exception: it is finished, as far as it was meant to go. Any
+        # other fit has ended its manifest already.
+        if stage == TrainerFn.FITTING:
+            self._end(trainer, "finished")
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._stop_git()

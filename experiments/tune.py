@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import sys
 import warnings
@@ -55,6 +54,7 @@ from core.distributed import run_dir
 from core.domains import NonNegativeInt, PositiveInt
 from core.errors import ExperimentError
 from core.figures import log_figure, new_figure
+from core.files import write_atomic
 from experiments.cli import PARSER_KWARGS, ExperimentCLI
 from experiments.faults import FailedRun
 from experiments.messages import closest, parameters
@@ -489,7 +489,7 @@ class Tuning:
         if folder is not None:
             self.figure = folder / "figures" / "lr_find.png"
             rows = "".join(f"{a!r},{b!r}\n" for a, b in zip(lrs, losses, strict=True))
-            (folder / "lr_find.csv").write_text("lr,loss\n" + rows)
+            write_atomic(folder / "lr_find.csv", "lr,loss\n" + rows)
         for logger in self.trainer.loggers:
             logger.finalize("success")  # the tuners' fits closed the writers; the figure reopened them
 
@@ -518,9 +518,7 @@ class Tuning:
                 print(change.line())
             text = "".join(f"# {change.line()}\n" for change in self.changes)
             folder.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{TUNED_FILE}.partial")
-            partial.write_text(text + yaml.safe_dump(self.config, sort_keys=False))
-            os.replace(partial, path)  # whole or absent, never half-written
+            write_atomic(path, text + yaml.safe_dump(self.config, sort_keys=False))
             if self.figure is not None:
                 print(f"lr_find curve: {self.figure}")
             print(f"tuned config: {path}")

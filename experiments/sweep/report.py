@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.checkpoint_io import write_atomic
+from core.files import write_atomic
 from experiments.progress import significant
 from experiments.sweep.space import Parameter
 from experiments.sweep.trial import HOST, RUN

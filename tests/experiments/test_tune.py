@@ -4,6 +4,7 @@ TensorBoard and as a PNG; one line for each lesson or setting it cannot tune, wi
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -116,6 +117,8 @@ def test_boston_batch_size_and_lr_tuned_then_fit(cli, in_tmp, capsys):
     assert found["model.optimizer.init_args.lr"][0] == "0.003"
     tuned = yaml.safe_load(tuned_file(out).read_text())
     assert tuned["data"]["init_args"]["batch_size"] == 354
+    # The tune run is finished in `runs`, not "died": the tuners end their fits without on_fit_end.
+    assert json.loads((tuned_file(out).parent / "run.json").read_text())["status"] == "finished"
     assert tuned["model"]["init_args"]["optimizer"]["init_args"]["lr"] == float(
         found["model.optimizer.init_args.lr"][1]
     )
